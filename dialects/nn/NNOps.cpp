@@ -1,0 +1,336 @@
+//===- NNOps.cpp - Operations of the nn dialect ---------------------------===//
+//
+// Verifiers and folders. Every shape check goes through ShapeRules so that
+// the verifier and the front end's type checker report the same message;
+// element types are left to the ODS constraints of NNOps.td.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/nn/NNOps.h"
+#include "dialects/nn/ShapeRules.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/TypeUtilities.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace hotstage::nn;
+using llvm::ArrayRef;
+
+#define GET_OP_CLASSES
+#include "dialects/nn/NNOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+static ArrayRef<int64_t> shapeOf(Type type) {
+  return cast<RankedTensorType>(type).getShape();
+}
+
+static ArrayRef<int64_t> shapeOf(Value value) {
+  return shapeOf(value.getType());
+}
+
+/// Name of `op` without the dialect prefix, as the shape rules spell it.
+static StringRef ruleName(Operation *op) {
+  return op->getName().stripDialect();
+}
+
+/// Reports the rule's `error`, or checks that `resultType` has the shape the
+/// rule computed.
+static LogicalResult checkShape(Operation *op,
+                                const std::optional<shape::Shape> &expected,
+                                const std::string &error, Type resultType,
+                                StringRef what = "result") {
+  if (!expected)
+    return op->emitOpError(error);
+  if (shapeOf(resultType) != ArrayRef<int64_t>(*expected))
+    return op->emitOpError()
+           << what << " type " << resultType
+           << " does not match the inferred shape " << shape::str(*expected);
+  return success();
+}
+
+static LogicalResult checkShape(Operation *op,
+                                const std::optional<shape::Shape> &expected,
+                                const std::string &error) {
+  return checkShape(op, expected, error, op->getResult(0).getType());
+}
+
+/// `value` must be a finite number above zero (or at least zero).
+static LogicalResult checkPositive(Operation *op, StringRef name,
+                                   const APFloat &value,
+                                   bool allowZero = false) {
+  double v = value.convertToDouble();
+  if (std::isfinite(v) && (v > 0 || (allowZero && v == 0)))
+    return success();
+  return op->emitOpError() << name << " must be "
+                           << (allowZero ? "non-negative" : "positive")
+                           << " and finite, got " << v;
+}
+
+//===----------------------------------------------------------------------===//
+// Parameters and constants
+//===----------------------------------------------------------------------===//
+
+LogicalResult ParamRefOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  Operation *symbol = symbolTable.lookupNearestSymbolFrom(*this, getNameAttr());
+  if (!symbol)
+    return emitOpError() << "refers to an unknown parameter " << getNameAttr();
+  auto param = dyn_cast<ParamOp>(symbol);
+  if (!param) {
+    InFlightDiagnostic diag = emitOpError()
+                              << getNameAttr() << " is not an nn.param";
+    diag.attachNote(symbol->getLoc()) << "symbol defined here";
+    return diag;
+  }
+  if (param.getType() != getType()) {
+    InFlightDiagnostic diag =
+        emitOpError() << "type " << getType() << " does not match the type "
+                      << param.getType() << " of parameter " << getNameAttr();
+    diag.attachNote(param.getLoc()) << "parameter defined here";
+    return diag;
+  }
+  return success();
+}
+
+OpFoldResult ConstantOp::fold(FoldAdaptor) { return getValue(); }
+
+//===----------------------------------------------------------------------===//
+// Elementwise
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyBroadcast(Operation *op) {
+  std::string error;
+  auto expected = shape::broadcast(ruleName(op), shapeOf(op->getOperand(0)),
+                                   shapeOf(op->getOperand(1)), error);
+  return checkShape(op, expected, error);
+}
+
+LogicalResult AddOp::verify() { return verifyBroadcast(*this); }
+LogicalResult SubOp::verify() { return verifyBroadcast(*this); }
+LogicalResult MulOp::verify() { return verifyBroadcast(*this); }
+LogicalResult DivOp::verify() { return verifyBroadcast(*this); }
+LogicalResult MaximumOp::verify() { return verifyBroadcast(*this); }
+
+LogicalResult GeluOp::verify() {
+  StringRef approximate = getApproximate();
+  if (approximate != "none" && approximate != "tanh")
+    return emitOpError() << "approximate must be \"none\" or \"tanh\", got \""
+                         << approximate << "\"";
+  return success();
+}
+
+LogicalResult CastOp::verify() {
+  if (shapeOf(getInput()) != shapeOf(getType()))
+    return emitOpError() << "cannot change the shape: "
+                         << shape::str(shapeOf(getInput())) << " to "
+                         << shape::str(shapeOf(getType()));
+  return success();
+}
+
+OpFoldResult CastOp::fold(FoldAdaptor) {
+  if (getInput().getType() == getType())
+    return getInput();
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// Contractions
+//===----------------------------------------------------------------------===//
+
+LogicalResult MatmulOp::verify() {
+  std::string error;
+  auto expected = shape::matmul(shapeOf(getLhs()), shapeOf(getRhs()), error);
+  return checkShape(*this, expected, error);
+}
+
+LogicalResult LinearOp::verify() {
+  std::optional<ArrayRef<int64_t>> bias;
+  if (getBias())
+    bias = shapeOf(getBias());
+  std::string error;
+  auto expected =
+      shape::linear(shapeOf(getInput()), shapeOf(getWeight()), bias, error);
+  return checkShape(*this, expected, error);
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions and normalization
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyReduce(Operation *op, Value input,
+                                  ArrayRef<int64_t> axes, bool keepDim) {
+  std::string error;
+  auto expected =
+      shape::reduce(ruleName(op), shapeOf(input), axes, keepDim, error);
+  return checkShape(op, expected, error);
+}
+
+LogicalResult ReduceSumOp::verify() {
+  return verifyReduce(*this, getInput(), getAxes(), getKeepdim());
+}
+LogicalResult ReduceMeanOp::verify() {
+  return verifyReduce(*this, getInput(), getAxes(), getKeepdim());
+}
+LogicalResult ReduceMaxOp::verify() {
+  return verifyReduce(*this, getInput(), getAxes(), getKeepdim());
+}
+
+LogicalResult SoftmaxOp::verify() {
+  std::string error;
+  auto expected = shape::softmax(shapeOf(getInput()), getAxis(), error);
+  return checkShape(*this, expected, error);
+}
+
+LogicalResult LayerNormOp::verify() {
+  std::optional<ArrayRef<int64_t>> bias;
+  if (getBias())
+    bias = shapeOf(getBias());
+  std::string error;
+  auto expected = shape::norm(ruleName(*this), shapeOf(getInput()),
+                              shapeOf(getScale()), bias, error);
+  if (failed(checkShape(*this, expected, error)))
+    return failure();
+  return checkPositive(*this, "eps", getEps(), /*allowZero=*/true);
+}
+
+LogicalResult RMSNormOp::verify() {
+  std::string error;
+  auto expected = shape::norm(ruleName(*this), shapeOf(getInput()),
+                              shapeOf(getScale()), std::nullopt, error);
+  if (failed(checkShape(*this, expected, error)))
+    return failure();
+  return checkPositive(*this, "eps", getEps(), /*allowZero=*/true);
+}
+
+//===----------------------------------------------------------------------===//
+// Model building blocks
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  std::string error;
+  auto expected =
+      shape::embedding(shapeOf(getTable()), shapeOf(getIds()), error);
+  return checkShape(*this, expected, error);
+}
+
+LogicalResult AttentionOp::verify() {
+  std::string error;
+  auto expected =
+      shape::attention(shapeOf(getQuery()), shapeOf(getKey()),
+                       shapeOf(getValue()), getHeads(), getNumKvHeads(), error);
+  if (failed(checkShape(*this, expected, error)))
+    return failure();
+  if (std::optional<APFloat> scale = getScale())
+    return checkPositive(*this, "scale", *scale);
+  return success();
+}
+
+int64_t AttentionOp::getHeadDim() {
+  return shapeOf(getQuery())[2] / static_cast<int64_t>(getHeads());
+}
+
+double AttentionOp::getScaleOrDefault() {
+  if (std::optional<APFloat> scale = getScale())
+    return scale->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(getHeadDim()));
+}
+
+LogicalResult RopeOp::verify() {
+  std::string error;
+  auto expected = shape::rope(shapeOf(getInput()), getHeads(), error);
+  if (failed(checkShape(*this, expected, error)))
+    return failure();
+  return checkPositive(*this, "theta", getTheta());
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  std::string error;
+  auto expected =
+      shape::crossEntropy(shapeOf(getLogits()), shapeOf(getTargets()), error);
+  return checkShape(*this, expected, error);
+}
+
+//===----------------------------------------------------------------------===//
+// Data movement
+//===----------------------------------------------------------------------===//
+
+LogicalResult ReshapeOp::verify() {
+  std::string error;
+  auto expected =
+      shape::reshape(shapeOf(getInput()), shapeOf(getType()), error);
+  return checkShape(*this, expected, error);
+}
+
+OpFoldResult ReshapeOp::fold(FoldAdaptor adaptor) {
+  if (getInput().getType() == getType())
+    return getInput();
+  // reshape(reshape(x)) is one reshape of x.
+  if (auto producer = getInput().getDefiningOp<ReshapeOp>()) {
+    getInputMutable().assign(producer.getInput());
+    return getResult();
+  }
+  if (auto elements = dyn_cast_or_null<DenseElementsAttr>(adaptor.getInput()))
+    return elements.reshape(getType());
+  return {};
+}
+
+LogicalResult TransposeOp::verify() {
+  std::string error;
+  auto expected = shape::transpose(shapeOf(getInput()), getPerm(), error);
+  return checkShape(*this, expected, error);
+}
+
+OpFoldResult TransposeOp::fold(FoldAdaptor) {
+  for (auto [i, p] : llvm::enumerate(getPerm()))
+    if (p != static_cast<int64_t>(i))
+      return {};
+  return getInput();
+}
+
+LogicalResult SplitOp::verify() {
+  ArrayRef<int64_t> input = shapeOf(getInput());
+  std::optional<int64_t> axis = shape::normalizeAxis(getAxis(), input.size());
+  // The sizes come from the results along the axis; with a bad axis the
+  // rule reports it before looking at them.
+  SmallVector<int64_t> sizes;
+  if (axis) {
+    for (auto [i, result] : llvm::enumerate(getResults())) {
+      ArrayRef<int64_t> piece = shapeOf(result);
+      if (piece.size() != input.size())
+        return emitOpError()
+               << "result #" << i << " type " << result.getType()
+               << " must have rank " << input.size() << " like the input";
+      sizes.push_back(piece[*axis]);
+    }
+  }
+  std::string error;
+  auto expected = shape::split(input, getAxis(), sizes, error);
+  if (!expected)
+    return emitOpError(error);
+  for (auto [i, result] : llvm::enumerate(getResults()))
+    if (failed(checkShape(*this, (*expected)[i], error, result.getType(),
+                          ("result #" + Twine(i)).str())))
+      return failure();
+  return success();
+}
+
+LogicalResult ConcatOp::verify() {
+  SmallVector<shape::Shape> inputs;
+  for (Value input : getInputs())
+    inputs.emplace_back(shapeOf(input));
+  std::string error;
+  auto expected = shape::concat(inputs, getAxis(), error);
+  return checkShape(*this, expected, error);
+}
+
+LogicalResult SliceOp::verify() {
+  std::string error;
+  auto expected = shape::slice(shapeOf(getInput()), getOffsets(),
+                               shapeOf(getType()), error);
+  return checkShape(*this, expected, error);
+}

@@ -1,0 +1,26 @@
+//===- NNOps.h - Operations of the nn dialect -------------------*- C++ -*-===//
+//
+// The op classes generated from NNOps.td (`hotstage::nn::AddOp`, ...). Build
+// them with `XOp::create(builder, loc, resultType, operands..., attrs...)`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_DIALECTS_NN_NNOPS_H
+#define HOTSTAGE_DIALECTS_NN_NNOPS_H
+
+#include "dialects/nn/NNAttrs.h"
+#include "dialects/nn/NNDialect.h"
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#define GET_OP_CLASSES
+#include "dialects/nn/NNOps.h.inc"
+
+#endif // HOTSTAGE_DIALECTS_NN_NNOPS_H

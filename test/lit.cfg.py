@@ -1,0 +1,68 @@
+# -*- Python -*-
+#
+# lit configuration of the Hotstage tests. Run it through the build tree
+# (`lit -sv build/test`, `ninja check-hotstage` or `ctest`), whose
+# lit.site.cfg.py says where the sources and the tools are.
+
+import os
+import subprocess
+
+import lit.formats
+from lit.llvm import llvm_config
+from lit.llvm.subst import ToolSubst
+
+config.name = "Hotstage"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".hot"]
+config.excludes = [
+    "CMakeLists.txt",
+    "lit.cfg.py",
+    "lit.site.cfg.py",
+    "unit",
+    "fuzz",
+    "Inputs",
+]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.hotstage_obj_root, "test")
+
+llvm_config.with_system_environment(["HOME", "TMP", "TEMP", "CUDA_VISIBLE_DEVICES"])
+llvm_config.use_default_substitutions()
+
+# Our tools (hotstage, hotstage-opt) come first on PATH, then LLVM's
+# (FileCheck, not, count), so RUN lines can name them directly.
+llvm_config.with_environment(
+    "PATH", [config.hotstage_tools_dir, config.llvm_tools_dir], append_path=True
+)
+llvm_config.add_tool_substitutions(
+    [
+        ToolSubst("hotstage-opt", unresolved="fatal"),
+        # The driver may not be built yet; tests that need it fail by name.
+        ToolSubst("hotstage", unresolved="ignore"),
+    ],
+    [config.hotstage_tools_dir],
+)
+
+config.substitutions.append(
+    ("%stdlib", os.path.join(config.hotstage_src_root, "stdlib"))
+)
+config.substitutions.append(
+    ("%examples", os.path.join(config.hotstage_src_root, "examples"))
+)
+
+
+def has_cuda_gpu():
+    """True when `nvidia-smi -L` lists a device; GPU tests say REQUIRES: cuda-gpu."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "-L"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+if has_cuda_gpu():
+    config.available_features.add("cuda-gpu")
