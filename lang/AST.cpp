@@ -1,6 +1,7 @@
 //===- AST.cpp - Printing the syntax tree (--emit=ast) --------------------===//
 
 #include "lang/AST.h"
+#include "lang/Program.h"
 
 #include "llvm/Support/SourceMgr.h"
 
@@ -27,23 +28,9 @@ void hotstage::lang::printExpr(const Expr &expr, llvm::raw_ostream &os) {
   case Expr::Kind::Int:
     os << llvm::cast<IntExpr>(expr).value;
     return;
-  case Expr::Kind::Float: {
-    // Shortest form that reads back to the same double.
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.17g", llvm::cast<FloatExpr>(expr).value);
-    for (int precision = 1; precision <= 17; ++precision) {
-      snprintf(buf, sizeof buf, "%.*g", precision,
-               llvm::cast<FloatExpr>(expr).value);
-      if (std::strtod(buf, nullptr) == llvm::cast<FloatExpr>(expr).value)
-        break;
-    }
-    llvm::StringRef text(buf);
-    os << text;
-    if (!text.contains('.') && !text.contains('e') && !text.contains("inf") &&
-        !text.contains("nan"))
-      os << ".0";
+  case Expr::Kind::Float:
+    os << formatNumber(llvm::cast<FloatExpr>(expr).value);
     return;
-  }
   case Expr::Kind::String:
     os << '"' << llvm::cast<StringExpr>(expr).value << '"';
     return;

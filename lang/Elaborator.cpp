@@ -156,9 +156,8 @@ public:
   Elaborator(llvm::SourceMgr &sm, DiagnosticEngine &diags, Module &main,
              std::vector<Module *> modules,
              const std::vector<std::string> &defines)
-      : sm(sm), diags(diags), main(main), allModules(std::move(modules)) {
-    parseDefines(defines);
-  }
+      : sm(sm), diags(diags), main(main), allModules(std::move(modules)),
+        defines(defines) {}
 
   std::optional<Program> run();
 
@@ -245,6 +244,7 @@ private:
   DiagnosticEngine &diags;
   Module &main;
   std::vector<Module *> allModules;
+  const std::vector<std::string> &defines;
   std::vector<Override> overrides;
   std::map<const Definition *, Val> constCache;
   std::set<const Definition *> evaluating;
@@ -262,6 +262,8 @@ private:
 //===----------------------------------------------------------------------===//
 
 void Elaborator::resolveModule(Module &module) {
+  for (const Definition &def : module.ast->constants)
+    resolveExpr(*def.value, module, {});
   for (const auto &block : module.ast->blocks)
     resolveBlock(module, *block);
 }
@@ -338,11 +340,22 @@ void Elaborator::resolveBlock(Module &module, const BlockDecl &block) {
     for (const ExprPtr &d : m.dims)
       resolveExpr(*d, module, names);
     if (m.init) {
-      // Initializer names are only names inside `init`.
-      std::set<std::string> withInit = names;
-      for (const auto &n : initializerNames())
-        withInit.insert(n.getKey().str());
-      resolveExpr(*m.init, module, withInit);
+      const Expr *callee = m.init.get();
+      if (auto *call = dyn_cast<CallExpr>(callee))
+        callee = call->callee.get();
+      auto *initName = dyn_cast<NameExpr>(callee);
+      if (initName && !initializerNames().count(initName->name) &&
+          !names.count(initName->name)) {
+        diags.error(initName->getLoc())
+            << "unknown initializer '" << initName->name
+            << "'; expected zeros, ones, constant, normal or uniform";
+      } else {
+        // Initializer names are only names inside `init`.
+        std::set<std::string> withInit = names;
+        for (const auto &n : initializerNames())
+          withInit.insert(n.getKey().str());
+        resolveExpr(*m.init, module, withInit);
+      }
     }
     if (m.count)
       resolveExpr(*m.count, module, names);
@@ -461,22 +474,13 @@ Val Elaborator::evalOverride(Override &o) {
   if (word && value.getAsInteger(10, asInt) && value.getAsDouble(asFloat))
     return Val::ofStr(value.str());
   // Otherwise parse it as an expression over the main file's constants.
-  std::string padded = std::string(o.loc.getPointer() -
-                                       sm.getMemoryBuffer(o.bufferId)
-                                           ->getBufferStart(),
-                                   ' ') +
-                       o.value;
-  unsigned id = sm.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBufferCopy(padded, "<command line -D>"),
-      SMLoc());
-  ExprPtr expr = parseExpression(id, diags);
+  const char *begin = sm.getMemoryBuffer(o.bufferId)->getBufferStart();
+  ExprPtr expr = parseExpression(o.bufferId, o.loc.getPointer() - begin, diags);
   if (!expr)
     return Val::none();
   Scope scope;
   scope.module = &main;
-  Val v = eval(*expr, scope);
-  // Keep the tree alive: nothing refers to it after evaluation.
-  return v;
+  return eval(*expr, scope);
 }
 
 //===----------------------------------------------------------------------===//
@@ -490,9 +494,7 @@ std::string Elaborator::describe(const Val &v) {
   case Val::K::Int:
     return "integer " + std::to_string(v.i);
   case Val::K::Float: {
-    std::string s;
-    llvm::raw_string_ostream(s) << "number " << v.f;
-    return s;
+    return "number " + formatNumber(v.f);
   }
   case Val::K::Str:
     return "name '" + v.s + "'";
@@ -749,13 +751,14 @@ Val Elaborator::unaryOp(OpKind kind, llvm::StringRef name, const Val &x,
       return x.k == Val::K::Int ? Val::ofInt(-x.i) : Val::ofFloat(-v);
     case OpKind::Sqrt:
       if (v < 0) {
-        diags.error(loc) << "'sqrt' of negative number " << v;
+        diags.error(loc) << "'sqrt' of negative number " << formatNumber(v);
         return Val::none();
       }
       return Val::ofFloat(std::sqrt(v));
     case OpKind::Rsqrt:
       if (v <= 0) {
-        diags.error(loc) << "'rsqrt' of non-positive number " << v;
+        diags.error(loc) << "'rsqrt' of non-positive number "
+                         << formatNumber(v);
         return Val::none();
       }
       return Val::ofFloat(1.0 / std::sqrt(v));
@@ -763,7 +766,7 @@ Val Elaborator::unaryOp(OpKind kind, llvm::StringRef name, const Val &x,
       return Val::ofFloat(std::exp(v));
     case OpKind::Log:
       if (v <= 0) {
-        diags.error(loc) << "'log' of non-positive number " << v;
+        diags.error(loc) << "'log' of non-positive number " << formatNumber(v);
         return Val::none();
       }
       return Val::ofFloat(std::log(v));
@@ -1785,7 +1788,7 @@ bool Elaborator::evalInit(const Expr *init, Scope &scope, Param &param) {
     if (!(param.b > 0)) {
       diags.error(init->getLoc())
           << "standard deviation of 'normal' must be positive, got "
-          << param.b;
+          << formatNumber(param.b);
       return false;
     }
   } else {
@@ -1796,7 +1799,8 @@ bool Elaborator::evalInit(const Expr *init, Scope &scope, Param &param) {
     param.b = take("high", 1, 0);
     if (!(param.a < param.b)) {
       diags.error(init->getLoc()) << "'uniform' needs low < high, got "
-                                  << param.a << " and " << param.b;
+                                  << formatNumber(param.a) << " and "
+                                  << formatNumber(param.b);
       return false;
     }
   }
@@ -2300,7 +2304,7 @@ void Elaborator::checkTrain() {
     double b = program.trainFloat(beta);
     if (b < 0 || b >= 1)
       diags.error(at(beta)) << "train field '" << beta
-                            << "' must be in [0, 1), got " << b;
+                            << "' must be in [0, 1), got " << formatNumber(b);
   }
   if (sizes) {
     int64_t batch = program.trainInt("batch");
@@ -2327,6 +2331,7 @@ void Elaborator::checkTrain() {
 
 std::optional<Program> Elaborator::run() {
   unsigned errorsBefore = diags.errorCount();
+  parseDefines(defines);
   for (Module *m : allModules)
     resolveModule(*m);
 
@@ -2352,11 +2357,10 @@ std::optional<Program> Elaborator::run() {
   program.modelName = model->name.name;
   program.modelLoc = model->name.loc;
   evalTrain(main);
-  // Constants referenced nowhere still take their override; evaluate them
-  // so a bad `-D` value is reported.
+  // Every constant of the model file is checked, used or not; this also
+  // applies every `-D` override of one.
   for (const Definition &def : main.ast->constants)
-    if (findOverride(def.name.name))
-      evalConstant(main, def);
+    evalConstant(main, def);
   for (Override &o : overrides)
     if (!o.used)
       diags.error(o.loc.getPointer() - o.name.size() - 1 >=

@@ -34,21 +34,28 @@ Module *Frontend::loadModule(llvm::StringRef path, llvm::StringRef name,
   llvm::SmallString<256> canonical;
   if (llvm::sys::fs::real_path(path, canonical))
     canonical = path;
-  auto cached = modulesByPath.find(canonical.str().str());
-  if (cached != modulesByPath.end())
-    return cached->second;
-
   // A module that is still being loaded further up the stack is a cycle.
   for (size_t i = 0; i < importStack.size(); ++i) {
     if (importStack[i].first != canonical.str())
       continue;
-    auto diag = diags.error(importLoc);
-    diag << "import cycle: ";
-    for (size_t j = i; j < importStack.size(); ++j)
-      diag << llvm::sys::path::filename(importStack[j].first) << " -> ";
-    diag << llvm::sys::path::filename(canonical);
+    {
+      auto diag = diags.error(importLoc);
+      diag << "import cycle: ";
+      for (size_t j = i; j < importStack.size(); ++j)
+        diag << llvm::sys::path::filename(importStack[j].first) << " -> ";
+      diag << llvm::sys::path::filename(canonical);
+    }
+    for (size_t j = i + 1; j < importStack.size(); ++j)
+      diags.note(importStack[j].second)
+          << "'" << llvm::sys::path::stem(importStack[j].first)
+          << "' is imported here";
+    cycleReported = true;
     return nullptr;
   }
+
+  auto cached = modulesByPath.find(canonical.str().str());
+  if (cached != modulesByPath.end())
+    return cached->second;
 
   auto reportOpen = [&](const std::string &why) {
     if (importLoc.isValid())
@@ -123,10 +130,12 @@ Module *Frontend::loadModule(llvm::StringRef path, llvm::StringRef name,
       continue;
     }
     size_t errorsBefore = diags.errorCount();
+    cycleReported = false;
     Module *imported = loadModule(found, import.name, import.nameLoc);
     if (!imported) {
-      if (diags.errorCount() > errorsBefore)
+      if (diags.errorCount() > errorsBefore && !cycleReported)
         diags.note(import.loc) << "imported here";
+      cycleReported = false;
       continue;
     }
     if (imported->ast && !imported->ast->blocks.empty())

@@ -20,9 +20,12 @@ constexpr unsigned kMaxHeight = 1024;
 
 class Parser {
 public:
-  Parser(unsigned bufferId, DiagnosticEngine &diags)
+  Parser(unsigned bufferId, size_t offset, DiagnosticEngine &diags)
       : diags(diags), bufferId(bufferId),
-        lexer(diags.getSourceMgr().getMemoryBuffer(bufferId)->getBuffer(),
+        lexer(diags.getSourceMgr()
+                  .getMemoryBuffer(bufferId)
+                  ->getBuffer()
+                  .drop_front(offset),
               diags) {
     tok = lexer.next();
     ahead = lexer.next();
@@ -443,7 +446,7 @@ bool Parser::parseStatement(std::vector<Stmt> &body) {
   if (consumeIf(Tok::KwReturn)) {
     stmt.kind = Stmt::Kind::Return;
     if (atStatementEnd()) {
-      diags.error(tok.loc()) << "expected a value after 'return'";
+      diags.error(stmt.loc) << "expected a value after 'return'";
       return false;
     }
     ExprPtr value = parseExpr();
@@ -757,10 +760,10 @@ ExprPtr Parser::parseStandaloneExpr() {
 
 std::unique_ptr<FileAST> hotstage::lang::parseFile(unsigned bufferId,
                                                    DiagnosticEngine &diags) {
-  return Parser(bufferId, diags).parseFile();
+  return Parser(bufferId, 0, diags).parseFile();
 }
 
-ExprPtr hotstage::lang::parseExpression(unsigned bufferId,
+ExprPtr hotstage::lang::parseExpression(unsigned bufferId, size_t offset,
                                         DiagnosticEngine &diags) {
-  return Parser(bufferId, diags).parseStandaloneExpr();
+  return Parser(bufferId, offset, diags).parseStandaloneExpr();
 }

@@ -16,8 +16,10 @@ namespace hotstage::lang {
 /// the next statement so one run shows several of them.
 std::unique_ptr<FileAST> parseFile(unsigned bufferId, DiagnosticEngine &diags);
 
-/// Parses a standalone expression (a `-D name=value` value); nullptr on error.
-ExprPtr parseExpression(unsigned bufferId, DiagnosticEngine &diags);
+/// Parses a standalone expression that starts `offset` bytes into the buffer
+/// (the value of `-D name=value`); nullptr on error.
+ExprPtr parseExpression(unsigned bufferId, size_t offset,
+                        DiagnosticEngine &diags);
 
 } // namespace hotstage::lang
 

@@ -4,7 +4,23 @@
 
 #include "llvm/ADT/StringSwitch.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 using namespace hotstage::lang;
+
+std::string hotstage::lang::formatNumber(double value) {
+  char buf[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    snprintf(buf, sizeof buf, "%.*g", precision, value);
+    if (std::strtod(buf, nullptr) == value)
+      break;
+  }
+  std::string text(buf);
+  if (text.find_first_of(".einn") == std::string::npos)
+    text += ".0";
+  return text;
+}
 
 llvm::StringRef hotstage::lang::dtypeName(DType dtype) {
   switch (dtype) {

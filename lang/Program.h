@@ -24,6 +24,10 @@ namespace hotstage::lang {
 
 enum class DType { F32, BF16, F16, I32, I64 };
 
+/// The shortest decimal form that reads back to the same double, with a
+/// `.0` where it would otherwise look like an integer: `0.02`, `1e-05`, `2.0`.
+std::string formatNumber(double value);
+
 llvm::StringRef dtypeName(DType dtype);
 std::optional<DType> parseDType(llvm::StringRef name);
 bool isFloat(DType dtype);

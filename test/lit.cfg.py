@@ -6,6 +6,7 @@
 
 import os
 import subprocess
+import sys
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -13,7 +14,7 @@ from lit.llvm.subst import ToolSubst
 
 config.name = "Hotstage"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
-config.suffixes = [".mlir", ".hot"]
+config.suffixes = [".mlir", ".hot", ".test"]
 config.excludes = [
     "CMakeLists.txt",
     "lit.cfg.py",
@@ -36,12 +37,12 @@ llvm_config.with_environment(
 llvm_config.add_tool_substitutions(
     [
         ToolSubst("hotstage-opt", unresolved="fatal"),
-        # The driver may not be built yet; tests that need it fail by name.
-        ToolSubst("hotstage", unresolved="ignore"),
+        ToolSubst("hotstage", unresolved="fatal"),
     ],
     [config.hotstage_tools_dir],
 )
 
+config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(
     ("%stdlib", os.path.join(config.hotstage_src_root, "stdlib"))
 )

@@ -109,13 +109,11 @@ static void printInfo(const lang::Program &program, llvm::raw_ostream &os) {
      << llvm::right_justify("count", 13) << "  init\n";
   for (const lang::Param &p : program.params) {
     std::string init = lang::initKindName(p.init).str();
-    if (p.init == lang::InitKind::Normal) {
-      llvm::raw_string_ostream(init) << "(" << p.a << ", " << p.b << ")";
-    } else if (p.init == lang::InitKind::Uniform) {
-      llvm::raw_string_ostream(init) << "(" << p.a << ", " << p.b << ")";
-    } else if (p.init == lang::InitKind::Constant) {
-      llvm::raw_string_ostream(init) << "(" << p.a << ")";
-    }
+    if (p.init == lang::InitKind::Normal || p.init == lang::InitKind::Uniform)
+      init += "(" + lang::formatNumber(p.a) + ", " + lang::formatNumber(p.b) +
+              ")";
+    else if (p.init == lang::InitKind::Constant)
+      init += "(" + lang::formatNumber(p.a) + ")";
     if (p.uses > 1)
       init += "  [used " + std::to_string(p.uses) + " times: tied]";
     os << llvm::left_justify(p.path, width) << "  "
@@ -139,7 +137,7 @@ static void printInfo(const lang::Program &program, llvm::raw_ostream &os) {
       os << f.i;
       break;
     case lang::TrainField::Kind::Float:
-      os << f.f;
+      os << lang::formatNumber(f.f);
       break;
     case lang::TrainField::Kind::Name:
       os << f.s;

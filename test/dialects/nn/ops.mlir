@@ -1,6 +1,8 @@
-// Round trip of every nn op and attribute, in the custom and generic forms.
+// Round trip of every nn op and attribute, in the custom and generic forms
+// and through bytecode.
 // RUN: hotstage-opt %s | hotstage-opt | FileCheck %s
 // RUN: hotstage-opt %s --mlir-print-op-generic | hotstage-opt | FileCheck %s
+// RUN: hotstage-opt %s -emit-bytecode | hotstage-opt | FileCheck %s
 
 // CHECK: module attributes {nn.model = "GPT2", nn.train = {batch = 8 : i64, lr = 3.000000e-04 : f64}}
 module attributes {nn.model = "GPT2", nn.train = {batch = 8 : i64, lr = 3.0e-4 : f64}} {
