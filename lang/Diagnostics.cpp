@@ -21,6 +21,12 @@ InFlightDiagnostic::~InFlightDiagnostic() {
     engine->emit(severity, loc, message);
 }
 
+DiagnosticEngine::~DiagnosticEngine() {
+  if (errors >= errorLimit && !announcedLimit)
+    os << "error: too many errors, stopping now\n";
+  os.flush();
+}
+
 std::string DiagnosticEngine::describe(llvm::SMLoc loc) const {
   unsigned buffer = sourceMgr.FindBufferContainingLoc(loc);
   if (!buffer)

@@ -48,6 +48,8 @@ public:
   explicit DiagnosticEngine(llvm::SourceMgr &sourceMgr,
                             llvm::raw_ostream &os = llvm::errs())
       : sourceMgr(sourceMgr), os(os) {}
+  /// Says so if errors were dropped or the checks stopped at the limit.
+  ~DiagnosticEngine();
 
   InFlightDiagnostic error(llvm::SMLoc loc) {
     return InFlightDiagnostic(*this, Severity::Error, loc);

@@ -31,7 +31,8 @@ namespace {
 
 /// Limits that keep hostile models from exhausting time or memory.
 constexpr int64_t kMaxRepeat = 100000;
-constexpr size_t kMaxNodes = 4000000;
+constexpr size_t kMaxNodes = 1000000;
+constexpr size_t kMaxInstances = 200000;
 constexpr size_t kMaxInstanceDepth = 64;
 
 /// The functions a model can call without importing anything.
@@ -666,13 +667,24 @@ Val Elaborator::elementwise(OpKind kind, char symbol, const Val &lhs,
   if (lhs.isNumber() && rhs.isNumber()) {
     bool ints = lhs.k == Val::K::Int && rhs.k == Val::K::Int;
     double a = lhs.number(), b = rhs.number();
+    int64_t exact = 0;
+    auto overflow = [&]() {
+      diags.error(loc) << "integer overflow in '" << op << "'";
+      return Val::none();
+    };
     switch (kind) {
     case OpKind::Add:
-      return ints ? Val::ofInt(lhs.i + rhs.i) : Val::ofFloat(a + b);
+      if (ints && __builtin_add_overflow(lhs.i, rhs.i, &exact))
+        return overflow();
+      return ints ? Val::ofInt(exact) : Val::ofFloat(a + b);
     case OpKind::Sub:
-      return ints ? Val::ofInt(lhs.i - rhs.i) : Val::ofFloat(a - b);
+      if (ints && __builtin_sub_overflow(lhs.i, rhs.i, &exact))
+        return overflow();
+      return ints ? Val::ofInt(exact) : Val::ofFloat(a - b);
     case OpKind::Mul:
-      return ints ? Val::ofInt(lhs.i * rhs.i) : Val::ofFloat(a * b);
+      if (ints && __builtin_mul_overflow(lhs.i, rhs.i, &exact))
+        return overflow();
+      return ints ? Val::ofInt(exact) : Val::ofFloat(a * b);
     case OpKind::Maximum:
       return ints ? Val::ofInt(std::max(lhs.i, rhs.i))
                   : Val::ofFloat(std::max(a, b));
@@ -683,6 +695,8 @@ Val Elaborator::elementwise(OpKind kind, char symbol, const Val &lhs,
       }
       // Exact integer division stays an integer, so `dim / heads` is a
       // dimension.
+      if (ints && rhs.i == -1 && lhs.i == INT64_MIN)
+        return overflow();
       if (ints && lhs.i % rhs.i == 0)
         return Val::ofInt(lhs.i / rhs.i);
       return Val::ofFloat(a / b);
@@ -748,6 +762,10 @@ Val Elaborator::unaryOp(OpKind kind, llvm::StringRef name, const Val &x,
     double v = x.number();
     switch (kind) {
     case OpKind::Neg:
+      if (x.k == Val::K::Int && x.i == INT64_MIN) {
+        diags.error(loc) << "integer overflow in '-'";
+        return Val::none();
+      }
       return x.k == Val::K::Int ? Val::ofInt(-x.i) : Val::ofFloat(-v);
     case OpKind::Sqrt:
       if (v < 0) {
@@ -903,6 +921,8 @@ Val Elaborator::evalBinary(const BinaryExpr &e, Scope &scope) {
         diags.error(loc) << "division by zero";
         return Val::none();
       }
+      if (rhs.i == -1)
+        return Val::ofInt(0);
       return Val::ofInt(lhs.i % rhs.i);
     }
     diags.error(loc) << "'%' needs integers, got " << describe(lhs) << " and "
@@ -954,7 +974,9 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
     auto index = evalInt(*e.items[0].lo, scope, "index");
     if (!index)
       return Val::none();
-    int64_t i = *index < 0 ? *index + int64_t(size) : *index;
+    int64_t i = *index;
+    if (i < 0 && i >= -int64_t(size))
+      i += size;
     if (i < 0 || i >= int64_t(size)) {
       diags.error(e.items[0].loc) << "index " << *index
                                   << " is out of range for " << describe(base)
@@ -999,15 +1021,24 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
       auto v = evalInt(*x, scope, "an index");
       if (!v)
         return std::nullopt;
+      if (*v < -dim) {
+        diags.error(x->getLoc()) << "index " << *v
+                                 << " is out of bounds for dimension " << d
+                                 << " of " << type.str();
+        return std::nullopt;
+      }
       return *v < 0 ? *v + dim : *v;
     };
     auto lo = bound(item.lo, 0);
+    // An integer index i is the range i:i+1 (i < dim is checked first, so
+    // i + 1 cannot overflow).
     auto hi = item.isSlice ? bound(item.hi, dim)
-                           : (lo ? std::optional<int64_t>(*lo + 1)
+                           : (lo ? std::optional<int64_t>(
+                                       *lo < dim ? *lo + 1 : *lo)
                                  : std::nullopt);
     if (!lo || !hi)
       return Val::none();
-    if (*lo < 0 || *hi > dim || *lo > *hi) {
+    if (*lo < 0 || *hi > dim || *lo > *hi || (!item.isSlice && *lo >= dim)) {
       diags.error(item.loc) << "index " << (item.isSlice ? "range " : "")
                             << *lo << (item.isSlice ? ":" : "")
                             << (item.isSlice ? std::to_string(*hi) : "")
@@ -1639,6 +1670,11 @@ Instance *Elaborator::instantiate(const BlockDecl &decl, Module &module,
   if (constructing.size() >= kMaxInstanceDepth) {
     diags.error(loc) << "blocks are nested more than " << kMaxInstanceDepth
                      << " deep";
+    return nullptr;
+  }
+  if (instances.size() >= kMaxInstances) {
+    diags.error(loc) << "the model has more than " << kMaxInstances
+                     << " block instances; it is too large to compile";
     return nullptr;
   }
   constructing.push_back(&decl);

@@ -29,6 +29,13 @@ bool Frontend::load(llvm::StringRef path) {
   return mainModule && diags.errorCount() == before;
 }
 
+bool Frontend::loadSource(llvm::StringRef name, llvm::StringRef contents) {
+  unsigned before = diags.errorCount();
+  mainModule = addModule(llvm::MemoryBuffer::getMemBufferCopy(contents, name),
+                         name.str(), "", "", SMLoc());
+  return mainModule && diags.errorCount() == before;
+}
+
 Module *Frontend::loadModule(llvm::StringRef path, llvm::StringRef name,
                              SMLoc importLoc) {
   llvm::SmallString<256> canonical;
@@ -79,21 +86,28 @@ Module *Frontend::loadModule(llvm::StringRef path, llvm::StringRef name,
     reportOpen(buffer.getError().message());
     return nullptr;
   }
-  unsigned bufferId = sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
+  llvm::StringRef dir = llvm::sys::path::parent_path(path);
+  return addModule(std::move(*buffer), canonical.str().str(),
+                   dir.empty() ? "." : dir, name, importLoc);
+}
 
+Module *Frontend::addModule(std::unique_ptr<llvm::MemoryBuffer> buffer,
+                            const std::string &canonicalPath,
+                            llvm::StringRef dir, llvm::StringRef name,
+                            SMLoc importLoc) {
+  unsigned bufferId = sourceMgr.AddNewSourceBuffer(std::move(buffer), SMLoc());
   auto module = std::make_unique<Module>();
   Module *m = module.get();
   m->name = name.str();
   modules.push_back(std::move(module));
-  modulesByPath[canonical.str().str()] = m;
+  modulesByPath[canonicalPath] = m;
 
   m->ast = parseFile(bufferId, diags);
   if (diags.tooManyErrors())
     return m;
   collectDeclarations(*m);
 
-  importStack.push_back({canonical.str().str(), importLoc});
-  llvm::StringRef dir = llvm::sys::path::parent_path(path);
+  importStack.push_back({canonicalPath, importLoc});
   for (const ImportDecl &import : m->ast->imports) {
     // `import models.common` binds `common`.
     std::string alias = llvm::StringRef(import.name).rsplit('.').second.str();
@@ -107,7 +121,9 @@ Module *Frontend::loadModule(llvm::StringRef path, llvm::StringRef name,
     llvm::SmallString<128> relative(import.name);
     std::replace(relative.begin(), relative.end(), '.', '/');
     relative += ".hot";
-    std::vector<std::string> searchDirs{dir.empty() ? "." : dir.str()};
+    std::vector<std::string> searchDirs;
+    if (!dir.empty())
+      searchDirs.push_back(dir.str());
     searchDirs.insert(searchDirs.end(), options.includeDirs.begin(),
                       options.includeDirs.end());
     if (!options.stdlibDir.empty())

@@ -48,6 +48,10 @@ public:
   /// Parses `path` and, recursively, its imports. False after errors.
   bool load(llvm::StringRef path);
 
+  /// Like `load`, for a model held in memory (the fuzzer); imports are
+  /// searched in the include folders and the standard library.
+  bool loadSource(llvm::StringRef name, llvm::StringRef contents);
+
   /// The main file's tree (after a successful or failed load).
   const FileAST *mainAST() const;
 
@@ -57,6 +61,9 @@ public:
 private:
   Module *loadModule(llvm::StringRef path, llvm::StringRef name,
                      SMLoc importLoc);
+  Module *addModule(std::unique_ptr<llvm::MemoryBuffer> buffer,
+                    const std::string &canonicalPath, llvm::StringRef dir,
+                    llvm::StringRef name, SMLoc importLoc);
   bool collectDeclarations(Module &module);
 
   llvm::SourceMgr &sourceMgr;

@@ -87,6 +87,10 @@ llvm::StringRef hotstage::lang::spell(Tok kind) {
   return "token";
 }
 
+/// Names and strings are echoed in messages; longer ones are refused.
+static constexpr size_t kMaxIdentifier = 256;
+static constexpr long kMaxString = 1024;
+
 static bool isIdentStart(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
@@ -120,6 +124,11 @@ Token Lexer::next() {
     while (cur < end && isIdentChar(*cur))
       ++cur;
     llvm::StringRef text(start, cur - start);
+    if (text.size() > kMaxIdentifier) {
+      diags.error(llvm::SMLoc::getFromPointer(start))
+          << "name is longer than " << kMaxIdentifier << " characters";
+      return make(Tok::Error, start, newline);
+    }
     Tok kind = llvm::StringSwitch<Tok>(text)
                    .Case("import", Tok::KwImport)
                    .Case("const", Tok::KwConst)
@@ -233,13 +242,18 @@ Token Lexer::lexNumber(const char *start, bool newline) {
   if (cur < end && isIdentStart(*cur) && !isFloat) {
     while (cur < end && isIdentChar(*cur))
       ++cur;
+    if (size_t(cur - start) > kMaxIdentifier) {
+      diags.error(llvm::SMLoc::getFromPointer(start))
+          << "name is longer than " << kMaxIdentifier << " characters";
+      return make(Tok::Error, start, newline);
+    }
     return make(Tok::Identifier, start, newline);
   }
   if (cur < end && isIdentStart(*cur)) {
     while (cur < end && isIdentChar(*cur))
       ++cur;
     diags.error(llvm::SMLoc::getFromPointer(start))
-        << "invalid number '" << llvm::StringRef(start, cur - start) << "'";
+        << "invalid number '" << llvm::StringRef(start, cur - start).take_front(40) << "'";
     return make(Tok::Error, start, newline);
   }
   return make(isFloat ? Tok::Float : Tok::Integer, start, newline);
@@ -255,5 +269,10 @@ Token Lexer::lexString(const char *start, bool newline) {
     return make(Tok::Error, start, newline);
   }
   ++cur;
+  if (cur - start - 2 > kMaxString) {
+    diags.error(llvm::SMLoc::getFromPointer(start))
+        << "string is longer than " << kMaxString << " characters";
+    return make(Tok::Error, start, newline);
+  }
   return make(Tok::String, start, newline);
 }

@@ -16,7 +16,7 @@ namespace {
 constexpr unsigned kMaxNesting = 256;
 /// Long operator or call chains build deep trees without recursion in the
 /// parser; their height is bounded too.
-constexpr unsigned kMaxHeight = 1024;
+constexpr unsigned kMaxHeight = 512;
 
 class Parser {
 public:
@@ -245,15 +245,14 @@ std::unique_ptr<FileAST> Parser::parseFile() {
       break;
     }
     if (!ok) {
-      // Skip to the next top-level keyword at the start of a line.
-      while (!tok.is(Tok::Eof)) {
+      // Skip to the next top-level keyword at the start of a line. Every
+      // item consumed its first token, so this always makes progress.
+      while (!tok.is(Tok::Eof) &&
+             !(tok.newlineBefore &&
+               (tok.is(Tok::KwImport) || tok.is(Tok::KwConst) ||
+                tok.is(Tok::KwConfig) || tok.is(Tok::KwBlock) ||
+                tok.is(Tok::KwModel) || tok.is(Tok::KwTrain))))
         consume();
-        if (tok.newlineBefore &&
-            (tok.is(Tok::KwImport) || tok.is(Tok::KwConst) ||
-             tok.is(Tok::KwConfig) || tok.is(Tok::KwBlock) ||
-             tok.is(Tok::KwModel) || tok.is(Tok::KwTrain)))
-          break;
-      }
       nesting = 0;
     }
   }
