@@ -141,7 +141,8 @@ struct Override {
   std::string name;
   std::string value;
   unsigned bufferId = 0;
-  SMLoc loc;
+  SMLoc nameLoc; // the start of `name=value`
+  SMLoc loc;     // the start of the value
   bool used = false;
 };
 
@@ -284,8 +285,12 @@ void Elaborator::resolveExpr(const Expr &e, Module &module,
     return;
   case Expr::Kind::Call:
     resolveExpr(*cast<CallExpr>(e).callee, module, names);
-    for (const Argument &a : cast<CallExpr>(e).args)
+    for (const Argument &a : cast<CallExpr>(e).args) {
+      // `approximate = none` names an option, not a value.
+      if (a.name == "approximate" && isa<NameExpr>(a.value.get()))
+        continue;
       resolveExpr(*a.value, module, names);
+    }
     return;
   case Expr::Kind::Index:
     resolveExpr(*cast<IndexExpr>(e).base, module, names);
@@ -452,13 +457,14 @@ void Elaborator::parseDefines(const std::vector<std::string> &defines) {
     }
     if (Override *previous = findOverride(name)) {
       diags.error(loc) << "-D " << name << " is given twice";
-      diags.note(previous->loc) << "first given here";
+      diags.note(previous->nameLoc) << "first given here";
       continue;
     }
     Override o;
     o.name = name.str();
     o.value = value.str();
     o.bufferId = id;
+    o.nameLoc = loc;
     o.loc = SMLoc::getFromPointer(loc.getPointer() + define.size() -
                                   value.size());
     overrides.push_back(std::move(o));
@@ -472,6 +478,8 @@ Val Elaborator::evalOverride(Override &o) {
   bool word = llvm::all_of(value, [](char c) { return isalnum(c) || c == '_'; });
   int64_t asInt;
   double asFloat;
+  if (value == "true" || value == "false")
+    return Val::ofBool(value == "true");
   if (word && value.getAsInteger(10, asInt) && value.getAsDouble(asFloat))
     return Val::ofStr(value.str());
   // Otherwise parse it as an expression over the main file's constants.
@@ -978,9 +986,12 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
     if (i < 0 && i >= -int64_t(size))
       i += size;
     if (i < 0 || i >= int64_t(size)) {
-      diags.error(e.items[0].loc) << "index " << *index
-                                  << " is out of range for " << describe(base)
-                                  << " of " << size << " elements";
+      diags.error(e.items[0].loc)
+          << "index " << *index << " is out of range for "
+          << (base.k == Val::K::Tuple
+                  ? "a tuple of " + std::to_string(size)
+                  : "'" + base.inst->path + "' of " + std::to_string(size) +
+                        " layers");
       return Val::none();
     }
     if (base.k == Val::K::Tuple)
@@ -1345,9 +1356,10 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
     return Val::ofFloat(std::min(val(0).number(), val(1).number()));
   }
   if (name == "max" && val(0).isNumber()) {
-    // max(a, b) of numbers; max(x, axis) of a tensor is a reduction.
-    if (!has(1) || !val(1).isNumber())
-      return fail("'max' of a number needs a second number");
+    // max(a, b) with a number first is elementwise; max(x, axis) of a
+    // tensor is a reduction.
+    if (!has(1))
+      return fail("'max' of a number needs a second value");
     if (has(2))
       return fail("'keepdim' applies only to the reduction 'max'");
     return elementwise(OpKind::Maximum, 'm', val(0), val(1), loc);
@@ -1785,6 +1797,12 @@ bool Elaborator::evalInit(const Expr *init, Scope &scope, Param &param) {
     }
   }
   const std::string &kind = name->name;
+  if (!values.empty() && !named.empty()) {
+    diags.error(init->getLoc()) << "'" << kind
+                                << "' takes either positional or named "
+                                   "arguments, not both";
+    return false;
+  }
   auto arity = [&](size_t lo, size_t hi, const char *form) {
     size_t n = values.size() + named.size();
     if (n >= lo && n <= hi)
@@ -2399,13 +2417,9 @@ std::optional<Program> Elaborator::run() {
     evalConstant(main, def);
   for (Override &o : overrides)
     if (!o.used)
-      diags.error(o.loc.getPointer() - o.name.size() - 1 >=
-                          sm.getMemoryBuffer(o.bufferId)->getBufferStart()
-                      ? SMLoc::getFromPointer(o.loc.getPointer() -
-                                              o.name.size() - 1)
-                      : o.loc)
-          << "-D " << o.name
-          << " names no constant or train field of this model";
+      diags.error(o.nameLoc) << "-D " << o.name
+                             << " names no constant or train field of this "
+                                "model";
   if (diags.errorCount() != errorsBefore)
     return std::nullopt;
 

@@ -154,13 +154,19 @@ Module *Frontend::addModule(std::unique_ptr<llvm::MemoryBuffer> buffer,
       cycleReported = false;
       continue;
     }
-    if (imported->ast && !imported->ast->blocks.empty())
+    if (imported->ast) {
       for (const auto &block : imported->ast->blocks)
         if (block->isModel) {
           diags.error(block->name.loc)
               << "an imported module cannot declare a model";
           diags.note(import.loc) << "imported here";
         }
+      if (imported->ast->hasTrain) {
+        diags.error(imported->ast->trainLoc)
+            << "an imported module cannot have a 'train' section";
+        diags.note(import.loc) << "imported here";
+      }
+    }
     m->imports[alias] = imported;
   }
   importStack.pop_back();
