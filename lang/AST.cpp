@@ -106,6 +106,19 @@ void hotstage::lang::printExpr(const Expr &expr, llvm::raw_ostream &os) {
   }
 }
 
+void hotstage::lang::printType(const TypeExpr &type, llvm::raw_ostream &os) {
+  os << type.dtype;
+  if (type.dims.empty())
+    return;
+  os << "[";
+  for (size_t i = 0; i < type.dims.size(); ++i) {
+    if (i)
+      os << ", ";
+    printExpr(*type.dims[i], os);
+  }
+  os << "]";
+}
+
 namespace {
 class Dumper {
 public:
@@ -114,18 +127,6 @@ public:
   std::string at(SMLoc loc) {
     auto [line, col] = sm.getLineAndColumn(loc);
     return ("@" + llvm::Twine(line) + ":" + llvm::Twine(col)).str();
-  }
-  void type(const TypeExpr &t) {
-    os << t.dtype;
-    if (!t.dims.empty()) {
-      os << "[";
-      for (size_t i = 0; i < t.dims.size(); ++i) {
-        if (i)
-          os << ", ";
-        printExpr(*t.dims[i], os);
-      }
-      os << "]";
-    }
   }
   void definition(const Definition &d, llvm::StringRef indent) {
     os << indent << d.name.name << " = ";
@@ -185,12 +186,12 @@ public:
       if (i)
         os << ", ";
       os << f.args[i].name.name << ": ";
-      type(f.args[i].type);
+      printType(f.args[i].type, os);
     }
     os << ")";
     if (f.result) {
       os << " -> ";
-      type(*f.result);
+      printType(*f.result, os);
     }
     os << "  " << at(f.loc) << "\n";
     for (const Stmt &s : f.body) {

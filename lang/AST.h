@@ -310,6 +310,8 @@ struct FileAST {
 void dump(const FileAST &file, llvm::raw_ostream &os,
           const llvm::SourceMgr &sourceMgr);
 void printExpr(const Expr &expr, llvm::raw_ostream &os);
+/// `f32[B, T, dim]` as written.
+void printType(const TypeExpr &type, llvm::raw_ostream &os);
 
 } // namespace hotstage::lang
 

@@ -38,12 +38,11 @@ constexpr size_t kMaxInstanceDepth = 64;
 /// The functions a model can call without importing anything.
 const llvm::StringSet<> &builtinNames() {
   static const llvm::StringSet<> names = {
-      "matmul",  "linear",     "embedding", "transpose", "reshape",
-      "split",   "concat",     "softmax",   "layer_norm", "rms_norm",
-      "gelu",    "relu",       "silu",      "tanh",      "exp",
-      "log",     "sqrt",       "rsqrt",     "sigmoid",   "sum",
-      "mean",    "max",        "min",       "maximum",   "attention",
-      "rope",    "cross_entropy"};
+      "matmul",    "linear",  "embedding",    "transpose", "reshape", "split",
+      "concat",    "softmax", "layer_norm",   "rms_norm",  "gelu",    "relu",
+      "silu",      "tanh",    "exp",          "log",       "sqrt",    "rsqrt",
+      "sigmoid",   "sum",     "mean",         "max",       "min",     "maximum",
+      "attention", "rope",    "cross_entropy"};
   return names;
 }
 
@@ -133,8 +132,8 @@ struct Scope {
   Module *module = nullptr;
   Instance *inst = nullptr;
   std::map<std::string, Val> *locals = nullptr;
-  bool forward = false;    // tensors may be created
-  std::string memberPath;  // set while evaluating a member: names instances
+  bool forward = false;   // tensors may be created
+  std::string memberPath; // set while evaluating a member: names instances
 };
 
 struct Override {
@@ -211,19 +210,18 @@ private:
   Instance *instantiate(const BlockDecl &decl, Module &module,
                         std::vector<EvArg> args, const std::string &path,
                         SMLoc loc);
-  bool constructMember(Instance &inst, const MemberDecl &member,
-                       Scope &scope);
+  bool constructMember(Instance &inst, const MemberDecl &member, Scope &scope);
   bool evalInit(const Expr *init, Scope &scope, Param &param);
   Val callForward(Instance &inst, std::vector<EvArg> args, SMLoc loc);
   bool matchType(const TypeExpr &type, const TensorType &actual,
-                 std::map<std::string, Val> &locals, Scope &scope,
-                 SMLoc useLoc, llvm::StringRef what);
+                 std::map<std::string, Val> &locals, Scope &scope, SMLoc useLoc,
+                 llvm::StringRef what);
   std::string describeType(const TypeExpr &type);
 
   // Train section.
   void evalTrain(Module &module);
-  void setTrainField(const std::string &name, const Expr &value,
-                     Scope &scope, SMLoc loc);
+  void setTrainField(const std::string &name, const Expr &value, Scope &scope,
+                     SMLoc loc);
   void setTrainValue(TrainField &field, const Val &v, SMLoc loc);
   void checkTrain();
 
@@ -397,9 +395,9 @@ void Elaborator::resolveBlock(Module &module, const BlockDecl &block) {
       diags.error(arg.name.loc)
           << "duplicate argument '" << arg.name.name << "'";
     if (names.count(arg.name.name)) {
-      diags.error(arg.name.loc) << "argument '" << arg.name.name
-                                << "' shadows a member of '"
-                                << block.name.name << "'";
+      diags.error(arg.name.loc)
+          << "argument '" << arg.name.name << "' shadows a member of '"
+          << block.name.name << "'";
       diags.note(declared[arg.name.name]) << "member declared here";
     }
     declareDims(arg.type);
@@ -429,8 +427,8 @@ void Elaborator::resolveBlock(Module &module, const BlockDecl &block) {
     }
   }
   if (!returned)
-    diags.error(fwd.endLoc) << "'forward' of '" << block.name.name
-                            << "' ends without 'return'";
+    diags.error(fwd.endLoc)
+        << "'forward' of '" << block.name.name << "' ends without 'return'";
 }
 
 //===----------------------------------------------------------------------===//
@@ -444,8 +442,7 @@ void Elaborator::parseDefines(const std::vector<std::string> &defines) {
     unsigned id = sm.AddNewSourceBuffer(
         llvm::MemoryBuffer::getMemBufferCopy(define, "<command line -D>"),
         SMLoc());
-    SMLoc loc =
-        SMLoc::getFromPointer(sm.getMemoryBuffer(id)->getBufferStart());
+    SMLoc loc = SMLoc::getFromPointer(sm.getMemoryBuffer(id)->getBufferStart());
     name = name.trim();
     if (!llvm::StringRef(define).contains('=') || name.empty()) {
       diags.error(loc) << "-D expects name=value, got '" << define << "'";
@@ -465,8 +462,8 @@ void Elaborator::parseDefines(const std::vector<std::string> &defines) {
     o.value = value.str();
     o.bufferId = id;
     o.nameLoc = loc;
-    o.loc = SMLoc::getFromPointer(loc.getPointer() + define.size() -
-                                  value.size());
+    o.loc =
+        SMLoc::getFromPointer(loc.getPointer() + define.size() - value.size());
     overrides.push_back(std::move(o));
   }
 }
@@ -475,7 +472,8 @@ Val Elaborator::evalOverride(Override &o) {
   o.used = true;
   llvm::StringRef value = llvm::StringRef(o.value).trim();
   // A bare word that is not a number (`1f1b`, `zb_h1`, `bf16`) is a name.
-  bool word = llvm::all_of(value, [](char c) { return isalnum(c) || c == '_'; });
+  bool word =
+      llvm::all_of(value, [](char c) { return isalnum(c) || c == '_'; });
   int64_t asInt;
   double asFloat;
   if (value == "true" || value == "false")
@@ -536,8 +534,8 @@ Val Elaborator::evalConstant(Module &module, const Definition &def) {
   if (cached != constCache.end())
     return cached->second;
   if (!evaluating.insert(&def).second) {
-    diags.error(def.name.loc) << "constant '" << def.name.name
-                              << "' is defined in terms of itself";
+    diags.error(def.name.loc)
+        << "constant '" << def.name.name << "' is defined in terms of itself";
     return Val::none();
   }
   Val v;
@@ -726,7 +724,8 @@ Val Elaborator::elementwise(OpKind kind, char symbol, const Val &lhs,
     diags.error(loc) << "tensor arithmetic is only allowed inside 'forward'";
     return Val::none();
   }
-  auto operand = [&](const Val &v, const Val &other) -> std::optional<unsigned> {
+  auto operand = [&](const Val &v,
+                     const Val &other) -> std::optional<unsigned> {
     if (v.isNumber()) {
       // A number next to a tensor becomes a scalar of the tensor's type.
       std::optional<unsigned> t = asTensor(other, loc, "'" + op + "'");
@@ -826,8 +825,8 @@ std::optional<int64_t> Elaborator::evalInt(const Expr &e, Scope &scope,
   if (v.k == Val::K::Float && v.f == std::floor(v.f) && std::abs(v.f) < 1e18)
     return int64_t(v.f);
   if (v.k != Val::K::Int) {
-    diags.error(e.getLoc()) << what << " must be an integer, got "
-                            << describe(v);
+    diags.error(e.getLoc())
+        << what << " must be an integer, got " << describe(v);
     return std::nullopt;
   }
   return v.i;
@@ -859,8 +858,8 @@ Val Elaborator::eval(const Expr &e, Scope &scope) {
       auto it = base.inst->env.find(m.name);
       if (it != base.inst->env.end())
         return it->second;
-      diags.error(m.nameLoc) << describe(base) << " has no member '" << m.name
-                             << "'";
+      diags.error(m.nameLoc)
+          << describe(base) << " has no member '" << m.name << "'";
       return Val::none();
     }
     diags.error(m.nameLoc) << "cannot take member '" << m.name << "' of "
@@ -972,8 +971,8 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
     return base;
   SMLoc loc = e.getLoc();
   if (base.k == Val::K::Repeat || base.k == Val::K::Tuple) {
-    size_t size = base.k == Val::K::Repeat ? base.inst->layers.size()
-                                           : base.elems.size();
+    size_t size =
+        base.k == Val::K::Repeat ? base.inst->layers.size() : base.elems.size();
     if (e.items.size() != 1 || e.items[0].isSlice) {
       diags.error(loc) << "index " << describe(base)
                        << " with a single integer";
@@ -988,10 +987,9 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
     if (i < 0 || i >= int64_t(size)) {
       diags.error(e.items[0].loc)
           << "index " << *index << " is out of range for "
-          << (base.k == Val::K::Tuple
-                  ? "a tuple of " + std::to_string(size)
-                  : "'" + base.inst->path + "' of " + std::to_string(size) +
-                        " layers");
+          << (base.k == Val::K::Tuple ? "a tuple of " + std::to_string(size)
+                                      : "'" + base.inst->path + "' of " +
+                                            std::to_string(size) + " layers");
       return Val::none();
     }
     if (base.k == Val::K::Tuple)
@@ -1033,9 +1031,9 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
       if (!v)
         return std::nullopt;
       if (*v < -dim) {
-        diags.error(x->getLoc()) << "index " << *v
-                                 << " is out of bounds for dimension " << d
-                                 << " of " << type.str();
+        diags.error(x->getLoc())
+            << "index " << *v << " is out of bounds for dimension " << d
+            << " of " << type.str();
         return std::nullopt;
       }
       return *v < 0 ? *v + dim : *v;
@@ -1043,18 +1041,18 @@ Val Elaborator::evalIndex(const IndexExpr &e, Scope &scope) {
     auto lo = bound(item.lo, 0);
     // An integer index i is the range i:i+1 (i < dim is checked first, so
     // i + 1 cannot overflow).
-    auto hi = item.isSlice ? bound(item.hi, dim)
-                           : (lo ? std::optional<int64_t>(
-                                       *lo < dim ? *lo + 1 : *lo)
-                                 : std::nullopt);
+    auto hi = item.isSlice
+                  ? bound(item.hi, dim)
+                  : (lo ? std::optional<int64_t>(*lo < dim ? *lo + 1 : *lo)
+                        : std::nullopt);
     if (!lo || !hi)
       return Val::none();
     if (*lo < 0 || *hi > dim || *lo > *hi || (!item.isSlice && *lo >= dim)) {
-      diags.error(item.loc) << "index " << (item.isSlice ? "range " : "")
-                            << *lo << (item.isSlice ? ":" : "")
-                            << (item.isSlice ? std::to_string(*hi) : "")
-                            << " is out of bounds for dimension " << d
-                            << " of " << type.str();
+      diags.error(item.loc)
+          << "index " << (item.isSlice ? "range " : "") << *lo
+          << (item.isSlice ? ":" : "")
+          << (item.isSlice ? std::to_string(*hi) : "")
+          << " is out of bounds for dimension " << d << " of " << type.str();
       return Val::none();
     }
     offsets[d] = *lo;
@@ -1102,8 +1100,8 @@ Val Elaborator::evalCall(const CallExpr &e, Scope &scope) {
           << callee.block->name.name << "(...)' before 'forward'";
       return Val::none();
     }
-    Instance *inst = instantiate(*callee.block, *callee.module,
-                                 std::move(args), scope.memberPath, e.getLoc());
+    Instance *inst = instantiate(*callee.block, *callee.module, std::move(args),
+                                 scope.memberPath, e.getLoc());
     if (!inst)
       return Val::none();
     Val v;
@@ -1113,20 +1111,20 @@ Val Elaborator::evalCall(const CallExpr &e, Scope &scope) {
   }
   case Val::K::Instance:
     if (!scope.forward) {
-      diags.error(e.getLoc()) << describe(callee)
-                              << " can only be called inside 'forward'";
+      diags.error(e.getLoc())
+          << describe(callee) << " can only be called inside 'forward'";
       return Val::none();
     }
     return callForward(*callee.inst, std::move(args), e.getLoc());
   case Val::K::Repeat: {
     if (!scope.forward) {
-      diags.error(e.getLoc()) << describe(callee)
-                              << " can only be called inside 'forward'";
+      diags.error(e.getLoc())
+          << describe(callee) << " can only be called inside 'forward'";
       return Val::none();
     }
     if (args.empty() || !args[0].name.empty()) {
-      diags.error(e.getLoc()) << describe(callee)
-                              << " needs its input as the first argument";
+      diags.error(e.getLoc())
+          << describe(callee) << " needs its input as the first argument";
       return Val::none();
     }
     // The first argument flows through the layers; the others go to each.
@@ -1256,9 +1254,9 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
     if (!has(i))
       return dflt;
     if (val(i).k != Val::K::Int) {
-      diags.error(argLoc(i)) << "'" << paramName(i) << "' of '" << name
-                             << "' must be an integer, got "
-                             << describe(val(i));
+      diags.error(argLoc(i))
+          << "'" << paramName(i) << "' of '" << name
+          << "' must be an integer, got " << describe(val(i));
       return std::nullopt;
     }
     return val(i).i;
@@ -1277,9 +1275,9 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
     if (!has(i))
       return dflt;
     if (val(i).k != Val::K::Bool) {
-      diags.error(argLoc(i)) << "'" << paramName(i) << "' of '" << name
-                             << "' must be true or false, got "
-                             << describe(val(i));
+      diags.error(argLoc(i))
+          << "'" << paramName(i) << "' of '" << name
+          << "' must be true or false, got " << describe(val(i));
       return std::nullopt;
     }
     return bool(val(i).i);
@@ -1334,7 +1332,7 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
         (it->second == OpKind::Relu || it->second == OpKind::Silu ||
          it->second == OpKind::Sigmoid)) {
       double x = val(0).number();
-      double r = it->second == OpKind::Relu  ? std::max(x, 0.0)
+      double r = it->second == OpKind::Relu   ? std::max(x, 0.0)
                  : it->second == OpKind::Silu ? x / (1 + std::exp(-x))
                                               : 1 / (1 + std::exp(-x));
       return Val::ofFloat(r);
@@ -1349,8 +1347,8 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
   }
   if (name == "min") {
     if (!val(0).isNumber() || !val(1).isNumber())
-      return fail("'min' needs two numbers, got " + describe(val(0)) +
-                  " and " + describe(val(1)));
+      return fail("'min' needs two numbers, got " + describe(val(0)) + " and " +
+                  describe(val(1)));
     if (val(0).k == Val::K::Int && val(1).k == Val::K::Int)
       return Val::ofInt(std::min(val(0).i, val(1).i));
     return Val::ofFloat(std::min(val(0).number(), val(1).number()));
@@ -1413,15 +1411,15 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
     std::optional<llvm::ArrayRef<int64_t>> biasShape;
     if (b)
       biasShape = llvm::ArrayRef<int64_t>(typeOf(*b).shape);
-    auto r = shape::linear(typeOf(*x).shape, typeOf(*w).shape, biasShape,
-                           error);
+    auto r =
+        shape::linear(typeOf(*x).shape, typeOf(*w).shape, biasShape, error);
     if (!r)
       return fail(error);
     llvm::SmallVector<unsigned, 3> ops{*x, *w};
     if (b)
       ops.push_back(*b);
-    return Val::ofTensor(emit(OpKind::Linear, ops, {{typeOf(*x).dtype, *r}},
-                              loc));
+    return Val::ofTensor(
+        emit(OpKind::Linear, ops, {{typeOf(*x).dtype, *r}}, loc));
   }
   if (name == "embedding") {
     auto table = tensor(0), ids = table ? tensor(1) : std::nullopt;
@@ -1488,9 +1486,8 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
       int64_t n = val(1).i;
       auto a = shape::normalizeAxis(*axis, t.shape.size());
       if (n <= 0 || !a || t.shape[*a] % n != 0)
-        return fail("cannot 'split' " + t.str() + " into " +
-                    std::to_string(n) + " equal pieces along axis " +
-                    std::to_string(*axis));
+        return fail("cannot 'split' " + t.str() + " into " + std::to_string(n) +
+                    " equal pieces along axis " + std::to_string(*axis));
       sizes.assign(n, t.shape[*a] / n);
     } else {
       auto s = intList(1);
@@ -1648,8 +1645,8 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
     if (isFloat(typeOf(*targets).dtype))
       return fail("'cross_entropy' targets must be integers, got " +
                   typeOf(*targets).str());
-    auto r = shape::crossEntropy(typeOf(*logits).shape,
-                                 typeOf(*targets).shape, error);
+    auto r = shape::crossEntropy(typeOf(*logits).shape, typeOf(*targets).shape,
+                                 error);
     if (!r)
       return fail(error);
     return Val::ofTensor(emit(OpKind::CrossEntropy, {*logits, *targets},
@@ -1708,8 +1705,8 @@ Instance *Elaborator::instantiate(const BlockDecl &decl, Module &module,
       if (slot >= decl.params.size()) {
         diags.error(a.loc) << "too many arguments to block '" << decl.name.name
                            << "' (it takes " << decl.params.size() << ")";
-        diags.note(decl.name.loc) << "'" << decl.name.name
-                                  << "' is declared here";
+        diags.note(decl.name.loc)
+            << "'" << decl.name.name << "' is declared here";
         return nullptr;
       }
     } else {
@@ -1719,8 +1716,8 @@ Instance *Elaborator::instantiate(const BlockDecl &decl, Module &module,
       if (slot == decl.params.size()) {
         diags.error(a.loc) << "block '" << decl.name.name
                            << "' has no parameter '" << a.name << "'";
-        diags.note(decl.name.loc) << "'" << decl.name.name
-                                  << "' is declared here";
+        diags.note(decl.name.loc)
+            << "'" << decl.name.name << "' is declared here";
         return nullptr;
       }
       if (bound[slot]) {
@@ -1852,9 +1849,9 @@ bool Elaborator::evalInit(const Expr *init, Scope &scope, Param &param) {
     param.a = take("low", 0, 0);
     param.b = take("high", 1, 0);
     if (!(param.a < param.b)) {
-      diags.error(init->getLoc()) << "'uniform' needs low < high, got "
-                                  << formatNumber(param.a) << " and "
-                                  << formatNumber(param.b);
+      diags.error(init->getLoc())
+          << "'uniform' needs low < high, got " << formatNumber(param.a)
+          << " and " << formatNumber(param.b);
       return false;
     }
   }
@@ -1960,17 +1957,9 @@ bool Elaborator::constructMember(Instance &inst, const MemberDecl &member,
 }
 
 std::string Elaborator::describeType(const TypeExpr &type) {
-  std::string out = type.dtype;
-  if (!type.dims.empty()) {
-    llvm::raw_string_ostream os(out);
-    os << "[";
-    for (size_t i = 0; i < type.dims.size(); ++i) {
-      if (i)
-        os << ", ";
-      printExpr(*type.dims[i], os);
-    }
-    os << "]";
-  }
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  printType(type, os);
   return out;
 }
 
@@ -1980,8 +1969,8 @@ bool Elaborator::matchType(const TypeExpr &type, const TensorType &actual,
                            std::map<std::string, Val> &locals, Scope &scope,
                            SMLoc useLoc, llvm::StringRef what) {
   auto mismatch = [&]() {
-    diags.error(useLoc) << what << " expects " << describeType(type)
-                        << ", got " << actual.str();
+    diags.error(useLoc) << what << " expects " << describeType(type) << ", got "
+                        << actual.str();
     diags.note(type.loc) << "declared here";
     return false;
   };
@@ -2023,10 +2012,9 @@ Val Elaborator::callForward(Instance &inst, std::vector<EvArg> args,
   }
   const ForwardDecl &fwd = *decl.forward;
   if (args.size() != fwd.args.size()) {
-    diags.error(loc) << "'" << decl.name.name << "' takes "
-                     << fwd.args.size() << " input"
-                     << (fwd.args.size() == 1 ? "" : "s") << ", got "
-                     << args.size();
+    diags.error(loc) << "'" << decl.name.name << "' takes " << fwd.args.size()
+                     << " input" << (fwd.args.size() == 1 ? "" : "s")
+                     << ", got " << args.size();
     diags.note(fwd.loc) << "'forward' is declared here";
     return Val::none();
   }
@@ -2043,10 +2031,9 @@ Val Elaborator::callForward(Instance &inst, std::vector<EvArg> args,
   for (size_t i = 0; i < args.size(); ++i) {
     const ForwardDecl::Arg &decl_arg = fwd.args[i];
     if (!args[i].name.empty() && args[i].name != decl_arg.name.name) {
-      diags.error(args[i].loc) << "input " << i + 1 << " of '"
-                               << decl.name.name << "' is named '"
-                               << decl_arg.name.name << "', not '"
-                               << args[i].name << "'";
+      diags.error(args[i].loc)
+          << "input " << i + 1 << " of '" << decl.name.name << "' is named '"
+          << decl_arg.name.name << "', not '" << args[i].name << "'";
       return Val::none();
     }
     auto t = asTensor(args[i].v, args[i].loc,
@@ -2055,8 +2042,8 @@ Val Elaborator::callForward(Instance &inst, std::vector<EvArg> args,
     if (!t)
       return Val::none();
     if (!matchType(decl_arg.type, typeOf(*t), locals, scope, args[i].loc,
-                   "input '" + decl_arg.name.name + "' of '" +
-                       decl.name.name + "'"))
+                   "input '" + decl_arg.name.name + "' of '" + decl.name.name +
+                       "'"))
       return Val::none();
     locals[decl_arg.name.name] = Val::ofTensor(*t);
   }
@@ -2119,11 +2106,7 @@ static const std::vector<TrainSchema> &trainSchema() {
       {"eps", K::Float, 1e-8, nullptr, {}},
       {"weight_decay", K::Float, 0.0, nullptr, {}},
       {"momentum", K::Float, 0.0, nullptr, {}},
-      {"lr_schedule",
-       K::Name,
-       0,
-       "constant",
-       {"constant", "cosine", "linear"}},
+      {"lr_schedule", K::Name, 0, "constant", {"constant", "cosine", "linear"}},
       {"warmup", K::Int, 0, nullptr, {}},
       {"min_lr", K::Float, 0.0, nullptr, {}},
       {"clip_grad_norm", K::Float, 0.0, nullptr, {}},
@@ -2185,9 +2168,8 @@ void Elaborator::setTrainValue(TrainField &field, const Val &v, SMLoc loc) {
 
 void Elaborator::setTrainField(const std::string &name, const Expr &value,
                                Scope &scope, SMLoc loc) {
-  auto field = llvm::find_if(program.train, [&](const TrainField &f) {
-    return f.name == name;
-  });
+  auto field = llvm::find_if(
+      program.train, [&](const TrainField &f) { return f.name == name; });
   if (field == program.train.end()) {
     auto diag = diags.error(loc);
     diag << "unknown train field '" << name << "'";
@@ -2291,8 +2273,8 @@ void Elaborator::evalTrain(Module &module) {
             }
             if (opts == options.end() ||
                 !llvm::is_contained(opts->second, a.name)) {
-              diags.error(a.loc) << "'" << kind->name << "' has no option '"
-                                 << a.name << "'";
+              diags.error(a.loc)
+                  << "'" << kind->name << "' has no option '" << a.name << "'";
               continue;
             }
             set(a.name, *a.value, a.loc);
@@ -2306,9 +2288,8 @@ void Elaborator::evalTrain(Module &module) {
 
   // -D overrides of train fields, after the file's values.
   for (Override &o : overrides) {
-    auto field = llvm::find_if(program.train, [&](const TrainField &f) {
-      return f.name == o.name;
-    });
+    auto field = llvm::find_if(
+        program.train, [&](const TrainField &f) { return f.name == o.name; });
     if (field == program.train.end() || o.used)
       continue;
     if (module.constants.count(o.name))
@@ -2332,16 +2313,15 @@ void Elaborator::checkTrain() {
     const TrainField *f = program.trainField(name);
     bool ok = f->kind == TrainField::Kind::Int ? f->i > 0 : f->f > 0;
     if (!ok)
-      diags.error(at(name)) << "train field '" << name
-                            << "' must be positive";
+      diags.error(at(name)) << "train field '" << name << "' must be positive";
     return ok;
   };
   auto nonNegative = [&](llvm::StringRef name) {
     const TrainField *f = program.trainField(name);
     bool ok = f->kind == TrainField::Kind::Int ? f->i >= 0 : f->f >= 0;
     if (!ok)
-      diags.error(at(name)) << "train field '" << name
-                            << "' must not be negative";
+      diags.error(at(name))
+          << "train field '" << name << "' must not be negative";
   };
   bool sizes = true;
   for (const char *name : {"batch", "seq", "microbatches", "dp"})
@@ -2429,11 +2409,12 @@ std::optional<Program> Elaborator::run() {
 
   // The model's inputs: B and T come from the train section.
   const ForwardDecl &fwd = *model->forward;
-  int64_t microbatch = program.trainInt("batch") /
-                       (program.trainInt("microbatches") *
-                        program.trainInt("dp"));
-  std::map<std::string, Val> bound = {{"B", Val::ofInt(microbatch)},
-                                      {"T", Val::ofInt(program.trainInt("seq"))}};
+  int64_t microbatch =
+      program.trainInt("batch") /
+      (program.trainInt("microbatches") * program.trainInt("dp"));
+  std::map<std::string, Val> bound = {
+      {"B", Val::ofInt(microbatch)},
+      {"T", Val::ofInt(program.trainInt("seq"))}};
   Scope scope;
   scope.module = &main;
   scope.inst = root;
@@ -2449,8 +2430,7 @@ std::optional<Program> Elaborator::run() {
           n && !bound.count(n->name) && !root->env.count(n->name) &&
           !isModuleName(main, n->name)) {
         diags.error(dim->getLoc())
-            << "dimension '" << n->name << "' of model input '"
-            << input.name
+            << "dimension '" << n->name << "' of model input '" << input.name
             << "' is not bound; a model's inputs may use B (the microbatch "
                "size) and T (the sequence length)";
         return std::nullopt;
@@ -2459,16 +2439,15 @@ std::optional<Program> Elaborator::run() {
       if (!v)
         return std::nullopt;
       if (*v <= 0) {
-        diags.error(dim->getLoc()) << "dimension of model input '"
-                                   << input.name << "' must be positive, got "
-                                   << *v;
+        diags.error(dim->getLoc()) << "dimension of model input '" << input.name
+                                   << "' must be positive, got " << *v;
         return std::nullopt;
       }
       input.type.shape.push_back(*v);
     }
     program.values.push_back(input.type);
-    args.push_back({"", arg.name.loc,
-                    Val::ofTensor(program.values.size() - 1)});
+    args.push_back(
+        {"", arg.name.loc, Val::ofTensor(program.values.size() - 1)});
     program.inputs.push_back(std::move(input));
   }
   Val loss = callForward(*root, std::move(args), model->name.loc);

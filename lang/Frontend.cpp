@@ -114,8 +114,8 @@ Module *Frontend::addModule(std::unique_ptr<llvm::MemoryBuffer> buffer,
     if (alias.empty())
       alias = import.name;
     if (m->imports.count(alias)) {
-      diags.error(import.loc) << "module '" << import.name
-                              << "' is imported twice";
+      diags.error(import.loc)
+          << "module '" << import.name << "' is imported twice";
       continue;
     }
     llvm::SmallString<128> relative(import.name);

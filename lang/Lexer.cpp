@@ -253,7 +253,8 @@ Token Lexer::lexNumber(const char *start, bool newline) {
     while (cur < end && isIdentChar(*cur))
       ++cur;
     diags.error(llvm::SMLoc::getFromPointer(start))
-        << "invalid number '" << llvm::StringRef(start, cur - start).take_front(40) << "'";
+        << "invalid number '"
+        << llvm::StringRef(start, cur - start).take_front(40) << "'";
     return make(Tok::Error, start, newline);
   }
   return make(isFloat ? Tok::Float : Tok::Integer, start, newline);
@@ -264,8 +265,7 @@ Token Lexer::lexString(const char *start, bool newline) {
   while (cur < end && *cur != '"' && *cur != '\n')
     ++cur;
   if (cur == end || *cur != '"') {
-    diags.error(llvm::SMLoc::getFromPointer(start))
-        << "unterminated string";
+    diags.error(llvm::SMLoc::getFromPointer(start)) << "unterminated string";
     return make(Tok::Error, start, newline);
   }
   ++cur;

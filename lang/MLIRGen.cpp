@@ -40,9 +40,8 @@ private:
 
 mlir::Location MLIRGen::loc(llvm::SMLoc smloc, llvm::StringRef scope) {
   mlir::Location result = mlir::UnknownLoc::get(&context);
-  if (unsigned buffer = smloc.isValid()
-                            ? sourceMgr.FindBufferContainingLoc(smloc)
-                            : 0) {
+  if (unsigned buffer =
+          smloc.isValid() ? sourceMgr.FindBufferContainingLoc(smloc) : 0) {
     auto [line, col] = sourceMgr.getLineAndColumn(smloc, buffer);
     result = mlir::FileLineColLoc::get(
         builder.getStringAttr(
@@ -108,8 +107,8 @@ void MLIRGen::emitNode(const Node &node) {
     auto type = tensorType(program.values[node.firstResult]);
     mlir::Attribute element =
         isFloat(program.values[node.firstResult].dtype)
-            ? mlir::Attribute(builder.getFloatAttr(type.getElementType(),
-                                                   node.f))
+            ? mlir::Attribute(
+                  builder.getFloatAttr(type.getElementType(), node.f))
             : mlir::Attribute(builder.getIntegerAttr(type.getElementType(),
                                                      int64_t(node.f)));
     state.addAttribute("value", mlir::DenseElementsAttr::get(type, element));

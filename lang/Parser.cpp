@@ -21,12 +21,11 @@ constexpr unsigned kMaxHeight = 512;
 class Parser {
 public:
   Parser(unsigned bufferId, size_t offset, DiagnosticEngine &diags)
-      : diags(diags), bufferId(bufferId),
-        lexer(diags.getSourceMgr()
-                  .getMemoryBuffer(bufferId)
-                  ->getBuffer()
-                  .drop_front(offset),
-              diags) {
+      : diags(diags), bufferId(bufferId), lexer(diags.getSourceMgr()
+                                                    .getMemoryBuffer(bufferId)
+                                                    ->getBuffer()
+                                                    .drop_front(offset),
+                                                diags) {
     tok = lexer.next();
     ahead = lexer.next();
   }
@@ -189,8 +188,10 @@ struct NestingGuard {
 std::unique_ptr<FileAST> Parser::parseFile() {
   auto file = std::make_unique<FileAST>();
   file->bufferId = bufferId;
-  file->path =
-      diags.getSourceMgr().getMemoryBuffer(bufferId)->getBufferIdentifier().str();
+  file->path = diags.getSourceMgr()
+                   .getMemoryBuffer(bufferId)
+                   ->getBufferIdentifier()
+                   .str();
   while (!tok.is(Tok::Eof) && !stop()) {
     bool ok = true;
     switch (tok.kind) {
@@ -522,7 +523,8 @@ ExprPtr Parser::parseBinary(unsigned minPrecedence) {
   while (lhs) {
     unsigned prec = precedence(tok.kind);
     // A newline ends the statement unless inside brackets.
-    if (prec < minPrecedence || prec == 0 || (tok.newlineBefore && nesting == 0))
+    if (prec < minPrecedence || prec == 0 ||
+        (tok.newlineBefore && nesting == 0))
       return lhs;
     char op = tok.text[0];
     SMLoc loc = tok.loc();
@@ -598,7 +600,8 @@ ExprPtr Parser::parsePostfix(ExprPtr base) {
       }
       if (!expect(Tok::RBracket, "to close the index"))
         return nullptr;
-      base = std::make_unique<IndexExpr>(loc, std::move(base), std::move(items));
+      base =
+          std::make_unique<IndexExpr>(loc, std::move(base), std::move(items));
     } else {
       return base;
     }
@@ -722,8 +725,8 @@ bool Parser::parseArguments(std::vector<Argument> &args, Tok close,
       consume();
       sawNamed = true;
     } else if (sawNamed) {
-      diags.error(arg.loc)
-          << "positional argument after a named argument " << context;
+      diags.error(arg.loc) << "positional argument after a named argument "
+                           << context;
       return false;
     }
     if (!(arg.value = parseExpr()))

@@ -79,7 +79,7 @@ enum class OpKind {
   Silu,
   Gelu, // flag = tanh approximation
   Matmul,
-  Linear, // operands x, w[, b]
+  Linear,     // operands x, w[, b]
   ReduceSum,  // ints = axes, flag = keepdim
   ReduceMean, // ints = axes, flag = keepdim
   ReduceMax,  // ints = axes, flag = keepdim

@@ -1,4 +1,5 @@
-//===- hotstage.cpp - The Hotstage compiler driver -------------------------===//
+//===- hotstage.cpp - The Hotstage compiler driver
+//-------------------------===//
 //
 //   hotstage build FILE.hot --emit=ast|nn [-o OUT] [-D name=value ...]
 //   hotstage info  FILE.hot [-D name=value ...]
@@ -35,8 +36,7 @@ static cl::OptionCategory category("Hotstage options");
 
 static cl::opt<std::string> command(cl::Positional, cl::desc("<command>"),
                                     cl::cat(category));
-static cl::opt<std::string> inputFile(cl::Positional,
-                                      cl::desc("<model.hot>"),
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.hot>"),
                                       cl::cat(category));
 
 enum class Emit { None, AST, NN };
@@ -71,7 +71,8 @@ static cl::opt<unsigned>
                cl::desc("Stop after this many errors (0: no limit)"),
                cl::init(20), cl::cat(category));
 
-static const char *overview = R"(Hotstage: compiles a model file into a program that trains it
+static const char *overview =
+    R"(Hotstage: compiles a model file into a program that trains it
 
 Commands:
   build FILE.hot --emit=ast|nn [-o OUT]
@@ -110,16 +111,16 @@ static void printInfo(const lang::Program &program, llvm::raw_ostream &os) {
   for (const lang::Param &p : program.params) {
     std::string init = lang::initKindName(p.init).str();
     if (p.init == lang::InitKind::Normal || p.init == lang::InitKind::Uniform)
-      init += "(" + lang::formatNumber(p.a) + ", " + lang::formatNumber(p.b) +
-              ")";
+      init +=
+          "(" + lang::formatNumber(p.a) + ", " + lang::formatNumber(p.b) + ")";
     else if (p.init == lang::InitKind::Constant)
       init += "(" + lang::formatNumber(p.a) + ")";
     if (p.uses > 1)
       init += "  [used " + std::to_string(p.uses) + " times: tied]";
     os << llvm::left_justify(p.path, width) << "  "
        << llvm::left_justify(nn::shape::str(p.type.shape), 16) << "  "
-       << llvm::right_justify(
-              withCommas(*nn::shape::numElements(p.type.shape)), 13)
+       << llvm::right_justify(withCommas(*nn::shape::numElements(p.type.shape)),
+                              13)
        << "  " << init << "\n";
   }
   int64_t total = program.numParameters();

@@ -63,16 +63,15 @@ std::optional<shape::Shape> shape::broadcast(llvm::StringRef op,
     int64_t da = i < a.size() ? a[a.size() - 1 - i] : 1;
     int64_t db = i < b.size() ? b[b.size() - 1 - i] : 1;
     if (da != db && da != 1 && db != 1)
-      return fail(error) << "shapes " << str(a) << " and " << str(b)
-                         << " of '" << op << "' cannot be broadcast together";
+      return fail(error) << "shapes " << str(a) << " and " << str(b) << " of '"
+                         << op << "' cannot be broadcast together";
     out[rank - 1 - i] = da == 1 ? db : da;
   }
   return out;
 }
 
-std::optional<shape::Shape> shape::matmul(ArrayRef<int64_t> a,
-                                          ArrayRef<int64_t> b,
-                                          std::string &error) {
+std::optional<shape::Shape>
+shape::matmul(ArrayRef<int64_t> a, ArrayRef<int64_t> b, std::string &error) {
   if (a.empty() || b.empty())
     return fail(error) << "'matmul' needs operands of rank at least 1, got "
                        << str(a) << " and " << str(b);
@@ -101,9 +100,10 @@ std::optional<shape::Shape> shape::matmul(ArrayRef<int64_t> a,
   return out;
 }
 
-std::optional<shape::Shape>
-shape::linear(ArrayRef<int64_t> x, ArrayRef<int64_t> weight,
-              std::optional<ArrayRef<int64_t>> bias, std::string &error) {
+std::optional<shape::Shape> shape::linear(ArrayRef<int64_t> x,
+                                          ArrayRef<int64_t> weight,
+                                          std::optional<ArrayRef<int64_t>> bias,
+                                          std::string &error) {
   if (weight.size() != 2)
     return fail(error) << "'linear' weight must be [out, in], got "
                        << str(weight);
@@ -131,8 +131,7 @@ std::optional<shape::Shape> shape::reduce(llvm::StringRef op,
       return fail(error) << "axis " << axis << " of '" << op
                          << "' is out of range for shape " << str(x);
     if (reduced[*a])
-      return fail(error) << "axis " << axis << " of '" << op
-                         << "' is repeated";
+      return fail(error) << "axis " << axis << " of '" << op << "' is repeated";
     reduced[*a] = true;
   }
   Shape out;
@@ -153,16 +152,16 @@ std::optional<shape::Shape> shape::softmax(ArrayRef<int64_t> x, int64_t axis,
   return Shape(x.begin(), x.end());
 }
 
-std::optional<shape::Shape>
-shape::norm(llvm::StringRef op, ArrayRef<int64_t> x, ArrayRef<int64_t> scale,
-            std::optional<ArrayRef<int64_t>> bias, std::string &error) {
+std::optional<shape::Shape> shape::norm(llvm::StringRef op, ArrayRef<int64_t> x,
+                                        ArrayRef<int64_t> scale,
+                                        std::optional<ArrayRef<int64_t>> bias,
+                                        std::string &error) {
   if (x.empty())
     return fail(error) << "'" << op << "' needs an input of rank at least 1";
   Shape expected{x.back()};
   if (scale != ArrayRef<int64_t>(expected))
-    return fail(error) << "'" << op << "' scale " << str(scale)
-                       << " must be " << str(expected) << " for input "
-                       << str(x);
+    return fail(error) << "'" << op << "' scale " << str(scale) << " must be "
+                       << str(expected) << " for input " << str(x);
   if (bias && *bias != ArrayRef<int64_t>(expected))
     return fail(error) << "'" << op << "' bias " << str(*bias) << " must be "
                        << str(expected) << " for input " << str(x);
@@ -192,8 +191,8 @@ shape::attention(ArrayRef<int64_t> q, ArrayRef<int64_t> k, ArrayRef<int64_t> v,
                        << heads << " and " << kvHeads;
   if (heads % kvHeads != 0)
     return fail(error) << "'attention' query heads (" << heads
-                       << ") must be a multiple of key/value heads ("
-                       << kvHeads << ")";
+                       << ") must be a multiple of key/value heads (" << kvHeads
+                       << ")";
   if (q[2] % heads != 0)
     return fail(error) << "'attention' channels " << q[2]
                        << " of q are not divisible by " << heads << " heads";
@@ -220,9 +219,8 @@ std::optional<shape::Shape> shape::rope(ArrayRef<int64_t> x, int64_t heads,
   return Shape(x.begin(), x.end());
 }
 
-std::optional<shape::Shape> shape::reshape(ArrayRef<int64_t> x,
-                                           ArrayRef<int64_t> to,
-                                           std::string &error) {
+std::optional<shape::Shape>
+shape::reshape(ArrayRef<int64_t> x, ArrayRef<int64_t> to, std::string &error) {
   auto total = numElements(x);
   if (!total)
     return fail(error) << "'reshape' input " << str(x) << " is too large";

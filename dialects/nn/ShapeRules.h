@@ -68,8 +68,7 @@ std::optional<Shape> norm(llvm::StringRef op, llvm::ArrayRef<int64_t> x,
 
 /// Gather rows of table[V, D] by ids[...] -> [..., D].
 std::optional<Shape> embedding(llvm::ArrayRef<int64_t> table,
-                               llvm::ArrayRef<int64_t> ids,
-                               std::string &error);
+                               llvm::ArrayRef<int64_t> ids, std::string &error);
 
 /// Causal multi-head attention on q[B, T, H*hd], k and v [B, T, Hkv*hd];
 /// H must be a multiple of Hkv (grouped-query attention).
@@ -92,9 +91,10 @@ std::optional<Shape> transpose(llvm::ArrayRef<int64_t> x,
                                std::string &error);
 
 /// Split along `axis` into pieces of `sizes`, which must add up.
-std::optional<llvm::SmallVector<Shape>>
-split(llvm::ArrayRef<int64_t> x, int64_t axis, llvm::ArrayRef<int64_t> sizes,
-      std::string &error);
+std::optional<llvm::SmallVector<Shape>> split(llvm::ArrayRef<int64_t> x,
+                                              int64_t axis,
+                                              llvm::ArrayRef<int64_t> sizes,
+                                              std::string &error);
 
 /// Concatenation along `axis`; the other dimensions must agree.
 std::optional<Shape> concat(llvm::ArrayRef<Shape> xs, int64_t axis,

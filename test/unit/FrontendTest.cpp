@@ -9,7 +9,8 @@ using namespace hotstage::lang;
 namespace {
 /// Runs the front end on `source` and keeps what it printed.
 struct FrontendRun {
-  explicit FrontendRun(llvm::StringRef source, std::vector<std::string> defines = {})
+  explicit FrontendRun(llvm::StringRef source,
+                       std::vector<std::string> defines = {})
       : os(printed), diags(sourceMgr, os) {
     FrontendOptions options;
     options.stdlibDir = HOTSTAGE_STDLIB_DIR;

@@ -12,8 +12,7 @@ Shape S(std::initializer_list<int64_t> dims) { return Shape(dims); }
 
 TEST(ShapeRules, Broadcast) {
   std::string error;
-  EXPECT_EQ(*broadcast("+", S({8, 64, 768}), S({768}), error),
-            S({8, 64, 768}));
+  EXPECT_EQ(*broadcast("+", S({8, 64, 768}), S({768}), error), S({8, 64, 768}));
   EXPECT_EQ(*broadcast("+", S({8, 1, 4}), S({3, 1}), error), S({8, 3, 4}));
   EXPECT_EQ(*broadcast("+", S({}), S({2, 2}), error), S({2, 2}));
   EXPECT_FALSE(broadcast("+", S({8, 64, 768}), S({512}), error));
@@ -63,12 +62,12 @@ TEST(ShapeRules, Attention) {
                        12, error),
             S({8, 64, 768}));
   // Grouped-query attention: 8 query heads share 2 key/value heads.
-  EXPECT_TRUE(attention(S({2, 16, 512}), S({2, 16, 128}), S({2, 16, 128}), 8,
-                        2, error));
-  EXPECT_FALSE(attention(S({2, 16, 512}), S({2, 16, 128}), S({2, 16, 128}),
-                         8, 3, error));
-  EXPECT_FALSE(attention(S({2, 16, 64}), S({2, 16, 64}), S({2, 16, 64}), 5,
-                         5, error));
+  EXPECT_TRUE(attention(S({2, 16, 512}), S({2, 16, 128}), S({2, 16, 128}), 8, 2,
+                        error));
+  EXPECT_FALSE(attention(S({2, 16, 512}), S({2, 16, 128}), S({2, 16, 128}), 8,
+                         3, error));
+  EXPECT_FALSE(
+      attention(S({2, 16, 64}), S({2, 16, 64}), S({2, 16, 64}), 5, 5, error));
   EXPECT_FALSE(rope(S({2, 16, 12}), 4, error)); // head size 3 is odd
   EXPECT_TRUE(rope(S({2, 16, 16}), 4, error));
 }
@@ -94,8 +93,7 @@ TEST(ShapeRules, Layout) {
 
 TEST(ShapeRules, EmbeddingAndLoss) {
   std::string error;
-  EXPECT_EQ(*embedding(S({50257, 768}), S({8, 64}), error),
-            S({8, 64, 768}));
+  EXPECT_EQ(*embedding(S({50257, 768}), S({8, 64}), error), S({8, 64, 768}));
   EXPECT_FALSE(embedding(S({50257}), S({8, 64}), error));
   EXPECT_EQ(*crossEntropy(S({8, 64, 50257}), S({8, 64}), error), S({}));
   EXPECT_FALSE(crossEntropy(S({8, 64, 50257}), S({8, 32}), error));
