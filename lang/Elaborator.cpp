@@ -201,8 +201,7 @@ private:
   Val evalUnary(const UnaryExpr &e, Scope &scope);
   Val evalIndex(const IndexExpr &e, Scope &scope);
   Val evalCall(const CallExpr &e, Scope &scope);
-  Val callBuiltin(const std::string &name, const CallExpr &call,
-                  std::vector<EvArg> &args, Scope &scope);
+  Val callBuiltin(const std::string &name, const CallExpr &call, Scope &scope);
   std::optional<int64_t> evalInt(const Expr &e, Scope &scope,
                                  llvm::StringRef what);
 
@@ -710,9 +709,6 @@ Val Elaborator::elementwise(OpKind kind, char symbol, const Val &lhs,
       break;
     }
   }
-  if (kind == OpKind::Div && symbol == '%') {
-    // unreachable: '%' is handled by the caller
-  }
   bool lhsTensor = lhs.k == Val::K::Tensor || lhs.k == Val::K::Param;
   bool rhsTensor = rhs.k == Val::K::Tensor || rhs.k == Val::K::Param;
   if (!lhsTensor && !rhsTensor) {
@@ -1080,11 +1076,11 @@ Val Elaborator::evalCall(const CallExpr &e, Scope &scope) {
   Val callee = eval(*e.callee, scope);
   if (!callee.ok())
     return callee;
-  std::vector<EvArg> args;
-  // Builtins look at their argument expressions (initializer names, dtype
-  // names), so they evaluate arguments themselves.
+  // Builtins look at their argument expressions (`approximate = none`), so
+  // they evaluate their arguments themselves.
   if (callee.k == Val::K::Builtin)
-    return callBuiltin(callee.s, e, args, scope);
+    return callBuiltin(callee.s, e, scope);
+  std::vector<EvArg> args;
   for (const Argument &a : e.args) {
     Val v = eval(*a.value, scope);
     if (!v.ok())
@@ -1148,17 +1144,8 @@ Val Elaborator::evalCall(const CallExpr &e, Scope &scope) {
 // Builtin functions
 //===----------------------------------------------------------------------===//
 
-namespace {
-/// Binds positional and named arguments of a builtin to its parameters.
-struct ArgBinder {
-  const char *fn;
-  std::vector<const char *> names;
-  std::vector<std::optional<EvArg>> slots;
-};
-} // namespace
-
 Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
-                            std::vector<EvArg> &, Scope &scope) {
+                            Scope &scope) {
   SMLoc loc = call.getLoc();
   // Parameter names of each builtin; `?` marks optional ones.
   static const std::map<std::string, std::vector<std::string>> signatures = {
@@ -1388,7 +1375,6 @@ Val Elaborator::callBuiltin(const std::string &name, const CallExpr &call,
                               [&](Node &n) { n.flag = tanhApprox; }));
   }
   if (name == "matmul") {
-    BinaryExpr fake(loc, '@', nullptr, nullptr);
     auto a = tensor(0), b = a ? tensor(1) : std::nullopt;
     if (!a || !b || !sameDtype(*a, *b, "operands") ||
         !requireFloat(*a, name, loc))
