@@ -2154,11 +2154,9 @@ void Elaborator::setTrainValue(TrainField &field, const Val &v, SMLoc loc) {
 
 void Elaborator::setTrainField(const std::string &name, const Expr &value,
                                Scope &scope, SMLoc loc) {
-  auto field = llvm::find_if(
-      program.train, [&](const TrainField &f) { return f.name == name; });
-  if (field == program.train.end()) {
-    auto diag = diags.error(loc);
-    diag << "unknown train field '" << name << "'";
+  TrainField *field = program.trainField(name);
+  if (!field) {
+    diags.error(loc) << "unknown train field '" << name << "'";
     return;
   }
   auto previous = trainSetAt.find(name);
@@ -2274,9 +2272,8 @@ void Elaborator::evalTrain(Module &module) {
 
   // -D overrides of train fields, after the file's values.
   for (Override &o : overrides) {
-    auto field = llvm::find_if(
-        program.train, [&](const TrainField &f) { return f.name == o.name; });
-    if (field == program.train.end() || o.used)
+    TrainField *field = program.trainField(o.name);
+    if (!field || o.used)
       continue;
     if (module.constants.count(o.name))
       continue; // a constant of the same name takes the override
@@ -2286,7 +2283,7 @@ void Elaborator::evalTrain(Module &module) {
   // Interleaving defaults to two virtual stages per rank.
   if (program.trainName("schedule") == "interleaved_1f1b" &&
       !program.trainField("virtual_stages")->isSet)
-    const_cast<TrainField *>(program.trainField("virtual_stages"))->i = 2;
+    program.trainField("virtual_stages")->i = 2;
   checkTrain();
 }
 

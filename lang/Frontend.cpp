@@ -56,7 +56,6 @@ Module *Frontend::loadModule(llvm::StringRef path, llvm::StringRef name,
       diags.note(importStack[j].second)
           << "'" << llvm::sys::path::stem(importStack[j].first)
           << "' is imported here";
-    cycleReported = true;
     return nullptr;
   }
 
@@ -145,15 +144,10 @@ Module *Frontend::addModule(std::unique_ptr<llvm::MemoryBuffer> buffer,
         diag << " '" << searchDir << "'";
       continue;
     }
-    size_t errorsBefore = diags.errorCount();
-    cycleReported = false;
+    // A module that cannot be loaded was reported at this import.
     Module *imported = loadModule(found, import.name, import.nameLoc);
-    if (!imported) {
-      if (diags.errorCount() > errorsBefore && !cycleReported)
-        diags.note(import.loc) << "imported here";
-      cycleReported = false;
+    if (!imported)
       continue;
-    }
     if (imported->ast) {
       for (const auto &block : imported->ast->blocks)
         if (block->isModel) {

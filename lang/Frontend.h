@@ -73,7 +73,6 @@ private:
   std::map<std::string, Module *> modulesByPath;
   std::vector<std::pair<std::string, SMLoc>> importStack;
   Module *mainModule = nullptr;
-  bool cycleReported = false;
 };
 
 } // namespace hotstage::lang

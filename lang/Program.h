@@ -18,6 +18,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace hotstage::lang {
@@ -141,6 +142,9 @@ struct Program {
   std::vector<TrainField> train;
 
   const TrainField *trainField(llvm::StringRef name) const;
+  TrainField *trainField(llvm::StringRef name) {
+    return const_cast<TrainField *>(std::as_const(*this).trainField(name));
+  }
   int64_t trainInt(llvm::StringRef name) const;
   double trainFloat(llvm::StringRef name) const;
   llvm::StringRef trainName(llvm::StringRef name) const;
