@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/passes/Passes.h"
 #include "dialects/nn/NNDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -21,6 +22,7 @@
 int main(int argc, char **argv) {
   // Generic passes: canonicalize, cse, inline, symbol-dce, ...
   mlir::registerTransformsPasses();
+  hotstage::registerHotstagePasses();
 
   mlir::DialectRegistry registry;
   registry.insert<hotstage::nn::NNDialect, mlir::arith::ArithDialect,

@@ -115,6 +115,27 @@ LogicalResult SubOp::verify() { return verifyBroadcast(*this); }
 LogicalResult MulOp::verify() { return verifyBroadcast(*this); }
 LogicalResult DivOp::verify() { return verifyBroadcast(*this); }
 LogicalResult MaximumOp::verify() { return verifyBroadcast(*this); }
+LogicalResult MinimumOp::verify() { return verifyBroadcast(*this); }
+LogicalResult GreaterEqualOp::verify() { return verifyBroadcast(*this); }
+
+LogicalResult BroadcastOp::verify() {
+  // Broadcasting the input against the result must give the result: the
+  // input can only grow.
+  std::string error;
+  auto expected = shape::broadcast("broadcast", shapeOf(getInput()),
+                                   shapeOf(getType()), error);
+  return checkShape(*this, expected, error);
+}
+
+OpFoldResult BroadcastOp::fold(FoldAdaptor adaptor) {
+  if (getInput().getType() == getType())
+    return getInput();
+  if (auto elements = dyn_cast_or_null<DenseElementsAttr>(adaptor.getInput()))
+    if (elements.isSplat())
+      return DenseElementsAttr::get(getType(),
+                                    elements.getSplatValue<Attribute>());
+  return {};
+}
 
 LogicalResult GeluOp::verify() {
   StringRef approximate = getApproximate();
@@ -333,4 +354,188 @@ LogicalResult SliceOp::verify() {
   auto expected = shape::slice(shapeOf(getInput()), getOffsets(),
                                shapeOf(getType()), error);
   return checkShape(*this, expected, error);
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+LogicalResult ActivationGradOp::verify() {
+  StringRef kind = getKind();
+  if (!llvm::is_contained(
+          {"gelu", "gelu_tanh", "relu", "silu", "sigmoid", "tanh"}, kind))
+    return emitOpError() << "unknown activation \"" << kind
+                         << "\"; expected gelu, gelu_tanh, relu, silu, "
+                            "sigmoid or tanh";
+  return success();
+}
+
+LogicalResult SoftmaxGradOp::verify() {
+  std::string error;
+  auto expected = shape::softmax(shapeOf(getOutput()), getAxis(), error);
+  return checkShape(*this, expected, error);
+}
+
+static LogicalResult verifyNormGrad(Operation *op, Value grad, Value input,
+                                    Value scale, const APFloat &eps) {
+  if (shapeOf(grad) != shapeOf(input))
+    return op->emitOpError()
+           << "gradient shape " << shape::str(shapeOf(grad))
+           << " does not match the input shape " << shape::str(shapeOf(input));
+  std::string error;
+  std::optional<shape::Shape> expected;
+  if (scale)
+    expected = shape::norm(ruleName(op), shapeOf(input), shapeOf(scale),
+                           std::nullopt, error);
+  else if (shapeOf(input).empty())
+    error = (ruleName(op) + " needs an input of rank >= 1").str();
+  else
+    expected = shape::Shape{shapeOf(input).back()};
+  if (failed(checkShape(op, expected, error)))
+    return failure();
+  return checkPositive(op, "eps", eps, /*allowZero=*/true);
+}
+
+LogicalResult LayerNormGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), getScale(), getEps());
+}
+LogicalResult RMSNormGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), getScale(), getEps());
+}
+LogicalResult LayerNormScaleGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), Value(), getEps());
+}
+LogicalResult RMSNormScaleGradOp::verify() {
+  return verifyNormGrad(*this, getGrad(), getInput(), Value(), getEps());
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  ArrayRef<int64_t> table = shapeOf(getType());
+  std::string error;
+  auto expected = shape::embedding(table, shapeOf(getIds()), error);
+  return checkShape(*this, expected, error, getGrad().getType(), "gradient");
+}
+
+LogicalResult AttentionGradOp::verify() {
+  std::string error;
+  auto expected =
+      shape::attention(shapeOf(getQuery()), shapeOf(getKey()),
+                       shapeOf(getValue()), getHeads(), getNumKvHeads(), error);
+  if (failed(
+          checkShape(*this, expected, error, getGrad().getType(), "gradient")))
+    return failure();
+  Value inputs[] = {getQuery(), getKey(), getValue()};
+  for (auto [input, result] : llvm::zip(inputs, getResults()))
+    if (input.getType() != result.getType())
+      return emitOpError() << "result type " << result.getType()
+                           << " must match the input type " << input.getType();
+  if (std::optional<APFloat> scale = getScale())
+    return checkPositive(*this, "scale", *scale);
+  return success();
+}
+
+int64_t AttentionGradOp::getHeadDim() {
+  return shapeOf(getQuery())[2] / static_cast<int64_t>(getHeads());
+}
+
+double AttentionGradOp::getScaleOrDefault() {
+  if (std::optional<APFloat> scale = getScale())
+    return scale->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(getHeadDim()));
+}
+
+LogicalResult RopeGradOp::verify() {
+  std::string error;
+  auto expected = shape::rope(shapeOf(getGrad()), getHeads(), error);
+  if (failed(checkShape(*this, expected, error)))
+    return failure();
+  return checkPositive(*this, "theta", getTheta());
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  std::string error;
+  auto expected =
+      shape::crossEntropy(shapeOf(getLogits()), shapeOf(getTargets()), error);
+  if (!expected)
+    return emitOpError(error);
+  return success();
+}
+
+LogicalResult PadOp::verify() {
+  // A pad is the slice's adjoint: slicing the result at `offsets` must give
+  // the input.
+  std::string error;
+  auto expected = shape::slice(shapeOf(getType()), getOffsets(),
+                               shapeOf(getInput()), error);
+  if (!expected)
+    return emitOpError(error);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Training state
+//===----------------------------------------------------------------------===//
+
+LogicalResult StateOp::verify() {
+  StringRef role = getRole();
+  if (!llvm::is_contained({"grad", "exp_avg", "exp_avg_sq", "momentum"}, role))
+    return emitOpError() << "unknown role \"" << role
+                         << "\"; expected grad, exp_avg, exp_avg_sq or "
+                            "momentum";
+  auto module = (*this)->getParentOfType<ModuleOp>();
+  auto param = module.lookupSymbol<ParamOp>(getOfAttr());
+  if (!param)
+    return emitOpError() << "refers to an unknown parameter " << getOfAttr();
+  if (param.getType() != getType())
+    return emitOpError() << "type " << getType()
+                         << " does not match the parameter type "
+                         << param.getType();
+  return success();
+}
+
+/// `ref` reads or writes the symbol `name`, which must be an nn.state (or,
+/// with `allowParam`, an nn.param) of type `type`.
+static LogicalResult verifyStateUse(Operation *ref, FlatSymbolRefAttr name,
+                                    Type type, bool allowParam,
+                                    SymbolTableCollection &symbolTable) {
+  Operation *symbol = symbolTable.lookupNearestSymbolFrom(ref, name);
+  if (!symbol)
+    return ref->emitOpError() << "refers to an unknown symbol " << name;
+  Type declared;
+  if (auto state = dyn_cast<StateOp>(symbol))
+    declared = state.getType();
+  else if (auto param = dyn_cast<ParamOp>(symbol); param && allowParam)
+    declared = param.getType();
+  if (!declared) {
+    InFlightDiagnostic diag = ref->emitOpError()
+                              << name << " is not an nn.state"
+                              << (allowParam ? " or nn.param" : "");
+    diag.attachNote(symbol->getLoc()) << "symbol defined here";
+    return diag;
+  }
+  if (declared != type)
+    return ref->emitOpError() << "type " << type << " does not match the type "
+                              << declared << " of " << name;
+  return success();
+}
+
+LogicalResult StateRefOp::verifySymbolUses(SymbolTableCollection &table) {
+  return verifyStateUse(*this, getNameAttr(), getType(), false, table);
+}
+
+LogicalResult StoreOp::verifySymbolUses(SymbolTableCollection &table) {
+  return verifyStateUse(*this, getTargetAttr(), getValue().getType(), true,
+                        table);
+}
+
+LogicalResult LrScheduleOp::verify() {
+  StringRef schedule = getSchedule();
+  if (!llvm::is_contained({"constant", "cosine", "linear"}, schedule))
+    return emitOpError() << "unknown schedule \"" << schedule
+                         << "\"; expected constant, cosine or linear";
+  if (getWarmup() < 0)
+    return emitOpError() << "warmup must be non-negative, got " << getWarmup();
+  if (failed(checkPositive(*this, "lr", getLr(), /*allowZero=*/true)))
+    return failure();
+  return checkPositive(*this, "min_lr", getMinLr(), /*allowZero=*/true);
 }

@@ -113,6 +113,41 @@ def NN_SubOp : NN_BinaryOp<"sub", "elementwise difference">;
 def NN_MulOp : NN_BinaryOp<"mul", "elementwise product">;
 def NN_DivOp : NN_BinaryOp<"div", "elementwise quotient">;
 def NN_MaximumOp : NN_BinaryOp<"maximum", "elementwise maximum">;
+def NN_MinimumOp : NN_BinaryOp<"minimum", "elementwise minimum">;
+
+def NN_GreaterEqualOp : NN_Op<"greater_equal", [
+    Pure, SameOperandsAndResultElementType]> {
+  let summary = "1 where lhs >= rhs, else 0, with NumPy broadcasting";
+  let description = [{
+    A float mask, so that gradients of `maximum` and `reduce_max` are
+    products.
+
+    ```mlir
+    %m = nn.greater_equal %a, %b : (tensor<8x64xf32>, tensor<8x1xf32>) -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$lhs, NN_FloatTensor:$rhs);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_BroadcastOp : NN_Op<"broadcast", [
+    Pure, SameOperandsAndResultElementType]> {
+  let summary = "NumPy broadcast to the result shape";
+  let description = [{
+    ```mlir
+    %y = nn.broadcast %x : tensor<8x1xf32> -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_Tensor:$input);
+  let results = (outs NN_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
 
 class NN_UnaryOp<string mnemonic, string what>
     : NN_Op<mnemonic, [Pure, SameOperandsAndResultType]> {
@@ -473,6 +508,287 @@ def NN_SliceOp : NN_Op<"slice", [Pure, SameOperandsAndResultElementType]> {
   let assemblyFormat = [{
     $input `offsets` `=` $offsets attr-dict `:` type($input) `->`
     type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//
+// The ops that the autodiff pass emits where a gradient is not a short
+// composition of the ops above. Each recomputes what it needs from the
+// forward inputs (statistics, probabilities) instead of keeping extra
+// forward results alive.
+//===----------------------------------------------------------------------===//
+
+def NN_ActivationGradOp : NN_Op<"activation_grad", [
+    Pure, SameOperandsAndResultType]> {
+  let summary = "dy * f'(x) for an elementwise activation f";
+  let description = [{
+    `kind` is one of `gelu` (erf), `gelu_tanh`, `relu`, `silu`, `sigmoid`
+    and `tanh`.
+
+    ```mlir
+    %dx = nn.activation_grad "gelu_tanh" %dy, %x : tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, NN_FloatTensor:$grad,
+                       NN_FloatTensor:$input);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = "$kind $grad `,` $input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def NN_SoftmaxGradOp : NN_Op<"softmax_grad", [
+    Pure, SameOperandsAndResultType]> {
+  let summary = "input gradient of softmax, from its output";
+  let description = [{
+    `dx = y * (dy - sum(dy * y, axis))`.
+
+    ```mlir
+    %dx = nn.softmax_grad %dy, %y axis = -1 : tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$output,
+                       I64Attr:$axis);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $output `axis` `=` $axis attr-dict `:` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+class NN_NormGradOp<string mnemonic, string what>
+    : NN_Op<mnemonic, [Pure, SameOperandsAndResultElementType]> {
+  let summary = "input gradient of " # what;
+  let description = [{
+    `grad` and `input` are `[..., D]`, `scale` is `[D]`; the statistics are
+    recomputed from `input`.
+
+    ```mlir
+    %dx = nn.}] # mnemonic # [{ %dy, %x, %w eps = 1.000000e-05 : (tensor<8x64xf32>, tensor<8x64xf32>, tensor<64xf32>) -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       NN_FloatTensor:$scale, F64Attr:$eps);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input `,` $scale `eps` `=` $eps attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_LayerNormGradOp : NN_NormGradOp<"layer_norm_grad", "layer_norm">;
+def NN_RMSNormGradOp : NN_NormGradOp<"rms_norm_grad", "rms_norm">;
+
+class NN_NormScaleGradOp<string mnemonic, string what>
+    : NN_Op<mnemonic, [Pure, SameOperandsAndResultElementType]> {
+  let summary = "scale gradient of " # what;
+  let description = [{
+    `sum(dy * normalized(x))` over every dimension but the last: `[D]`.
+
+    ```mlir
+    %dw = nn.}] # mnemonic # [{ %dy, %x eps = 1.000000e-05 : (tensor<8x64xf32>, tensor<8x64xf32>) -> tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$input,
+                       F64Attr:$eps);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input `eps` `=` $eps attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_LayerNormScaleGradOp
+    : NN_NormScaleGradOp<"layer_norm_scale_grad", "layer_norm">;
+def NN_RMSNormScaleGradOp
+    : NN_NormScaleGradOp<"rms_norm_scale_grad", "rms_norm">;
+
+def NN_EmbeddingGradOp : NN_Op<"embedding_grad", [
+    Pure, AllElementTypesMatch<["grad", "result"]>]> {
+  let summary = "table gradient of embedding: rows scatter-added by id";
+  let description = [{
+    `grad[..., D]` and `ids[...]` give `[V, D]`, V from the result type.
+
+    ```mlir
+    %dt = nn.embedding_grad %dy, %ids : (tensor<8x16x64xf32>, tensor<8x16xi32>) -> tensor<256x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_IdTensor:$ids);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $ids attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_AttentionGradOp : NN_Op<"attention_grad", [
+    Pure, SameOperandsAndResultElementType]> {
+  let summary = "gradients of attention with respect to q, k and v";
+  let description = [{
+    The attributes are those of the forward `nn.attention`; the attention
+    probabilities are recomputed from `query` and `key`.
+
+    ```mlir
+    %dq, %dk, %dv = nn.attention_grad %dy, %q, %k, %v heads = 4 causal : (tensor<2x16x64xf32>, tensor<2x16x64xf32>, tensor<2x16x64xf32>, tensor<2x16x64xf32>) -> (tensor<2x16x64xf32>, tensor<2x16x64xf32>, tensor<2x16x64xf32>)
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, NN_FloatTensor:$query,
+                       NN_FloatTensor:$key, NN_FloatTensor:$value,
+                       I64Attr:$heads, OptionalAttr<I64Attr>:$kv_heads,
+                       UnitAttr:$causal, OptionalAttr<F64Attr>:$scale);
+  let results = (outs NN_FloatTensor:$query_grad, NN_FloatTensor:$key_grad,
+                      NN_FloatTensor:$value_grad);
+  let assemblyFormat = [{
+    $grad `,` $query `,` $key `,` $value `heads` `=` $heads
+    (`kv_heads` `=` $kv_heads^)? (`causal` $causal^)? (`scale` `=` $scale^)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumKvHeads() {
+      return static_cast<int64_t>(getKvHeads().value_or(getHeads()));
+    }
+    int64_t getHeadDim();
+    double getScaleOrDefault();
+  }];
+}
+
+def NN_RopeGradOp : NN_Op<"rope_grad", [Pure, SameOperandsAndResultType]> {
+  let summary = "input gradient of rope: the inverse rotation";
+  let description = [{
+    ```mlir
+    %dx = nn.rope_grad %dy heads = 4 : tensor<2x16x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$grad, I64Attr:$heads,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `heads` `=` $heads (`theta` `=` $theta^)? attr-dict `:`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_CrossEntropyGradOp : NN_Op<"cross_entropy_grad", [
+    Pure, AllTypesMatch<["logits", "result"]>]> {
+  let summary = "logit gradient of the mean cross entropy";
+  let description = [{
+    `(softmax(logits) - onehot(targets)) * grad / N` for N target positions.
+
+    ```mlir
+    %dl = nn.cross_entropy_grad %dloss, %logits, %targets : (tensor<f32>, tensor<8x16x256xf32>, tensor<8x16xi32>) -> tensor<8x16x256xf32>
+    ```
+  }];
+  let arguments = (ins NN_LossTensor:$grad, NN_FloatTensor:$logits,
+                       NN_IdTensor:$targets);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $logits `,` $targets attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_PadOp : NN_Op<"pad", [Pure, SameOperandsAndResultElementType]> {
+  let summary = "zero padding: the gradient of a slice";
+  let description = [{
+    Places `input` at `offsets` inside a zero tensor of the result type.
+
+    ```mlir
+    %y = nn.pad %x offsets = [0, 16] : tensor<8x16xf32> -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_Tensor:$input, DenseI64ArrayAttr:$offsets);
+  let results = (outs NN_Tensor:$result);
+  let assemblyFormat = [{
+    $input `offsets` `=` $offsets attr-dict `:` type($input) `->`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Training state
+//
+// What persists between steps besides the parameters: gradient
+// accumulators and optimizer moments. Each is a module-level symbol that
+// functions read with `nn.state_ref` and write with `nn.store`; the memory
+// plan gives these symbols (and the parameters) buffers of their own.
+//===----------------------------------------------------------------------===//
+
+def NN_StateOp : NN_Op<"state", [Symbol, HasParent<"::mlir::ModuleOp">]> {
+  let summary = "a persistent tensor of the training state, zero at start";
+  let description = [{
+    `role` says what it holds: `grad` (the gradient accumulator of
+    parameter `of`), `exp_avg` or `exp_avg_sq` (AdamW's moments) or
+    `momentum` (SGD's).
+
+    ```mlir
+    nn.state @wte.grad : tensor<256x64xf32> role = "grad" of @wte
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                       TypeAttrOf<NN_FloatTensor>:$type, StrAttr:$role,
+                       FlatSymbolRefAttr:$of);
+  let assemblyFormat = [{
+    $sym_name `:` $type `role` `=` $role `of` $of attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_StateRefOp : NN_Op<"state_ref", [
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>,
+    MemoryEffects<[MemRead]>]> {
+  let summary = "the current value of a state tensor";
+  let description = [{
+    Reads the value as of this point: a later `nn.store` does not change it.
+
+    ```mlir
+    %g = nn.state_ref @wte.grad : tensor<256x64xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def NN_StoreOp : NN_Op<"store", [
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>,
+    MemoryEffects<[MemWrite]>]> {
+  let summary = "writes a parameter or a state tensor";
+  let description = [{
+    ```mlir
+    nn.store %g, @wte.grad : tensor<256x64xf32>
+    ```
+  }];
+  let arguments = (ins NN_FloatTensor:$value, FlatSymbolRefAttr:$target);
+  let assemblyFormat = "$value `,` $target attr-dict `:` type($value)";
+}
+
+def NN_LrScheduleOp : NN_Op<"lr_schedule", [Pure]> {
+  let summary = "the learning rate of a step";
+  let description = [{
+    For a 0-based `step` of `total` steps: a linear warmup over `warmup`
+    steps to `lr` (`lr * (step + 1) / warmup`), then `constant`, `cosine`
+    (from `lr` down to `min_lr`) or `linear` decay over the remaining
+    `total - warmup` steps; past `total` it stays at `min_lr`.
+
+    ```mlir
+    %lr = nn.lr_schedule %step, %total "cosine" lr = 6.000000e-04 min_lr = 6.000000e-05 warmup = 700 : (tensor<i64>, tensor<i64>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins 0DTensorOf<[I64]>:$step, 0DTensorOf<[I64]>:$total,
+                       StrAttr:$schedule, F64Attr:$lr, F64Attr:$min_lr,
+                       I64Attr:$warmup);
+  let results = (outs NN_LossTensor:$result);
+  let assemblyFormat = [{
+    $step `,` $total $schedule `lr` `=` $lr `min_lr` `=` $min_lr
+    `warmup` `=` $warmup attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -1,0 +1,263 @@
+//===- Optimizer.cpp - The optimizer step as nn ops -----------------------===//
+//
+// Builds @optimizer_step from the train section: the learning-rate
+// schedule, global-norm clipping and the AdamW or SGD update, written with
+// the same elementwise nn ops as the model so that fusion turns each
+// parameter's update into one kernel on every target. The formulas follow
+// torch.optim (AdamW, SGD) and torch.nn.utils.clip_grad_norm_ operation by
+// operation, so a reference run in PyTorch agrees to rounding.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/passes/Passes.h"
+#include "dialects/nn/NNOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+
+#include <cmath>
+
+namespace hotstage {
+#define GEN_PASS_DEF_OPTIMIZER
+#include "compiler/passes/Passes.h.inc"
+} // namespace hotstage
+
+using namespace mlir;
+using namespace hotstage;
+using namespace hotstage::nn;
+
+namespace {
+
+/// The train-section fields the optimizer reads, with the front end's
+/// defaults for modules written by hand.
+struct Settings {
+  std::string optimizer = "adamw", schedule = "constant";
+  double lr = 3e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weightDecay = 0, momentum = 0, minLr = 0, clip = 0;
+  int64_t warmup = 0;
+};
+
+Settings readSettings(ModuleOp module) {
+  Settings s;
+  auto train = module->getAttrOfType<DictionaryAttr>("nn.train");
+  if (!train)
+    return s;
+  auto real = [&](StringRef key, double &out) {
+    if (auto a = train.getAs<FloatAttr>(key))
+      out = a.getValueAsDouble();
+  };
+  auto text = [&](StringRef key, std::string &out) {
+    if (auto a = train.getAs<StringAttr>(key))
+      out = a.getValue().str();
+  };
+  text("optimizer", s.optimizer);
+  text("lr_schedule", s.schedule);
+  real("lr", s.lr);
+  real("beta1", s.beta1);
+  real("beta2", s.beta2);
+  real("eps", s.eps);
+  real("weight_decay", s.weightDecay);
+  real("momentum", s.momentum);
+  real("min_lr", s.minLr);
+  real("clip_grad_norm", s.clip);
+  if (auto a = train.getAs<IntegerAttr>("warmup"))
+    s.warmup = a.getInt();
+  return s;
+}
+
+/// Builds nn ops on f32 tensors; 0-d operands broadcast.
+struct Emitter {
+  OpBuilder &b;
+  Location loc;
+
+  Type f32() { return b.getF32Type(); }
+  RankedTensorType scalarType() { return RankedTensorType::get({}, f32()); }
+  /// The broadcast result type of two operands (one of them may be 0-d).
+  Type joined(Value x, Value y) {
+    auto tx = cast<RankedTensorType>(x.getType());
+    return tx.getRank() ? tx : y.getType();
+  }
+  Value c(double v) {
+    return ConstantOp::create(
+        b, loc, DenseElementsAttr::get(scalarType(), b.getF32FloatAttr(v)));
+  }
+  Value add(Value x, Value y) {
+    return AddOp::create(b, loc, joined(x, y), x, y);
+  }
+  Value sub(Value x, Value y) {
+    return SubOp::create(b, loc, joined(x, y), x, y);
+  }
+  Value mul(Value x, Value y) {
+    return MulOp::create(b, loc, joined(x, y), x, y);
+  }
+  Value div(Value x, Value y) {
+    return DivOp::create(b, loc, joined(x, y), x, y);
+  }
+  Value sqrt(Value x) { return SqrtOp::create(b, loc, x.getType(), x); }
+  Value exp(Value x) { return ExpOp::create(b, loc, x.getType(), x); }
+};
+
+struct ParamState {
+  ParamOp param;
+  StateOp grad;
+  /// The last state declared for this parameter; the next goes after it.
+  Operation *lastState = nullptr;
+};
+
+struct OptimizerPass : hotstage::impl::OptimizerBase<OptimizerPass> {
+  void runOnOperation() override;
+};
+
+} // namespace
+
+void OptimizerPass::runOnOperation() {
+  ModuleOp module = getOperation();
+  MLIRContext *ctx = &getContext();
+  if (module.lookupSymbol("optimizer_step")) {
+    module.emitError("optimizer: the module already has @optimizer_step");
+    return signalPassFailure();
+  }
+  Settings s = readSettings(module);
+  if (s.optimizer != "adamw" && s.optimizer != "sgd") {
+    module.emitError("optimizer: unknown optimizer '") << s.optimizer << "'";
+    return signalPassFailure();
+  }
+
+  // Parameters with a gradient accumulator, in declaration order.
+  SmallVector<ParamState> params;
+  for (auto state : module.getOps<StateOp>())
+    if (state.getRole() == "grad")
+      params.push_back(
+          {module.lookupSymbol<ParamOp>(state.getOfAttr()), state});
+  if (params.empty()) {
+    module.emitError("optimizer: no parameter has a gradient; run "
+                     "nn-autodiff first");
+    return signalPassFailure();
+  }
+  llvm::sort(params, [](const ParamState &a, const ParamState &b) {
+    return a.param->isBeforeInBlock(b.param);
+  });
+
+  OpBuilder builder(ctx);
+  builder.setInsertionPointToEnd(module.getBody());
+  Location loc =
+      NameLoc::get(builder.getStringAttr("optimizer"), module.getLoc());
+  auto i64Scalar = RankedTensorType::get({}, builder.getI64Type());
+  auto f32Scalar = RankedTensorType::get({}, builder.getF32Type());
+
+  // The moments, declared after the last parameter state.
+  auto declareState = [&](ParamState &p, StringRef role) {
+    OpBuilder declare(ctx);
+    declare.setInsertionPointAfter(p.lastState ? p.lastState : p.grad);
+    std::string name = (p.param.getSymName() + ":" + role).str();
+    auto state = StateOp::create(
+        declare, p.param.getLoc(), declare.getStringAttr(name),
+        TypeAttr::get(p.param.getType()), declare.getStringAttr(role),
+        FlatSymbolRefAttr::get(p.param.getSymNameAttr()));
+    p.lastState = state;
+    return state;
+  };
+
+  auto func = func::FuncOp::create(
+      builder, loc, "optimizer_step",
+      builder.getFunctionType({i64Scalar, i64Scalar}, {f32Scalar, f32Scalar}));
+  func.setArgAttr(0, "nn.name", builder.getStringAttr("step"));
+  func.setArgAttr(1, "nn.name", builder.getStringAttr("total_steps"));
+  Block *entry = func.addEntryBlock();
+  builder.setInsertionPointToStart(entry);
+  Emitter e{builder, loc};
+  Value step = entry->getArgument(0), total = entry->getArgument(1);
+
+  Value lr = LrScheduleOp::create(
+      builder, loc, f32Scalar, step, total, builder.getStringAttr(s.schedule),
+      builder.getF64FloatAttr(s.lr), builder.getF64FloatAttr(s.minLr),
+      builder.getI64IntegerAttr(s.warmup));
+
+  // The global gradient norm over every parameter, summed in parameter
+  // order.
+  SmallVector<Value> grads;
+  Value sumSq;
+  for (ParamState &p : params) {
+    Type type = p.param.getType();
+    Value g =
+        StateRefOp::create(builder, p.param.getLoc(), type,
+                           FlatSymbolRefAttr::get(p.grad.getSymNameAttr()));
+    grads.push_back(g);
+    Value sq = MulOp::create(builder, loc, type, g, g);
+    Value partial = ReduceSumOp::create(builder, loc, f32Scalar, sq,
+                                        builder.getDenseI64ArrayAttr({}),
+                                        /*keepdim=*/false);
+    sumSq = sumSq ? e.add(sumSq, partial) : partial;
+  }
+  Value gradNorm = e.sqrt(sumSq);
+
+  // clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).
+  if (s.clip > 0) {
+    Value coef = e.div(e.c(s.clip), e.add(gradNorm, e.c(1e-6)));
+    coef = MinimumOp::create(builder, loc, f32Scalar, coef, e.c(1.0));
+    for (Value &g : grads)
+      g = e.mul(g, coef);
+  }
+
+  // AdamW's bias corrections 1 - beta^t for t = step + 1.
+  Value bc1, bc2;
+  if (s.optimizer == "adamw") {
+    Value t = e.add(CastOp::create(builder, loc, f32Scalar, step), e.c(1.0));
+    bc1 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta1)))));
+    bc2 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta2)))));
+  }
+
+  for (auto [p, g] : llvm::zip(params, grads)) {
+    Location ploc = p.param.getLoc();
+    Type type = p.param.getType();
+    auto paramRef = FlatSymbolRefAttr::get(p.param.getSymNameAttr());
+    Value w = ParamRefOp::create(builder, ploc, type, paramRef);
+    // Norm scales, biases and other vectors are not decayed.
+    bool decay =
+        s.weightDecay != 0 && cast<RankedTensorType>(type).getRank() >= 2;
+    auto store = [&](Value v, StateOp state) {
+      StoreOp::create(builder, ploc, v,
+                      FlatSymbolRefAttr::get(state.getSymNameAttr()));
+    };
+    if (s.optimizer == "adamw") {
+      StateOp m = declareState(p, "exp_avg");
+      StateOp v = declareState(p, "exp_avg_sq");
+      Value mOld = StateRefOp::create(
+          builder, ploc, type, FlatSymbolRefAttr::get(m.getSymNameAttr()));
+      Value vOld = StateRefOp::create(
+          builder, ploc, type, FlatSymbolRefAttr::get(v.getSymNameAttr()));
+      if (decay)
+        w = e.mul(w, e.sub(e.c(1.0), e.mul(lr, e.c(s.weightDecay))));
+      // exp_avg.lerp_(g, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 -
+      // beta2)
+      Value mNew = e.add(mOld, e.mul(e.sub(g, mOld), e.c(1.0 - s.beta1)));
+      Value vNew = e.add(e.mul(vOld, e.c(s.beta2)),
+                         e.mul(e.mul(g, g), e.c(1.0 - s.beta2)));
+      Value denom = e.add(e.div(e.sqrt(vNew), e.sqrt(bc2)), e.c(s.eps));
+      Value stepSize = e.div(lr, bc1);
+      Value wNew = e.sub(w, e.mul(e.div(mNew, denom), stepSize));
+      StoreOp::create(builder, ploc, wNew, paramRef);
+      store(mNew, m);
+      store(vNew, v);
+    } else {
+      // SGD: d = g + wd * w; buf = momentum * buf + d; w -= lr * buf.
+      Value d = g;
+      if (decay)
+        d = e.add(d, e.mul(w, e.c(s.weightDecay)));
+      if (s.momentum != 0) {
+        StateOp buf = declareState(p, "momentum");
+        Value bOld = StateRefOp::create(
+            builder, ploc, type, FlatSymbolRefAttr::get(buf.getSymNameAttr()));
+        d = e.add(e.mul(bOld, e.c(s.momentum)), d);
+        store(d, buf);
+      }
+      StoreOp::create(builder, ploc, e.sub(w, e.mul(d, lr)), paramRef);
+    }
+    // The accumulator starts the next step at zero.
+    auto zeros = DenseElementsAttr::get(cast<ShapedType>(type),
+                                        builder.getF32FloatAttr(0));
+    store(ConstantOp::create(builder, ploc, zeros), p.grad);
+  }
+  func::ReturnOp::create(builder, loc, ValueRange{lr, gradNorm});
+}

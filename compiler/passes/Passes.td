@@ -1,0 +1,50 @@
+//===- Passes.td - The passes of the Hotstage compiler ------*- tablegen -*-===//
+//
+// Every pass between the nn dialect of the front end and target lowering.
+// They are target-independent: the host and CUDA targets share them.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_COMPILER_PASSES_PASSES_TD
+#define HOTSTAGE_COMPILER_PASSES_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def Autodiff : Pass<"nn-autodiff", "::mlir::ModuleOp"> {
+  let summary = "reverse-mode differentiation of @forward, split into F, B and W";
+  let description = [{
+    Differentiates the scalar loss of `@forward` with respect to every
+    parameter it reads and splits one training microbatch into three
+    functions that a schedule can place independently:
+
+    * `@forward(inputs) -> (loss, saved...)`: the forward ops, returning
+      every value the backward needs;
+    * `@backward_input(...) -> (...)` (B): the gradients of activations,
+      the chain a pipeline stage must finish before the previous stage can
+      go on;
+    * `@backward_weight(...)` (W): the gradients of parameters, added into
+      one `nn.state` accumulator per parameter (`@"name:grad"`).
+
+    Each argument of B and W carries `nn.source = "input:K"`,
+    `"forward:K"` or `"backward_input:K"`: the input or result it is. The
+    loss gradient is seeded with 1/microbatches, so accumulating every
+    microbatch gives the gradient of the mean loss.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
+def Optimizer : Pass<"nn-optimizer", "::mlir::ModuleOp"> {
+  let summary = "builds @optimizer_step from the module's train section";
+  let description = [{
+    Emits `@optimizer_step(%step, %total) -> (lr, grad_norm)` from the
+    `nn.train` attribute: the learning-rate schedule, the global gradient
+    norm and clipping, and an AdamW (decoupled weight decay, bias
+    correction, no decay on parameters of rank < 2) or SGD-with-momentum
+    update of every parameter that has a gradient accumulator, as nn ops.
+    It stores the new parameters and moments and zeroes the accumulators
+    for the next step. Runs after `nn-autodiff`.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
+#endif // HOTSTAGE_COMPILER_PASSES_PASSES_TD
