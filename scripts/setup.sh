@@ -11,6 +11,7 @@ packages=(
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
   clang-22 libclang-rt-22-dev   # the compiler, and libFuzzer for the fuzzer
   libgtest-dev                  # runtime unit tests
+  libopenblas-dev               # GEMMs of the host target
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,7 @@
 //===- hotstage.cpp - The Hotstage compiler driver
 //-------------------------===//
 //
-//   hotstage build FILE.hot --emit=ast|nn [-o OUT] [-D name=value ...]
+//   hotstage build FILE.hot [-o OUT] [--emit=STAGE] [-D name=value ...]
 //   hotstage info  FILE.hot [-D name=value ...]
 //
 // The first positional argument picks the command; every option is shared,
@@ -10,6 +10,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/host/HostLowering.h"
+#include "compiler/host/HostObject.h"
+#include "compiler/passes/Passes.h"
 #include "lang/Frontend.h"
 #include "lang/MLIRGen.h"
 #include "lang/Parser.h"
@@ -24,8 +27,11 @@
 #include "mlir/Support/Timing.h"
 #include "mlir/Transforms/Passes.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -39,16 +45,23 @@ static cl::opt<std::string> command(cl::Positional, cl::desc("<command>"),
 static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.hot>"),
                                       cl::cat(category));
 
-enum class Emit { None, AST, NN };
+enum class Emit { None, AST, NN, Train, Plan, Kernels, LLVM, Obj };
 static cl::opt<Emit> emit(
     "emit", cl::desc("Stage to print instead of building an executable"),
     cl::init(Emit::None),
     cl::values(clEnumValN(Emit::AST, "ast", "the syntax tree"),
-               clEnumValN(Emit::NN, "nn", "the nn dialect (forward graph)")),
+               clEnumValN(Emit::NN, "nn", "the nn dialect (forward graph)"),
+               clEnumValN(Emit::Train, "train",
+                          "forward, backward (B and W) and optimizer step"),
+               clEnumValN(Emit::Plan, "plan",
+                          "the plan: buffers, offsets and actions"),
+               clEnumValN(Emit::Kernels, "kernels", "the host kernels in MLIR"),
+               clEnumValN(Emit::LLVM, "llvm", "the optimized LLVM IR"),
+               clEnumValN(Emit::Obj, "obj", "the object file")),
     cl::cat(category));
 
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
-                                       cl::value_desc("file"), cl::init("-"),
+                                       cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
 
 static cl::list<std::string>
@@ -75,10 +88,16 @@ static const char *overview =
     R"(Hotstage: compiles a model file into a program that trains it
 
 Commands:
-  build FILE.hot --emit=ast|nn [-o OUT]
-                  Check the model and print one stage of the compiler:
-                  `ast` (the syntax tree) or `nn` (the forward graph in the
-                  nn dialect, which `hotstage-opt` reads back).
+  build FILE.hot [-o OUT]
+                  Compile the model into an executable that trains it on
+                  this machine's CPU (OUT defaults to the file's name
+                  without .hot). Run `OUT --help` for its options.
+  build FILE.hot --emit=STAGE [-o OUT]
+                  Print one stage instead: `ast` (the syntax tree), `nn`
+                  (the forward graph, which `hotstage-opt` reads back),
+                  `train` (forward, backward B and W, optimizer step),
+                  `plan` (buffers, arena offsets, actions), `kernels`,
+                  `llvm` or `obj`.
   info FILE.hot   Check the model and print its parameter table, the total
                   parameter count and the train configuration.
 
@@ -148,6 +167,51 @@ static void printInfo(const lang::Program &program, llvm::raw_ostream &os) {
   os << "\n";
 }
 
+/// Links `object` with the runtime library into `executable`, with the
+/// system's C++ compiler driver (`$HOTSTAGE_CXX`, else c++ on PATH).
+static int linkExecutable(const std::string &object,
+                          const std::string &executable, const char *argv0) {
+  std::string self = llvm::sys::fs::getMainExecutable(
+      argv0, reinterpret_cast<void *>(&linkExecutable));
+  llvm::SmallString<256> lib(
+      llvm::sys::path::parent_path(llvm::sys::path::parent_path(self)));
+  llvm::sys::path::append(lib, "lib");
+  std::string runtimeMain = (lib + "/libHotstageRuntimeMain.a").str();
+  std::string runtime = (lib + "/libHotstageRuntime.a").str();
+  for (const std::string &path : {runtimeMain, runtime})
+    if (!llvm::sys::fs::exists(path)) {
+      llvm::errs() << "hotstage: cannot find the runtime library " << path
+                   << "\n";
+      return 1;
+    }
+  std::string driver;
+  if (const char *env = std::getenv("HOTSTAGE_CXX"))
+    driver = env;
+  for (const char *candidate : {"c++", "clang++-22", "g++", "clang++"}) {
+    if (!driver.empty())
+      break;
+    if (auto found = llvm::sys::findProgramByName(candidate))
+      driver = *found;
+  }
+  if (driver.empty()) {
+    llvm::errs() << "hotstage: no C++ linker found (set HOTSTAGE_CXX)\n";
+    return 1;
+  }
+  llvm::SmallVector<llvm::StringRef> args{driver,       "-o",        executable,
+                                          object,       runtimeMain, runtime,
+                                          "-lopenblas", "-lpthread", "-lm"};
+  std::string message;
+  int rc =
+      llvm::sys::ExecuteAndWait(driver, args, std::nullopt, {}, 0, 0, &message);
+  llvm::sys::fs::remove(object);
+  if (rc != 0) {
+    llvm::errs() << "hotstage: linking " << executable << " failed"
+                 << (message.empty() ? "" : ": " + message) << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::registerAsmPrinterCLOptions();
@@ -169,10 +233,15 @@ int main(int argc, char **argv) {
     llvm::errs() << "hotstage " << command << ": missing model file\n";
     return 1;
   }
+  // Text goes to stdout by default; an executable next to the model's
+  // name.
+  std::string executable;
   if (command == "build" && emit == Emit::None) {
-    llvm::errs() << "hotstage build: code generation is not implemented "
-                    "yet; use --emit=ast or --emit=nn\n";
-    return 1;
+    executable = outputFile.empty() ? llvm::sys::path::stem(inputFile).str()
+                                    : outputFile.getValue();
+    outputFile = executable + ".o";
+  } else if (outputFile.empty()) {
+    outputFile = "-";
   }
 
   mlir::DefaultTimingManager timing;
@@ -239,12 +308,57 @@ int main(int argc, char **argv) {
   pm.enableTiming(passTiming);
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
+  if (emit != Emit::NN) {
+    pm.addPass(createAutodiff());
+    pm.addPass(createOptimizer());
+    pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
+    pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
+  }
   if (mlir::failed(pm.run(*module)))
     return 1;
+  passTiming.stop();
+  if (emit == Emit::NN || emit == Emit::Train) {
+    mlir::TimingScope printTiming = rootTiming.nest("print");
+    module->print(output->os());
+    output->os() << "\n";
+    output->keep();
+    return 0;
+  }
 
-  mlir::TimingScope printTiming = rootTiming.nest("print");
-  module->print(output->os());
-  output->os() << "\n";
+  mlir::TimingScope lowerTiming = rootTiming.nest("host lowering");
+  mlir::FailureOr<host::HostProgram> lowered = host::lowerToHost(*module);
+  if (mlir::failed(lowered))
+    return 1;
+  lowerTiming.stop();
+  std::string planText;
+  llvm::raw_string_ostream planStream(planText);
+  plan::print(lowered->plan, planStream);
+  if (emit == Emit::Plan) {
+    output->os() << planText;
+    output->keep();
+    return 0;
+  }
+  if (emit == Emit::Kernels) {
+    lowered->kernels->print(output->os());
+    output->os() << "\n";
+    output->keep();
+    return 0;
+  }
+  mlir::TimingScope llvmTiming = rootTiming.nest("llvm");
+  if (mlir::failed(host::lowerKernelsToLLVM(*lowered->kernels)))
+    return 1;
+  if (mlir::failed(host::emitHostObject(
+          *lowered->kernels, lowered->plan.kernels, planText, output->os(),
+          emit != Emit::LLVM, error))) {
+    llvm::errs() << "hotstage: " << error << "\n";
+    return 1;
+  }
   output->keep();
+  llvmTiming.stop();
+  if (!executable.empty()) {
+    output.reset();
+    mlir::TimingScope linkTiming = rootTiming.nest("link");
+    return linkExecutable(outputFile, executable, argv[0]);
+  }
   return 0;
 }

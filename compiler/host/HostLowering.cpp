@@ -1,0 +1,1633 @@
+//===- HostLowering.cpp - Training module to host kernels and a plan -----===//
+//
+// Walks @forward, @backward_input, @backward_weight and @optimizer_step in
+// the order one training step runs them and, op by op:
+//
+//  * gives each value a buffer (views such as reshape, param_ref and
+//    state_ref alias the buffer they read; function arguments alias the
+//    result they come from, per `nn.source`);
+//  * emits a kernel: elementwise ops and reductions as linalg.generic on
+//    memrefs, row-wise ops (norms, softmax, cross entropy, attention, rope,
+//    embedding) as scf loops; each kernel takes its buffers as bare
+//    pointers with static shapes, then a [begin, end) range of its
+//    outermost parallel dimension that the runtime splits over threads;
+//  * or a GEMM action for matmul and linear, with transposes of the last
+//    two dimensions folded into the GEMM's operand flags.
+//
+// Liveness is recorded as the action index of each buffer's first and last
+// use; the memory plan (Plan.cpp) packs the temporaries.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/host/HostLowering.h"
+#include "dialects/nn/NNOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace hotstage;
+using namespace hotstage::nn;
+using plan::BufferKind;
+
+namespace {
+
+RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+std::string dtypeName(Type t) {
+  if (t.isF32())
+    return "f32";
+  if (t.isInteger(32))
+    return "i32";
+  if (t.isInteger(64))
+    return "i64";
+  if (t.isBF16())
+    return "bf16";
+  if (t.isF16())
+    return "f16";
+  return "?";
+}
+
+/// A splat constant's value, if `v` is one.
+std::optional<Attribute> splatOf(Value v) {
+  auto c = v.getDefiningOp<ConstantOp>();
+  if (!c || !c.getValue().isSplat())
+    return std::nullopt;
+  return c.getValue().getSplatValue<Attribute>();
+}
+
+//===----------------------------------------------------------------------===//
+// Kernel construction helpers
+//===----------------------------------------------------------------------===//
+
+/// The body of one kernel under construction.
+struct Kernel {
+  func::FuncOp func;
+  OpBuilder b;
+  Location loc;
+  SmallVector<Value> args;
+  Value begin, end;
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value f32(double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+  }
+  Value f64(double v) {
+    return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v));
+  }
+  Value load(Value m, ValueRange i) {
+    return memref::LoadOp::create(b, loc, m, i);
+  }
+  void store(Value v, Value m, ValueRange i) {
+    memref::StoreOp::create(b, loc, v, m, i);
+  }
+  Value add(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
+  Value sub(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  Value div(Value x, Value y) { return arith::DivFOp::create(b, loc, x, y); }
+  Value max(Value x, Value y) {
+    return arith::MaximumFOp::create(b, loc, x, y);
+  }
+  Value exp(Value x) { return math::ExpOp::create(b, loc, x); }
+  Value addi(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value muli(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value divi(Value x, Value y) { return arith::DivUIOp::create(b, loc, x, y); }
+  Value remi(Value x, Value y) { return arith::RemUIOp::create(b, loc, x, y); }
+  Value toIndex(Value id) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), id);
+  }
+
+  /// for (i = lb; i < ub; ++i) body(i)
+  void loop(Value lb, Value ub, llvm::function_ref<void(Value)> body) {
+    auto op = scf::ForOp::create(b, loc, lb, ub, idx(1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(op.getBody());
+    body(op.getInductionVar());
+  }
+  void loop(int64_t lb, int64_t ub, llvm::function_ref<void(Value)> body) {
+    loop(idx(lb), idx(ub), body);
+  }
+  /// A loop carrying one f32 accumulator; returns its final value.
+  Value reduce(Value lb, Value ub, Value init,
+               llvm::function_ref<Value(Value, Value)> body) {
+    auto op = scf::ForOp::create(b, loc, lb, ub, idx(1), ValueRange{init});
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(op.getBody());
+    Value next = body(op.getInductionVar(), op.getRegionIterArgs()[0]);
+    scf::YieldOp::create(b, loc, next);
+    return op.getResult(0);
+  }
+  Value reduce(int64_t lb, int64_t ub, Value init,
+               llvm::function_ref<Value(Value, Value)> body) {
+    return reduce(idx(lb), idx(ub), init, body);
+  }
+};
+
+MemRefType memrefOf(ArrayRef<int64_t> shape, Type element) {
+  return MemRefType::get(shape, element);
+}
+
+//===----------------------------------------------------------------------===//
+// Scalar semantics of the elementwise ops
+//===----------------------------------------------------------------------===//
+
+Value sigmoid(OpBuilder &b, Location loc, Value x) {
+  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1));
+  Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+  return arith::DivFOp::create(b, loc, one,
+                               arith::AddFOp::create(b, loc, one, e));
+}
+
+/// f'(x) of the activations, times dy.
+Value activationGrad(OpBuilder &b, Location loc, StringRef kind, Value dy,
+                     Value x) {
+  auto c = [&](double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)).getResult();
+  };
+  auto mul = [&](Value p, Value q) {
+    return arith::MulFOp::create(b, loc, p, q).getResult();
+  };
+  auto add = [&](Value p, Value q) {
+    return arith::AddFOp::create(b, loc, p, q).getResult();
+  };
+  auto sub = [&](Value p, Value q) {
+    return arith::SubFOp::create(b, loc, p, q).getResult();
+  };
+  Value d;
+  if (kind == "relu") {
+    Value positive =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, c(0));
+    return arith::SelectOp::create(b, loc, positive, dy, c(0));
+  }
+  if (kind == "sigmoid") {
+    Value s = sigmoid(b, loc, x);
+    d = mul(s, sub(c(1), s));
+  } else if (kind == "tanh") {
+    Value t = math::TanhOp::create(b, loc, x);
+    d = sub(c(1), mul(t, t));
+  } else if (kind == "silu") {
+    Value s = sigmoid(b, loc, x);
+    d = mul(s, add(c(1), mul(x, sub(c(1), s))));
+  } else if (kind == "gelu_tanh") {
+    double k = std::sqrt(2.0 / M_PI);
+    Value x2 = mul(x, x);
+    Value u = mul(c(k), add(x, mul(c(0.044715), mul(x2, x))));
+    Value t = math::TanhOp::create(b, loc, u);
+    Value du = mul(c(k), add(c(1), mul(c(3 * 0.044715), x2)));
+    d = add(mul(c(0.5), add(c(1), t)),
+            mul(mul(c(0.5), x), mul(sub(c(1), mul(t, t)), du)));
+  } else { // gelu (erf)
+    Value cdf = mul(
+        c(0.5), add(c(1), math::ErfOp::create(b, loc, mul(x, c(M_SQRT1_2)))));
+    Value pdf = mul(c(1 / std::sqrt(2 * M_PI)),
+                    math::ExpOp::create(b, loc, mul(c(-0.5), mul(x, x))));
+    d = add(cdf, mul(x, pdf));
+  }
+  return mul(dy, d);
+}
+
+/// The scalar computation of elementwise `op` on `in` (its operands' element
+/// values, in order).
+FailureOr<Value> scalarOf(OpBuilder &b, Location loc, Operation *op,
+                          ValueRange in, Type outElement) {
+  auto c = [&](double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)).getResult();
+  };
+  bool isFloat = isa<FloatType>(outElement);
+  auto binary = [&](auto floatOp, auto intOp) -> FailureOr<Value> {
+    if (isFloat)
+      return floatOp.getResult();
+    if (!intOp)
+      return op->emitError("host lowering: integer '")
+             << op->getName() << "' is not supported";
+    return intOp;
+  };
+  return llvm::TypeSwitch<Operation *, FailureOr<Value>>(op)
+      .Case([&](AddOp) -> FailureOr<Value> {
+        if (isFloat)
+          return arith::AddFOp::create(b, loc, in[0], in[1]).getResult();
+        return arith::AddIOp::create(b, loc, in[0], in[1]).getResult();
+      })
+      .Case([&](SubOp) -> FailureOr<Value> {
+        if (isFloat)
+          return arith::SubFOp::create(b, loc, in[0], in[1]).getResult();
+        return arith::SubIOp::create(b, loc, in[0], in[1]).getResult();
+      })
+      .Case([&](MulOp) -> FailureOr<Value> {
+        if (isFloat)
+          return arith::MulFOp::create(b, loc, in[0], in[1]).getResult();
+        return arith::MulIOp::create(b, loc, in[0], in[1]).getResult();
+      })
+      .Case([&](DivOp) -> FailureOr<Value> {
+        return binary(arith::DivFOp::create(b, loc, in[0], in[1]), Value());
+      })
+      .Case([&](MaximumOp) -> FailureOr<Value> {
+        return binary(arith::MaximumFOp::create(b, loc, in[0], in[1]), Value());
+      })
+      .Case([&](MinimumOp) -> FailureOr<Value> {
+        return binary(arith::MinimumFOp::create(b, loc, in[0], in[1]), Value());
+      })
+      .Case([&](GreaterEqualOp) -> FailureOr<Value> {
+        Value ge = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGE,
+                                         in[0], in[1]);
+        return arith::SelectOp::create(b, loc, ge, c(1), c(0)).getResult();
+      })
+      .Case([&](NegOp) -> FailureOr<Value> {
+        return arith::NegFOp::create(b, loc, in[0]).getResult();
+      })
+      .Case([&](ExpOp) -> FailureOr<Value> {
+        return math::ExpOp::create(b, loc, in[0]).getResult();
+      })
+      .Case([&](LogOp) -> FailureOr<Value> {
+        return math::LogOp::create(b, loc, in[0]).getResult();
+      })
+      .Case([&](SqrtOp) -> FailureOr<Value> {
+        return math::SqrtOp::create(b, loc, in[0]).getResult();
+      })
+      .Case([&](RsqrtOp) -> FailureOr<Value> {
+        return math::RsqrtOp::create(b, loc, in[0]).getResult();
+      })
+      .Case([&](TanhOp) -> FailureOr<Value> {
+        return math::TanhOp::create(b, loc, in[0]).getResult();
+      })
+      .Case(
+          [&](SigmoidOp) -> FailureOr<Value> { return sigmoid(b, loc, in[0]); })
+      .Case([&](ReluOp) -> FailureOr<Value> {
+        Value positive = arith::CmpFOp::create(
+            b, loc, arith::CmpFPredicate::OGT, in[0], c(0));
+        return arith::SelectOp::create(b, loc, positive, in[0], c(0))
+            .getResult();
+      })
+      .Case([&](SiluOp) -> FailureOr<Value> {
+        return arith::MulFOp::create(b, loc, in[0], sigmoid(b, loc, in[0]))
+            .getResult();
+      })
+      .Case([&](GeluOp gelu) -> FailureOr<Value> {
+        Value x = in[0];
+        auto mul = [&](Value p, Value q) {
+          return arith::MulFOp::create(b, loc, p, q).getResult();
+        };
+        auto add = [&](Value p, Value q) {
+          return arith::AddFOp::create(b, loc, p, q).getResult();
+        };
+        Value inner;
+        if (gelu.getApproximate() == "tanh") {
+          Value u = mul(c(std::sqrt(2.0 / M_PI)),
+                        add(x, mul(c(0.044715), mul(x, mul(x, x)))));
+          inner = math::TanhOp::create(b, loc, u);
+        } else {
+          inner = math::ErfOp::create(b, loc, mul(x, c(M_SQRT1_2)));
+        }
+        return mul(mul(c(0.5), x), add(c(1), inner));
+      })
+      .Case([&](ActivationGradOp grad) -> FailureOr<Value> {
+        return activationGrad(b, loc, grad.getKind(), in[0], in[1]);
+      })
+      .Case([&](CastOp) -> FailureOr<Value> {
+        Type from = in[0].getType();
+        if (from == outElement)
+          return in[0];
+        if (isa<IntegerType>(from) && isa<FloatType>(outElement))
+          return arith::SIToFPOp::create(b, loc, outElement, in[0]).getResult();
+        if (isa<FloatType>(from) && isa<IntegerType>(outElement))
+          return arith::FPToSIOp::create(b, loc, outElement, in[0]).getResult();
+        if (isa<IntegerType>(from))
+          return from.getIntOrFloatBitWidth() <
+                         outElement.getIntOrFloatBitWidth()
+                     ? arith::ExtSIOp::create(b, loc, outElement, in[0])
+                           .getResult()
+                     : arith::TruncIOp::create(b, loc, outElement, in[0])
+                           .getResult();
+        return from.getIntOrFloatBitWidth() < outElement.getIntOrFloatBitWidth()
+                   ? arith::ExtFOp::create(b, loc, outElement, in[0])
+                         .getResult()
+                   : arith::TruncFOp::create(b, loc, outElement, in[0])
+                         .getResult();
+      })
+      // A linear's bias is broadcast into its output before the GEMM.
+      .Case<BroadcastOp, StoreOp, LinearOp>(
+          [&](Operation *) -> FailureOr<Value> { return in[0]; })
+      .Default([&](Operation *other) -> FailureOr<Value> {
+        return other->emitError("host lowering: '")
+               << other->getName() << "' is not elementwise";
+      });
+}
+
+bool isElementwise(Operation *op) {
+  return isa<AddOp, SubOp, MulOp, DivOp, MaximumOp, MinimumOp, GreaterEqualOp,
+             NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp, SigmoidOp, ReluOp,
+             SiluOp, GeluOp, ActivationGradOp, CastOp, BroadcastOp>(op);
+}
+
+//===----------------------------------------------------------------------===//
+// The lowering
+//===----------------------------------------------------------------------===//
+
+class HostLowering {
+public:
+  explicit HostLowering(ModuleOp module)
+      : module(module), ctx(module.getContext()),
+        kernels(ModuleOp::create(UnknownLoc::get(ctx))) {
+    ctx->loadDialect<arith::ArithDialect, func::FuncDialect,
+                     linalg::LinalgDialect, math::MathDialect,
+                     memref::MemRefDialect, scf::SCFDialect>();
+  }
+
+  FailureOr<host::HostProgram> run();
+
+private:
+  // Buffers.
+  int bufferFor(Value v);
+  int newTemp(Value v);
+  int newScratch(ArrayRef<int64_t> shape, Type element);
+  void touch(int buffer);
+
+  // Actions.
+  Kernel startKernel(StringRef name, Location loc, ArrayRef<Type> args);
+  int finishKernel(Kernel &k);
+  void call(int kernel, int64_t parallel, ArrayRef<int> buffers, Operation *op);
+  LogicalResult lowerFunction(func::FuncOp func);
+  LogicalResult lowerOp(Operation *op);
+
+  // Op groups.
+  LogicalResult lowerElementwise(Operation *op, ArrayRef<Value> operands,
+                                 int out, RankedTensorType outType);
+  LogicalResult lowerReduce(Operation *op);
+  LogicalResult lowerGemm(Operation *op, Value a, Value b, bool transB,
+                          Value bias, int out);
+  LogicalResult lowerRowOp(Operation *op);
+  LogicalResult lowerAttention(Operation *op);
+  LogicalResult lowerDataMovement(Operation *op);
+  LogicalResult lowerLrSchedule(LrScheduleOp op);
+  void fill(int buffer, RankedTensorType type, Attribute value, Operation *op);
+  void copyInto(int from, int to, RankedTensorType type, Operation *op);
+
+  /// `v` with a transpose of its last two dimensions folded away: the
+  /// value to read and whether to read it transposed.
+  std::pair<Value, bool> unwrapTranspose(Value v);
+
+  ModuleOp module;
+  MLIRContext *ctx;
+  OwningOpRef<ModuleOp> kernels;
+  plan::Plan plan;
+  plan::Function *current = nullptr;
+  llvm::DenseMap<Value, int> buffers;
+  /// Results of each lowered function, by index.
+  llvm::StringMap<SmallVector<int>> results;
+  llvm::DenseSet<Operation *> foldedTransposes;
+  int64_t actionIndex = 0;
+  unsigned kernelCounter = 0;
+};
+
+} // namespace
+
+int HostLowering::bufferFor(Value v) {
+  auto it = buffers.find(v);
+  if (it != buffers.end())
+    return it->second;
+  // A splat constant read where it cannot be inlined: fill a buffer.
+  if (auto attr = splatOf(v)) {
+    int b = newTemp(v);
+    fill(b, tensorType(v), *attr, v.getDefiningOp());
+    return b;
+  }
+  return -1;
+}
+
+int HostLowering::newTemp(Value v) {
+  auto type = tensorType(v);
+  plan::Buffer b;
+  b.kind = BufferKind::Temp;
+  b.dtype = dtypeName(type.getElementType());
+  b.shape.assign(type.getShape().begin(), type.getShape().end());
+  b.bytes = type.getNumElements() *
+            std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+  int id = plan.addBuffer(b);
+  buffers[v] = id;
+  return id;
+}
+
+int HostLowering::newScratch(ArrayRef<int64_t> shape, Type element) {
+  plan::Buffer b;
+  b.kind = BufferKind::Temp;
+  b.dtype = dtypeName(element);
+  b.shape.assign(shape.begin(), shape.end());
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  b.bytes = n * element.getIntOrFloatBitWidth() / 8;
+  return plan.addBuffer(b);
+}
+
+void HostLowering::touch(int buffer) {
+  plan::Buffer &b = plan.buffers[buffer];
+  if (b.kind != BufferKind::Temp)
+    return;
+  if (b.firstUse < 0)
+    b.firstUse = actionIndex;
+  b.lastUse = std::max(b.lastUse, actionIndex);
+}
+
+Kernel HostLowering::startKernel(StringRef name, Location loc,
+                                 ArrayRef<Type> args) {
+  OpBuilder mb(ctx);
+  mb.setInsertionPointToEnd(kernels->getBody());
+  SmallVector<Type> types(args.begin(), args.end());
+  types.push_back(mb.getIndexType());
+  types.push_back(mb.getIndexType());
+  std::string symbol = ("hs_k" + Twine(kernelCounter++) + "_" + name).str();
+  auto func =
+      func::FuncOp::create(mb, loc, symbol, mb.getFunctionType(types, {}));
+  Block *entry = func.addEntryBlock();
+  Kernel k{func, OpBuilder::atBlockEnd(entry), loc, {}, {}, {}};
+  for (unsigned i = 0; i < args.size(); ++i)
+    k.args.push_back(entry->getArgument(i));
+  k.begin = entry->getArgument(args.size());
+  k.end = entry->getArgument(args.size() + 1);
+  return k;
+}
+
+int HostLowering::finishKernel(Kernel &k) {
+  func::ReturnOp::create(k.b, k.loc);
+  plan.kernels.push_back(k.func.getSymName().str());
+  return static_cast<int>(plan.kernels.size()) - 1;
+}
+
+void HostLowering::call(int kernel, int64_t parallel, ArrayRef<int> args,
+                        Operation *op) {
+  plan::Action a;
+  a.kind = plan::Action::Kind::Call;
+  a.kernel = kernel;
+  a.parallel = std::max<int64_t>(1, parallel);
+  a.buffers.assign(args.begin(), args.end());
+  a.note = op ? op->getName().stripDialect().str() : "";
+  for (int b : args)
+    touch(b);
+  current->actions.push_back(std::move(a));
+  ++actionIndex;
+}
+
+void HostLowering::fill(int buffer, RankedTensorType type, Attribute value,
+                        Operation *op) {
+  Type element = type.getElementType();
+  int64_t n = type.getNumElements();
+  Kernel k = startKernel("fill", op ? op->getLoc() : module.getLoc(),
+                         {memrefOf({n}, element)});
+  Value v = arith::ConstantOp::create(k.b, k.loc, cast<TypedAttr>(value));
+  k.loop(k.begin, k.end, [&](Value i) { k.store(v, k.args[0], i); });
+  call(finishKernel(k), n, {buffer}, op);
+}
+
+void HostLowering::copyInto(int from, int to, RankedTensorType type,
+                            Operation *op) {
+  Type element = type.getElementType();
+  int64_t n = type.getNumElements();
+  Kernel k = startKernel("copy", op->getLoc(),
+                         {memrefOf({n}, element), memrefOf({n}, element)});
+  k.loop(k.begin, k.end,
+         [&](Value i) { k.store(k.load(k.args[1], i), k.args[0], i); });
+  call(finishKernel(k), n, {to, from}, op);
+}
+
+std::pair<Value, bool> HostLowering::unwrapTranspose(Value v) {
+  auto t = v.getDefiningOp<TransposeOp>();
+  if (!t || !foldedTransposes.contains(t))
+    return {v, false};
+  return {t.getInput(), true};
+}
+
+/// Whether `t` swaps the last two dimensions and every user is a matmul
+/// that can read its input with a transpose flag instead.
+static bool isFoldableTranspose(TransposeOp t) {
+  ArrayRef<int64_t> perm = t.getPerm();
+  int64_t r = perm.size();
+  if (r < 2)
+    return false;
+  for (int64_t i = 0; i < r - 2; ++i)
+    if (perm[i] != i)
+      return false;
+  if (perm[r - 2] != r - 1 || perm[r - 1] != r - 2)
+    return false;
+  for (OpOperand &use : t->getUses()) {
+    auto mm = dyn_cast<MatmulOp>(use.getOwner());
+    if (!mm)
+      return false;
+    // A left operand whose batch is flattened into rows cannot fold.
+    if (use.getOperandNumber() == 0 && r > 2 &&
+        tensorType(mm.getRhs()).getRank() == 2)
+      return false;
+  }
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise: one linalg.generic, parallel over the first dimension
+//===----------------------------------------------------------------------===//
+
+LogicalResult HostLowering::lowerElementwise(Operation *op,
+                                             ArrayRef<Value> operands, int out,
+                                             RankedTensorType outType) {
+  ArrayRef<int64_t> shape = outType.getShape();
+  int64_t rank = shape.size();
+  SmallVector<Type> argTypes{memrefOf(shape, outType.getElementType())};
+  SmallVector<int> argBuffers{out};
+  // Per operand: a kernel argument, or an inlined splat.
+  SmallVector<std::optional<Attribute>> splats;
+  SmallVector<int> argIndex;
+  for (Value v : operands) {
+    auto splat = splatOf(v);
+    splats.push_back(splat);
+    if (splat) {
+      argIndex.push_back(-1);
+      continue;
+    }
+    int b = bufferFor(v);
+    if (b < 0)
+      return op->emitError("host lowering: operand has no buffer");
+    argIndex.push_back(argTypes.size());
+    argTypes.push_back(
+        memrefOf(tensorType(v).getShape(), tensorType(v).getElementType()));
+    argBuffers.push_back(b);
+  }
+
+  Kernel k = startKernel(op->getName().stripDialect(), op->getLoc(), argTypes);
+  OpBuilder &b = k.b;
+  // Views of this thread's rows of the first dimension.
+  auto view = [&](Value m, ArrayRef<int64_t> s, bool split) -> Value {
+    if (!split || s.empty())
+      return m;
+    SmallVector<OpFoldResult> offsets, sizes, strides;
+    Value len = arith::SubIOp::create(b, k.loc, k.end, k.begin);
+    offsets.push_back(k.begin);
+    sizes.push_back(len);
+    strides.push_back(b.getIndexAttr(1));
+    for (int64_t d : s.drop_front()) {
+      offsets.push_back(b.getIndexAttr(0));
+      sizes.push_back(b.getIndexAttr(d));
+      strides.push_back(b.getIndexAttr(1));
+    }
+    return memref::SubViewOp::create(b, k.loc, m, offsets, sizes, strides);
+  };
+  SmallVector<Value> inputs;
+  SmallVector<AffineMap> maps;
+  for (auto [i, v] : llvm::enumerate(operands)) {
+    if (argIndex[i] < 0)
+      continue;
+    ArrayRef<int64_t> s = tensorType(v).getShape();
+    int64_t lead = rank - s.size();
+    bool split = rank > 0 && lead == 0 && s[0] == shape[0];
+    inputs.push_back(view(k.args[argIndex[i]], s, split));
+    SmallVector<AffineExpr> exprs;
+    for (int64_t j = 0; j < static_cast<int64_t>(s.size()); ++j)
+      exprs.push_back(s[j] == 1 && shape[j + lead] != 1
+                          ? getAffineConstantExpr(0, ctx)
+                          : getAffineDimExpr(j + lead, ctx));
+    maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
+  }
+  maps.push_back(AffineMap::getMultiDimIdentityMap(rank, ctx));
+  Value output = view(k.args[0], shape, true);
+  SmallVector<utils::IteratorType> iterators(rank,
+                                             utils::IteratorType::parallel);
+  LogicalResult status = success();
+  linalg::GenericOp::create(
+      b, k.loc, TypeRange{}, inputs, ValueRange{output}, maps, iterators,
+      [&](OpBuilder &nb, Location nl, ValueRange blockArgs) {
+        SmallVector<Value> scalars;
+        unsigned next = 0;
+        for (auto [i, v] : llvm::enumerate(operands)) {
+          if (splats[i])
+            scalars.push_back(
+                arith::ConstantOp::create(nb, nl, cast<TypedAttr>(*splats[i])));
+          else
+            scalars.push_back(blockArgs[next++]);
+        }
+        FailureOr<Value> r =
+            scalarOf(nb, nl, op, scalars, outType.getElementType());
+        if (failed(r)) {
+          status = failure();
+          r = scalars.empty() ? blockArgs.back() : scalars[0];
+        }
+        linalg::YieldOp::create(nb, nl, *r);
+      });
+  if (failed(status))
+    return failure();
+  call(finishKernel(k), rank ? shape[0] : 1, argBuffers, op);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions: linalg.generic with reduction iterators, one thread
+//===----------------------------------------------------------------------===//
+
+LogicalResult HostLowering::lowerReduce(Operation *op) {
+  Value x = op->getOperand(0), y = op->getResult(0);
+  auto tx = tensorType(x);
+  ArrayRef<int64_t> axesAttr =
+      cast<DenseI64ArrayAttr>(op->getAttr("axes")).asArrayRef();
+  int64_t rank = tx.getRank();
+  SmallVector<bool> reduced(rank, axesAttr.empty());
+  for (int64_t a : axesAttr)
+    reduced[a < 0 ? a + rank : a] = true;
+  SmallVector<int64_t> kept;
+  SmallVector<AffineExpr> outExprs;
+  SmallVector<utils::IteratorType> iterators;
+  int64_t count = 1;
+  for (int64_t i = 0; i < rank; ++i) {
+    if (reduced[i]) {
+      count *= tx.getShape()[i];
+      iterators.push_back(utils::IteratorType::reduction);
+    } else {
+      kept.push_back(tx.getShape()[i]);
+      outExprs.push_back(getAffineDimExpr(i, ctx));
+      iterators.push_back(utils::IteratorType::parallel);
+    }
+  }
+  int out = newTemp(y);
+  int in = bufferFor(x);
+  Type f32 = tx.getElementType();
+  Kernel k = startKernel(op->getName().stripDialect(), op->getLoc(),
+                         {memrefOf(kept, f32), memrefOf(tx.getShape(), f32)});
+  bool isMax = isa<ReduceMaxOp>(op);
+  Value init = k.f32(isMax ? -INFINITY : 0.0);
+  linalg::FillOp::create(k.b, k.loc, ValueRange{init}, ValueRange{k.args[0]});
+  SmallVector<AffineMap> maps{AffineMap::getMultiDimIdentityMap(rank, ctx),
+                              AffineMap::get(rank, 0, outExprs, ctx)};
+  linalg::GenericOp::create(
+      k.b, k.loc, TypeRange{}, ValueRange{k.args[1]}, ValueRange{k.args[0]},
+      maps, iterators, [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value r =
+            isMax ? arith::MaximumFOp::create(nb, nl, a[0], a[1]).getResult()
+                  : arith::AddFOp::create(nb, nl, a[1], a[0]).getResult();
+        linalg::YieldOp::create(nb, nl, r);
+      });
+  if (isa<ReduceMeanOp>(op)) {
+    Value scale = k.f32(1.0 / count);
+    int64_t rankOut = kept.size();
+    linalg::GenericOp::create(
+        k.b, k.loc, TypeRange{}, ValueRange{}, ValueRange{k.args[0]},
+        SmallVector<AffineMap>{AffineMap::getMultiDimIdentityMap(rankOut, ctx)},
+        SmallVector<utils::IteratorType>(rankOut,
+                                         utils::IteratorType::parallel),
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          linalg::YieldOp::create(
+              nb, nl, arith::MulFOp::create(nb, nl, a[0], scale).getResult());
+        });
+  }
+  call(finishKernel(k), 1, {out, in}, op);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// GEMMs
+//===----------------------------------------------------------------------===//
+
+LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
+                                      bool transB, Value bias, int out) {
+  // Shapes as the op sees them (before folding transposes).
+  ArrayRef<int64_t> sa = tensorType(a).getShape();
+  ArrayRef<int64_t> sb = tensorType(b).getShape();
+  int64_t k = sa.back(), m = tensorType(a).getNumElements() / k;
+  int64_t n = transB ? sb[sb.size() - 2] : sb.back();
+  int64_t batch = 1;
+  int64_t strideA = 0, strideB = 0, strideC = 0;
+  if (sb.size() > 2) {
+    // Batched on both sides with equal batch dimensions.
+    if (sa.size() != sb.size() || sa.drop_back(2) != sb.drop_back(2))
+      return op->emitError("host lowering: matmul batch dimensions must be "
+                           "equal, got ")
+             << a.getType() << " and " << b.getType();
+    m = sa[sa.size() - 2];
+    batch = tensorType(a).getNumElements() / (m * k);
+    strideA = m * k;
+    strideB = k * n;
+    strideC = m * n;
+  }
+  auto [aValue, transA] = unwrapTranspose(a);
+  auto [bValue, bFolded] = unwrapTranspose(b);
+  bool tb = transB != bFolded;
+  int bufA = bufferFor(aValue), bufB = bufferFor(bValue);
+  if (bufA < 0 || bufB < 0)
+    return op->emitError("host lowering: matmul operand has no buffer");
+
+  bool accumulate = false;
+  if (bias) {
+    // C starts as the broadcast bias; the GEMM adds to it.
+    auto outType = tensorType(op->getResult(0));
+    if (failed(lowerElementwise(op, {bias}, out, outType)))
+      return failure();
+    current->actions.back().note = "bias";
+    accumulate = true;
+  }
+  plan::Action act;
+  act.kind = plan::Action::Kind::Gemm;
+  act.batch = batch;
+  act.m = m;
+  act.n = n;
+  act.k = k;
+  act.transA = transA;
+  act.transB = tb;
+  act.accumulate = accumulate;
+  act.strideA = strideA;
+  act.strideB = strideB;
+  act.strideC = strideC;
+  act.buffers = {bufA, bufB, out};
+  act.note = op->getName().stripDialect().str();
+  for (int buf : act.buffers)
+    touch(buf);
+  current->actions.push_back(std::move(act));
+  ++actionIndex;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Row-wise ops: scf loops over rows of the last dimension
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Mean and reciprocal standard deviation of row `r` of x[R, D]
+/// (layer_norm), or just the reciprocal root mean square (rms_norm, mean 0).
+std::pair<Value, Value> rowStatistics(Kernel &k, Value x, Value r, int64_t d,
+                                      double eps, bool rms) {
+  Value mean = k.f32(0);
+  if (!rms) {
+    Value sum = k.reduce(0, d, k.f32(0), [&](Value j, Value acc) {
+      return k.add(acc, k.load(x, {r, j}));
+    });
+    mean = k.mul(sum, k.f32(1.0 / d));
+  }
+  Value sq = k.reduce(0, d, k.f32(0), [&](Value j, Value acc) {
+    Value c = k.sub(k.load(x, {r, j}), mean);
+    return k.add(acc, k.mul(c, c));
+  });
+  Value var = k.add(k.mul(sq, k.f32(1.0 / d)), k.f32(eps));
+  return {mean, math::RsqrtOp::create(k.b, k.loc, var)};
+}
+} // namespace
+
+LogicalResult HostLowering::lowerRowOp(Operation *op) {
+  Location loc = op->getLoc();
+  Type f32 = Float32Type::get(ctx);
+  auto rowsOf = [](Value v) {
+    auto t = tensorType(v);
+    int64_t d = t.getRank() ? t.getShape().back() : 1;
+    return std::pair<int64_t, int64_t>{t.getNumElements() / d, d};
+  };
+  auto name = op->getName().stripDialect();
+
+  if (isa<LayerNormOp, RMSNormOp>(op)) {
+    bool rms = isa<RMSNormOp>(op);
+    Value x = op->getOperand(0), w = op->getOperand(1);
+    Value bias = rms ? Value() : cast<LayerNormOp>(op).getBias();
+    double eps = rms ? cast<RMSNormOp>(op).getEps().convertToDouble()
+                     : cast<LayerNormOp>(op).getEps().convertToDouble();
+    auto [rows, d] = rowsOf(x);
+    int out = newTemp(op->getResult(0));
+    SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
+                            memrefOf({d}, f32)};
+    SmallVector<int> args{out, bufferFor(x), bufferFor(w)};
+    if (bias) {
+      types.push_back(memrefOf({d}, f32));
+      args.push_back(bufferFor(bias));
+    }
+    Kernel k = startKernel(name, loc, types);
+    k.loop(k.begin, k.end, [&](Value r) {
+      auto [mean, rstd] = rowStatistics(k, k.args[1], r, d, eps, rms);
+      k.loop(0, d, [&](Value j) {
+        Value v = k.mul(k.mul(k.sub(k.load(k.args[1], {r, j}), mean), rstd),
+                        k.load(k.args[2], j));
+        if (bias)
+          v = k.add(v, k.load(k.args[3], j));
+        k.store(v, k.args[0], {r, j});
+      });
+    });
+    call(finishKernel(k), rows, args, op);
+    return success();
+  }
+
+  if (isa<LayerNormGradOp, RMSNormGradOp>(op)) {
+    bool rms = isa<RMSNormGradOp>(op);
+    Value dy = op->getOperand(0), x = op->getOperand(1), w = op->getOperand(2);
+    double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
+    auto [rows, d] = rowsOf(x);
+    int out = newTemp(op->getResult(0));
+    Kernel k = startKernel(name, loc,
+                           {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
+                            memrefOf({rows, d}, f32), memrefOf({d}, f32)});
+    Value dX = k.args[0], dY = k.args[1], X = k.args[2], W = k.args[3];
+    k.loop(k.begin, k.end, [&](Value r) {
+      auto [mean, rstd] = rowStatistics(k, X, r, d, eps, rms);
+      // dxhat = dy * w;  dx = rstd * (dxhat - mean(dxhat) - xhat *
+      // mean(dxhat * xhat)), without the mean(dxhat) term for rms_norm.
+      Value sumG = k.f32(0), sumGX;
+      auto xhat = [&](Value j) {
+        return k.mul(k.sub(k.load(X, {r, j}), mean), rstd);
+      };
+      auto g = [&](Value j) { return k.mul(k.load(dY, {r, j}), k.load(W, j)); };
+      if (!rms)
+        sumG = k.reduce(0, d, k.f32(0),
+                        [&](Value j, Value acc) { return k.add(acc, g(j)); });
+      sumGX = k.reduce(0, d, k.f32(0), [&](Value j, Value acc) {
+        return k.add(acc, k.mul(g(j), xhat(j)));
+      });
+      Value meanG = k.mul(sumG, k.f32(1.0 / d));
+      Value meanGX = k.mul(sumGX, k.f32(1.0 / d));
+      k.loop(0, d, [&](Value j) {
+        Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
+        k.store(k.mul(v, rstd), dX, {r, j});
+      });
+    });
+    call(finishKernel(k), rows,
+         {out, bufferFor(dy), bufferFor(x), bufferFor(w)}, op);
+    return success();
+  }
+
+  if (isa<LayerNormScaleGradOp, RMSNormScaleGradOp>(op)) {
+    bool rms = isa<RMSNormScaleGradOp>(op);
+    Value dy = op->getOperand(0), x = op->getOperand(1);
+    double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
+    auto [rows, d] = rowsOf(x);
+    int out = newTemp(op->getResult(0));
+    // One thread: the rows are summed in order, the same on any machine.
+    Kernel k = startKernel(name, loc,
+                           {memrefOf({d}, f32), memrefOf({rows, d}, f32),
+                            memrefOf({rows, d}, f32)});
+    Value dW = k.args[0], dY = k.args[1], X = k.args[2];
+    k.loop(0, d, [&](Value j) { k.store(k.f32(0), dW, j); });
+    k.loop(0, rows, [&](Value r) {
+      auto [mean, rstd] = rowStatistics(k, X, r, d, eps, rms);
+      k.loop(0, d, [&](Value j) {
+        Value xhat = k.mul(k.sub(k.load(X, {r, j}), mean), rstd);
+        k.store(k.add(k.load(dW, j), k.mul(k.load(dY, {r, j}), xhat)), dW, j);
+      });
+    });
+    call(finishKernel(k), 1, {out, bufferFor(dy), bufferFor(x)}, op);
+    return success();
+  }
+
+  if (isa<SoftmaxOp, SoftmaxGradOp>(op)) {
+    int64_t axis = cast<IntegerAttr>(op->getAttr("axis")).getInt();
+    int64_t rank = tensorType(op->getResult(0)).getRank();
+    if (axis != -1 && axis != rank - 1)
+      return op->emitError("host lowering: softmax is only supported along "
+                           "the last axis yet");
+    auto [rows, d] = rowsOf(op->getResult(0));
+    int out = newTemp(op->getResult(0));
+    bool grad = isa<SoftmaxGradOp>(op);
+    SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32)};
+    SmallVector<int> args{out, bufferFor(op->getOperand(0))};
+    if (grad) {
+      types.push_back(memrefOf({rows, d}, f32));
+      args.push_back(bufferFor(op->getOperand(1)));
+    }
+    Kernel k = startKernel(name, loc, types);
+    k.loop(k.begin, k.end, [&](Value r) {
+      if (grad) {
+        // dx = y * (dy - sum(dy * y))
+        Value dY = k.args[1], Y = k.args[2];
+        Value dot = k.reduce(0, d, k.f32(0), [&](Value j, Value acc) {
+          return k.add(acc, k.mul(k.load(dY, {r, j}), k.load(Y, {r, j})));
+        });
+        k.loop(0, d, [&](Value j) {
+          k.store(k.mul(k.load(Y, {r, j}), k.sub(k.load(dY, {r, j}), dot)),
+                  k.args[0], {r, j});
+        });
+        return;
+      }
+      Value X = k.args[1];
+      Value mx = k.reduce(0, d, k.f32(-INFINITY), [&](Value j, Value acc) {
+        return k.max(acc, k.load(X, {r, j}));
+      });
+      Value sum = k.reduce(0, d, k.f32(0), [&](Value j, Value acc) {
+        Value e = k.exp(k.sub(k.load(X, {r, j}), mx));
+        k.store(e, k.args[0], {r, j});
+        return k.add(acc, e);
+      });
+      Value inv = k.div(k.f32(1), sum);
+      k.loop(0, d, [&](Value j) {
+        k.store(k.mul(k.load(k.args[0], {r, j}), inv), k.args[0], {r, j});
+      });
+    });
+    call(finishKernel(k), rows, args, op);
+    return success();
+  }
+
+  if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
+    auto [rows, v] = rowsOf(ce.getLogits());
+    Type idType = tensorType(ce.getTargets()).getElementType();
+    // Per-row losses in parallel, then their mean in order on one thread.
+    int perRow = newScratch({rows}, f32);
+    Kernel k = startKernel("cross_entropy_rows", loc,
+                           {memrefOf({rows}, f32), memrefOf({rows, v}, f32),
+                            memrefOf({rows}, idType)});
+    Value L = k.args[0], X = k.args[1], T = k.args[2];
+    k.loop(k.begin, k.end, [&](Value r) {
+      Value mx = k.reduce(0, v, k.f32(-INFINITY), [&](Value j, Value acc) {
+        return k.max(acc, k.load(X, {r, j}));
+      });
+      Value sum = k.reduce(0, v, k.f32(0), [&](Value j, Value acc) {
+        return k.add(acc, k.exp(k.sub(k.load(X, {r, j}), mx)));
+      });
+      Value lse = k.add(mx, math::LogOp::create(k.b, k.loc, sum));
+      Value target = k.toIndex(k.load(T, r));
+      k.store(k.sub(lse, k.load(X, {r, target})), L, r);
+    });
+    call(finishKernel(k), rows,
+         {perRow, bufferFor(ce.getLogits()), bufferFor(ce.getTargets())}, op);
+    int out = newTemp(ce.getResult());
+    Kernel m =
+        startKernel("mean", loc, {memrefOf({}, f32), memrefOf({rows}, f32)});
+    Value total = m.reduce(0, rows, m.f32(0), [&](Value r, Value acc) {
+      return m.add(acc, m.load(m.args[1], r));
+    });
+    m.store(m.mul(total, m.f32(1.0 / rows)), m.args[0], {});
+    call(finishKernel(m), 1, {out, perRow}, op);
+    return success();
+  }
+
+  if (auto ceg = dyn_cast<CrossEntropyGradOp>(op)) {
+    auto [rows, v] = rowsOf(ceg.getLogits());
+    Type idType = tensorType(ceg.getTargets()).getElementType();
+    int out = newTemp(ceg.getResult());
+    Kernel k =
+        startKernel(name, loc,
+                    {memrefOf({rows, v}, f32), memrefOf({}, f32),
+                     memrefOf({rows, v}, f32), memrefOf({rows}, idType)});
+    Value D = k.args[0], G = k.args[1], X = k.args[2], T = k.args[3];
+    k.loop(k.begin, k.end, [&](Value r) {
+      Value scale = k.mul(k.load(G, {}), k.f32(1.0 / rows));
+      Value mx = k.reduce(0, v, k.f32(-INFINITY), [&](Value j, Value acc) {
+        return k.max(acc, k.load(X, {r, j}));
+      });
+      Value sum = k.reduce(0, v, k.f32(0), [&](Value j, Value acc) {
+        Value e = k.exp(k.sub(k.load(X, {r, j}), mx));
+        k.store(e, D, {r, j});
+        return k.add(acc, e);
+      });
+      Value factor = k.div(scale, sum);
+      k.loop(0, v, [&](Value j) {
+        k.store(k.mul(k.load(D, {r, j}), factor), D, {r, j});
+      });
+      Value target = k.toIndex(k.load(T, r));
+      k.store(k.sub(k.load(D, {r, target}), scale), D, {r, target});
+    });
+    call(finishKernel(k), rows,
+         {out, bufferFor(ceg.getGrad()), bufferFor(ceg.getLogits()),
+          bufferFor(ceg.getTargets())},
+         op);
+    return success();
+  }
+
+  if (auto emb = dyn_cast<EmbeddingOp>(op)) {
+    auto table = tensorType(emb.getTable());
+    int64_t vocab = table.getShape()[0], d = table.getShape()[1];
+    int64_t rows = tensorType(emb.getIds()).getNumElements();
+    Type idType = tensorType(emb.getIds()).getElementType();
+    int out = newTemp(emb.getResult());
+    Kernel k = startKernel(name, loc,
+                           {memrefOf({rows, d}, f32), memrefOf({vocab, d}, f32),
+                            memrefOf({rows}, idType)});
+    k.loop(k.begin, k.end, [&](Value r) {
+      Value id = k.toIndex(k.load(k.args[2], r));
+      k.loop(0, d, [&](Value j) {
+        k.store(k.load(k.args[1], {id, j}), k.args[0], {r, j});
+      });
+    });
+    call(finishKernel(k), rows,
+         {out, bufferFor(emb.getTable()), bufferFor(emb.getIds())}, op);
+    return success();
+  }
+
+  if (auto eg = dyn_cast<EmbeddingGradOp>(op)) {
+    auto table = tensorType(eg.getResult());
+    int64_t vocab = table.getShape()[0], d = table.getShape()[1];
+    int64_t rows = tensorType(eg.getIds()).getNumElements();
+    Type idType = tensorType(eg.getIds()).getElementType();
+    int out = newTemp(eg.getResult());
+    // One thread, rows in order: repeated ids add up deterministically.
+    Kernel k = startKernel(name, loc,
+                           {memrefOf({vocab, d}, f32), memrefOf({rows, d}, f32),
+                            memrefOf({rows}, idType)});
+    k.loop(0, vocab, [&](Value i) {
+      k.loop(0, d, [&](Value j) { k.store(k.f32(0), k.args[0], {i, j}); });
+    });
+    k.loop(0, rows, [&](Value r) {
+      Value id = k.toIndex(k.load(k.args[2], r));
+      k.loop(0, d, [&](Value j) {
+        k.store(k.add(k.load(k.args[0], {id, j}), k.load(k.args[1], {r, j})),
+                k.args[0], {id, j});
+      });
+    });
+    call(finishKernel(k), 1,
+         {out, bufferFor(eg.getGrad()), bufferFor(eg.getIds())}, op);
+    return success();
+  }
+
+  if (isa<RopeOp, RopeGradOp>(op)) {
+    bool inverse = isa<RopeGradOp>(op);
+    auto t = tensorType(op->getResult(0));
+    int64_t bsz = t.getShape()[0], seq = t.getShape()[1], c = t.getShape()[2];
+    int64_t heads = cast<IntegerAttr>(op->getAttr("heads")).getInt();
+    double theta = cast<FloatAttr>(op->getAttr("theta")).getValueAsDouble();
+    int64_t hd = c / heads, half = hd / 2;
+    int out = newTemp(op->getResult(0));
+    Kernel k = startKernel(
+        name, loc,
+        {memrefOf({bsz, seq, c}, f32), memrefOf({bsz, seq, c}, f32)});
+    // Rows are (batch, position); each head's pairs (i, i + hd/2) turn by
+    // position * theta^(-2i/hd), backwards for the gradient.
+    k.loop(k.begin, k.end, [&](Value row) {
+      Value bi = k.divi(row, k.idx(seq)), ti = k.remi(row, k.idx(seq));
+      Value pos = arith::UIToFPOp::create(
+          k.b, k.loc, k.b.getF64Type(),
+          arith::IndexCastOp::create(k.b, k.loc, k.b.getI64Type(), ti));
+      k.loop(0, half, [&](Value i) {
+        Value fi = arith::UIToFPOp::create(
+            k.b, k.loc, k.b.getF64Type(),
+            arith::IndexCastOp::create(k.b, k.loc, k.b.getI64Type(), i));
+        Value freq = math::ExpOp::create(
+            k.b, k.loc,
+            arith::MulFOp::create(k.b, k.loc, fi,
+                                  k.f64(-2.0 * std::log(theta) / hd)));
+        Value angle = arith::MulFOp::create(k.b, k.loc, pos, freq);
+        Value cs =
+            arith::TruncFOp::create(k.b, k.loc, k.b.getF32Type(),
+                                    math::CosOp::create(k.b, k.loc, angle));
+        Value sn =
+            arith::TruncFOp::create(k.b, k.loc, k.b.getF32Type(),
+                                    math::SinOp::create(k.b, k.loc, angle));
+        if (inverse)
+          sn = arith::NegFOp::create(k.b, k.loc, sn);
+        k.loop(0, heads, [&](Value h) {
+          Value base = k.muli(h, k.idx(hd));
+          Value i1 = k.addi(base, i), i2 = k.addi(i1, k.idx(half));
+          Value x1 = k.load(k.args[1], {bi, ti, i1});
+          Value x2 = k.load(k.args[1], {bi, ti, i2});
+          k.store(k.sub(k.mul(x1, cs), k.mul(x2, sn)), k.args[0], {bi, ti, i1});
+          k.store(k.add(k.mul(x2, cs), k.mul(x1, sn)), k.args[0], {bi, ti, i2});
+        });
+      });
+    });
+    call(finishKernel(k), bsz * seq, {out, bufferFor(op->getOperand(0))}, op);
+    return success();
+  }
+  return op->emitError("host lowering: no kernel for '")
+         << op->getName() << "'";
+}
+
+//===----------------------------------------------------------------------===//
+// Attention: one (batch, head) per parallel index, scores in a stack row
+//===----------------------------------------------------------------------===//
+
+LogicalResult HostLowering::lowerAttention(Operation *op) {
+  Location loc = op->getLoc();
+  Type f32 = Float32Type::get(ctx);
+  bool grad = isa<AttentionGradOp>(op);
+  unsigned first = grad ? 1 : 0;
+  Value q = op->getOperand(first), key = op->getOperand(first + 1),
+        val = op->getOperand(first + 2);
+  int64_t heads = cast<IntegerAttr>(op->getAttr("heads")).getInt();
+  int64_t kvHeads = heads;
+  if (auto kv = op->getAttrOfType<IntegerAttr>("kv_heads"))
+    kvHeads = kv.getInt();
+  bool causal = op->hasAttr("causal");
+  auto tq = tensorType(q);
+  int64_t bsz = tq.getShape()[0], seq = tq.getShape()[1];
+  int64_t hd = tq.getShape()[2] / heads, group = heads / kvHeads;
+  double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (auto s = op->getAttrOfType<FloatAttr>("scale"))
+    scale = s.getValueAsDouble();
+  auto qType = memrefOf({bsz, seq, heads * hd}, f32);
+  auto kvType = memrefOf({bsz, seq, kvHeads * hd}, f32);
+
+  // Scores of query i against keys [0, end) of head h, softmaxed into P.
+  auto probabilities = [&](Kernel &k, Value Q, Value K, Value P, Value b,
+                           Value h, Value g, Value i) -> Value {
+    Value end = causal ? k.addi(i, k.idx(1)) : k.idx(seq);
+    Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
+    Value sc = k.f32(scale);
+    Value mx =
+        k.reduce(k.idx(0), end, k.f32(-INFINITY), [&](Value j, Value acc) {
+          Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+            return k.add(a, k.mul(k.load(Q, {b, i, k.addi(qBase, d)}),
+                                  k.load(K, {b, j, k.addi(kBase, d)})));
+          });
+          Value s = k.mul(dot, sc);
+          k.store(s, P, j);
+          return k.max(acc, s);
+        });
+    Value sum = k.reduce(k.idx(0), end, k.f32(0), [&](Value j, Value acc) {
+      Value e = k.exp(k.sub(k.load(P, j), mx));
+      k.store(e, P, j);
+      return k.add(acc, e);
+    });
+    Value inv = k.div(k.f32(1), sum);
+    k.loop(k.idx(0), end,
+           [&](Value j) { k.store(k.mul(k.load(P, j), inv), P, j); });
+    return end;
+  };
+
+  if (!grad) {
+    int out = newTemp(op->getResult(0));
+    Kernel k = startKernel("attention", loc, {qType, qType, kvType, kvType});
+    Value Y = k.args[0], Q = k.args[1], K = k.args[2], V = k.args[3];
+    Value P = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+    k.loop(k.begin, k.end, [&](Value bh) {
+      Value b = k.divi(bh, k.idx(heads)), h = k.remi(bh, k.idx(heads));
+      Value g = k.divi(h, k.idx(group));
+      Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
+      k.loop(0, seq, [&](Value i) {
+        Value end = probabilities(k, Q, K, P, b, h, g, i);
+        k.loop(0, hd, [&](Value d) {
+          k.store(k.f32(0), Y, {b, i, k.addi(qBase, d)});
+        });
+        k.loop(k.idx(0), end, [&](Value j) {
+          Value p = k.load(P, j);
+          k.loop(0, hd, [&](Value d) {
+            Value yi = k.addi(qBase, d);
+            k.store(k.add(k.load(Y, {b, i, yi}),
+                          k.mul(p, k.load(V, {b, j, k.addi(kBase, d)}))),
+                    Y, {b, i, yi});
+          });
+        });
+      });
+    });
+    call(finishKernel(k), bsz * heads,
+         {out, bufferFor(q), bufferFor(key), bufferFor(val)}, op);
+    return success();
+  }
+
+  // The gradient: one (batch, kv head) per parallel index, so the key and
+  // value gradients of a group are written by one thread only.
+  Value dyValue = op->getOperand(0);
+  int dq = newTemp(op->getResult(0)), dk = newTemp(op->getResult(1)),
+      dv = newTemp(op->getResult(2));
+  Kernel k = startKernel("attention_grad", loc,
+                         {qType, kvType, kvType, qType, qType, kvType, kvType});
+  Value DQ = k.args[0], DK = k.args[1], DV = k.args[2], DY = k.args[3],
+        Q = k.args[4], K = k.args[5], V = k.args[6];
+  Value P = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+  Value DP = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+  Value sc = k.f32(scale);
+  k.loop(k.begin, k.end, [&](Value bg) {
+    Value b = k.divi(bg, k.idx(kvHeads)), g = k.remi(bg, k.idx(kvHeads));
+    Value kBase = k.muli(g, k.idx(hd));
+    k.loop(0, seq, [&](Value j) {
+      k.loop(0, hd, [&](Value d) {
+        Value c = k.addi(kBase, d);
+        k.store(k.f32(0), DK, {b, j, c});
+        k.store(k.f32(0), DV, {b, j, c});
+      });
+    });
+    k.loop(
+        k.muli(g, k.idx(group)), k.muli(k.addi(g, k.idx(1)), k.idx(group)),
+        [&](Value h) {
+          Value qBase = k.muli(h, k.idx(hd));
+          k.loop(0, seq, [&](Value i) {
+            Value end = probabilities(k, Q, K, P, b, h, g, i);
+            // dP_j = dy_i . v_j;  D = sum_j P_j dP_j
+            Value total =
+                k.reduce(k.idx(0), end, k.f32(0), [&](Value j, Value acc) {
+                  Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+                    return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
+                                          k.load(V, {b, j, k.addi(kBase, d)})));
+                  });
+                  k.store(dot, DP, j);
+                  return k.add(acc, k.mul(k.load(P, j), dot));
+                });
+            k.loop(0, hd, [&](Value d) {
+              k.store(k.f32(0), DQ, {b, i, k.addi(qBase, d)});
+            });
+            k.loop(k.idx(0), end, [&](Value j) {
+              Value p = k.load(P, j);
+              Value ds = k.mul(k.mul(p, k.sub(k.load(DP, j), total)), sc);
+              k.loop(0, hd, [&](Value d) {
+                Value qi = k.addi(qBase, d), ki = k.addi(kBase, d);
+                k.store(k.add(k.load(DQ, {b, i, qi}),
+                              k.mul(ds, k.load(K, {b, j, ki}))),
+                        DQ, {b, i, qi});
+                k.store(k.add(k.load(DK, {b, j, ki}),
+                              k.mul(ds, k.load(Q, {b, i, qi}))),
+                        DK, {b, j, ki});
+                k.store(k.add(k.load(DV, {b, j, ki}),
+                              k.mul(p, k.load(DY, {b, i, qi}))),
+                        DV, {b, j, ki});
+              });
+            });
+          });
+        });
+  });
+  call(finishKernel(k), bsz * kvHeads,
+       {dq, dk, dv, bufferFor(dyValue), bufferFor(q), bufferFor(key),
+        bufferFor(val)},
+       op);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Data movement: strided copies
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Loops over `shape`, the first dimension over the kernel's range.
+void nest(Kernel &k, ArrayRef<int64_t> shape,
+          llvm::function_ref<void(ArrayRef<Value>)> body) {
+  SmallVector<Value> indices;
+  std::function<void(size_t)> rec = [&](size_t dim) {
+    if (dim == shape.size()) {
+      body(indices);
+      return;
+    }
+    auto inner = [&](Value i) {
+      indices.push_back(i);
+      rec(dim + 1);
+      indices.pop_back();
+    };
+    if (dim == 0)
+      k.loop(k.begin, k.end, inner);
+    else
+      k.loop(0, shape[dim], inner);
+  };
+  rec(0);
+}
+} // namespace
+
+LogicalResult HostLowering::lowerDataMovement(Operation *op) {
+  Location loc = op->getLoc();
+  // out[i + outOffset] = in[i + inOffset] over `shape`, or a permutation.
+  auto copy = [&](StringRef name, int from, RankedTensorType fromType, int to,
+                  RankedTensorType toType, ArrayRef<int64_t> shape,
+                  ArrayRef<int64_t> fromOffsets, ArrayRef<int64_t> toOffsets,
+                  ArrayRef<int64_t> perm) {
+    Type element = fromType.getElementType();
+    Kernel k = startKernel(name, loc,
+                           {memrefOf(toType.getShape(), element),
+                            memrefOf(fromType.getShape(), element)});
+    nest(k, shape, [&](ArrayRef<Value> idx) {
+      SmallVector<Value> in(idx.size()), out(idx.size());
+      for (size_t i = 0; i < idx.size(); ++i) {
+        if (!perm.empty()) {
+          in[perm[i]] = idx[i];
+          out[i] = idx[i];
+          continue;
+        }
+        in[i] = fromOffsets.empty() ? idx[i]
+                                    : k.addi(idx[i], k.idx(fromOffsets[i]));
+        out[i] =
+            toOffsets.empty() ? idx[i] : k.addi(idx[i], k.idx(toOffsets[i]));
+      }
+      k.store(k.load(k.args[1], in), k.args[0], out);
+    });
+    call(finishKernel(k), shape.empty() ? 1 : shape[0], {to, from}, op);
+  };
+
+  if (auto t = dyn_cast<TransposeOp>(op)) {
+    auto outType = tensorType(t.getResult());
+    int out = newTemp(t.getResult());
+    copy("transpose", bufferFor(t.getInput()), tensorType(t.getInput()), out,
+         outType, outType.getShape(), {}, {}, t.getPerm());
+    return success();
+  }
+  if (auto s = dyn_cast<SliceOp>(op)) {
+    auto outType = tensorType(s.getResult());
+    int out = newTemp(s.getResult());
+    copy("slice", bufferFor(s.getInput()), tensorType(s.getInput()), out,
+         outType, outType.getShape(), s.getOffsets(), {}, {});
+    return success();
+  }
+  if (auto s = dyn_cast<SplitOp>(op)) {
+    auto inType = tensorType(s.getInput());
+    int64_t axis =
+        s.getAxis() < 0 ? s.getAxis() + inType.getRank() : s.getAxis();
+    int64_t at = 0;
+    for (Value r : s.getResults()) {
+      auto rt = tensorType(r);
+      SmallVector<int64_t> offsets(inType.getRank(), 0);
+      offsets[axis] = at;
+      at += rt.getShape()[axis];
+      if (r.use_empty())
+        continue;
+      int out = newTemp(r);
+      copy("split", bufferFor(s.getInput()), inType, out, rt, rt.getShape(),
+           offsets, {}, {});
+    }
+    return success();
+  }
+  if (auto p = dyn_cast<PadOp>(op)) {
+    auto outType = tensorType(p.getResult());
+    int out = newTemp(p.getResult());
+    fill(out, outType, FloatAttr::get(outType.getElementType(), 0.0), op);
+    auto inType = tensorType(p.getInput());
+    copy("pad", bufferFor(p.getInput()), inType, out, outType,
+         inType.getShape(), {}, p.getOffsets(), {});
+    return success();
+  }
+  if (auto c = dyn_cast<ConcatOp>(op)) {
+    auto outType = tensorType(c.getResult());
+    int64_t axis =
+        c.getAxis() < 0 ? c.getAxis() + outType.getRank() : c.getAxis();
+    int out = newTemp(c.getResult());
+    int64_t at = 0;
+    for (Value in : c.getInputs()) {
+      auto it = tensorType(in);
+      SmallVector<int64_t> offsets(outType.getRank(), 0);
+      offsets[axis] = at;
+      at += it.getShape()[axis];
+      if (auto splat = splatOf(in)) {
+        // A zero piece (the gradient of an unused split result).
+        int tmp = bufferFor(in);
+        copy("concat", tmp, it, out, outType, it.getShape(), {}, offsets, {});
+        continue;
+      }
+      copy("concat", bufferFor(in), it, out, outType, it.getShape(), {},
+           offsets, {});
+    }
+    return success();
+  }
+  return op->emitError("host lowering: no kernel for '")
+         << op->getName() << "'";
+}
+
+//===----------------------------------------------------------------------===//
+// The learning-rate schedule, in f64 on one thread
+//===----------------------------------------------------------------------===//
+
+LogicalResult HostLowering::lowerLrSchedule(LrScheduleOp op) {
+  Type i64 = IntegerType::get(ctx, 64), f32 = Float32Type::get(ctx);
+  int out = newTemp(op.getResult());
+  Kernel k =
+      startKernel("lr_schedule", op.getLoc(),
+                  {memrefOf({}, f32), memrefOf({}, i64), memrefOf({}, i64)});
+  OpBuilder &b = k.b;
+  Location loc = k.loc;
+  Type f64 = b.getF64Type();
+  auto toF64 = [&](Value v) {
+    return arith::SIToFPOp::create(b, loc, f64, v).getResult();
+  };
+  Value step = toF64(k.load(k.args[1], {}));
+  Value total = toF64(k.load(k.args[2], {}));
+  double lr = op.getLr().convertToDouble();
+  double minLr = op.getMinLr().convertToDouble();
+  double warmup = static_cast<double>(op.getWarmup());
+  auto f = [&](double v) { return k.f64(v); };
+  auto fadd = [&](Value x, Value y) {
+    return arith::AddFOp::create(b, loc, x, y).getResult();
+  };
+  auto fsub = [&](Value x, Value y) {
+    return arith::SubFOp::create(b, loc, x, y).getResult();
+  };
+  auto fmul = [&](Value x, Value y) {
+    return arith::MulFOp::create(b, loc, x, y).getResult();
+  };
+  auto fdiv = [&](Value x, Value y) {
+    return arith::DivFOp::create(b, loc, x, y).getResult();
+  };
+  // p = clamp((step - warmup) / max(1, total - warmup), 0, 1)
+  Value span = arith::MaximumFOp::create(b, loc, f(1), fsub(total, f(warmup)));
+  Value p = fdiv(fsub(step, f(warmup)), span);
+  p = arith::MinimumFOp::create(
+      b, loc, arith::MaximumFOp::create(b, loc, p, f(0)), f(1));
+  Value decayed;
+  StringRef schedule = op.getSchedule();
+  if (schedule == "cosine") {
+    Value c = math::CosOp::create(b, loc, fmul(p, f(M_PI)));
+    decayed = fadd(f(minLr), fmul(f(0.5 * (lr - minLr)), fadd(f(1), c)));
+  } else if (schedule == "linear") {
+    decayed = fsub(f(lr), fmul(f(lr - minLr), p));
+  } else {
+    decayed = f(lr);
+  }
+  Value result = decayed;
+  if (warmup > 0) {
+    Value inWarmup = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
+                                           step, f(warmup));
+    Value ramp = fdiv(fmul(f(lr), fadd(step, f(1))), f(warmup));
+    result = arith::SelectOp::create(b, loc, inWarmup, ramp, decayed);
+  }
+  k.store(arith::TruncFOp::create(b, loc, f32, result), k.args[0], {});
+  call(finishKernel(k), 1,
+       {out, bufferFor(op.getStep()), bufferFor(op.getTotal())}, op);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Driving the walk
+//===----------------------------------------------------------------------===//
+
+LogicalResult HostLowering::lowerOp(Operation *op) {
+  if (auto ref = dyn_cast<ParamRefOp>(op)) {
+    buffers[ref.getResult()] = plan.find(ref.getName(), BufferKind::Param);
+    return success();
+  }
+  if (auto ref = dyn_cast<StateRefOp>(op)) {
+    buffers[ref.getResult()] = plan.find(ref.getName(), BufferKind::State);
+    return success();
+  }
+  if (auto reshape = dyn_cast<ReshapeOp>(op)) {
+    int b = bufferFor(reshape.getInput());
+    if (b < 0)
+      return op->emitError("host lowering: reshape of a value without a "
+                           "buffer");
+    buffers[reshape.getResult()] = b;
+    return success();
+  }
+  if (auto c = dyn_cast<ConstantOp>(op)) {
+    if (!c.getValue().isSplat())
+      return op->emitError("host lowering: only splat constants are "
+                           "supported");
+    return success(); // inlined, or filled where first needed
+  }
+  if (auto t = dyn_cast<TransposeOp>(op); t && foldedTransposes.contains(t))
+    return success();
+  if (auto store = dyn_cast<StoreOp>(op)) {
+    StringRef name = store.getTarget();
+    int target = plan.find(name, BufferKind::State);
+    if (target < 0)
+      target = plan.find(name, BufferKind::Param);
+    auto type = tensorType(store.getValue());
+    if (auto splat = splatOf(store.getValue())) {
+      fill(target, type, *splat, op);
+      return success();
+    }
+    copyInto(bufferFor(store.getValue()), target, type, op);
+    return success();
+  }
+  if (isElementwise(op)) {
+    int out = newTemp(op->getResult(0));
+    return lowerElementwise(op, llvm::to_vector(op->getOperands()), out,
+                            tensorType(op->getResult(0)));
+  }
+  if (auto mm = dyn_cast<MatmulOp>(op)) {
+    int out = newTemp(mm.getResult());
+    return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), out);
+  }
+  if (auto linear = dyn_cast<LinearOp>(op)) {
+    int out = newTemp(linear.getResult());
+    return lowerGemm(op, linear.getInput(), linear.getWeight(), true,
+                     linear.getBias(), out);
+  }
+  if (isa<ReduceSumOp, ReduceMeanOp, ReduceMaxOp>(op))
+    return lowerReduce(op);
+  if (isa<AttentionOp, AttentionGradOp>(op))
+    return lowerAttention(op);
+  if (isa<TransposeOp, SliceOp, SplitOp, PadOp, ConcatOp>(op))
+    return lowerDataMovement(op);
+  if (auto lr = dyn_cast<LrScheduleOp>(op))
+    return lowerLrSchedule(lr);
+  return lowerRowOp(op);
+}
+
+LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
+  plan.functions.push_back({func.getName().str(), {}});
+  current = &plan.functions.back();
+  StringRef name = func.getName();
+  for (BlockArgument arg : func.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    if (name == "forward" || name == "optimizer_step") {
+      auto attr = func.getArgAttrOfType<StringAttr>(i, "nn.name");
+      std::string argName =
+          attr ? attr.getValue().str() : ("arg" + Twine(i)).str();
+      auto type = tensorType(arg);
+      plan::Buffer b;
+      b.kind = name == "forward" ? BufferKind::Input : BufferKind::Scalar;
+      b.name = argName;
+      b.dtype = dtypeName(type.getElementType());
+      b.shape.assign(type.getShape().begin(), type.getShape().end());
+      b.bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+      buffers[arg] = plan.addBuffer(b);
+      continue;
+    }
+    auto source = func.getArgAttrOfType<StringAttr>(i, "nn.source");
+    if (!source)
+      return func.emitError("host lowering: argument ")
+             << i << " of @" << name << " has no nn.source";
+    auto [from, index] = source.getValue().split(':');
+    unsigned k = 0;
+    index.getAsInteger(10, k);
+    int buffer = -1;
+    if (from == "input") {
+      auto forward = module.lookupSymbol<func::FuncOp>("forward");
+      buffer = buffers.lookup(forward.getArgument(k));
+    } else if (results.count(from) && k < results[from].size()) {
+      buffer = results[from][k];
+    }
+    if (buffer < 0)
+      return func.emitError("host lowering: unknown source ") << source;
+    buffers[arg] = buffer;
+  }
+  // Transposes that GEMMs read through their flags.
+  func.walk([&](TransposeOp t) {
+    if (isFoldableTranspose(t))
+      foldedTransposes.insert(t);
+  });
+  for (Operation &op : func.getBody().front()) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      SmallVector<int> out;
+      for (Value v : ret.getOperands())
+        out.push_back(bufferFor(v));
+      results[name] = out;
+      continue;
+    }
+    if (failed(lowerOp(&op)))
+      return failure();
+  }
+  return success();
+}
+
+FailureOr<host::HostProgram> HostLowering::run() {
+  if (auto model = module->getAttrOfType<StringAttr>("nn.model"))
+    plan.model = model.getValue().str();
+  if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train")) {
+    auto get = [&](StringRef key) -> int64_t {
+      auto a = train.getAs<IntegerAttr>(key);
+      return a ? a.getInt() : 0;
+    };
+    plan.microbatches = std::max<int64_t>(1, get("microbatches"));
+  }
+  // Persistent buffers: parameters, then training state.
+  for (ParamOp p : module.getOps<ParamOp>()) {
+    auto type = cast<RankedTensorType>(p.getType());
+    plan::Buffer b;
+    b.kind = BufferKind::Param;
+    b.name = p.getSymName().str();
+    b.dtype = dtypeName(type.getElementType());
+    b.shape.assign(type.getShape().begin(), type.getShape().end());
+    b.bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    InitAttr init = p.getInit();
+    b.init = stringifyInitKind(init.getKind()).str();
+    auto params = init.getParams();
+    b.initA = params.size() > 0 ? params[0].convertToDouble() : 0;
+    b.initB = params.size() > 1 ? params[1].convertToDouble() : 0;
+    plan.addBuffer(b);
+  }
+  for (StateOp s : module.getOps<StateOp>()) {
+    auto type = cast<RankedTensorType>(s.getType());
+    plan::Buffer b;
+    b.kind = BufferKind::State;
+    b.name = s.getSymName().str();
+    b.dtype = dtypeName(type.getElementType());
+    b.shape.assign(type.getShape().begin(), type.getShape().end());
+    b.bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    b.role = s.getRole().str();
+    b.of = s.getOf().str();
+    plan.addBuffer(b);
+  }
+  for (StringRef name :
+       {"forward", "backward_input", "backward_weight", "optimizer_step"}) {
+    auto func = module.lookupSymbol<func::FuncOp>(name);
+    if (!func)
+      return module.emitError("host lowering: the module has no @") << name;
+    if (failed(lowerFunction(func)))
+      return failure();
+  }
+  // What the runtime reads: the loss, the learning rate, the norm.
+  auto markScalar = [&](StringRef func, unsigned index, StringRef name) {
+    plan::Buffer &b = plan.buffers[results[func][index]];
+    b.kind = BufferKind::Scalar;
+    b.name = name.str();
+  };
+  markScalar("forward", 0, "loss");
+  markScalar("optimizer_step", 0, "lr");
+  markScalar("optimizer_step", 1, "grad_norm");
+  // Batch and sequence length from the forward's first input.
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
+  if (forward.getNumArguments()) {
+    auto t = tensorType(forward.getArgument(0));
+    if (t.getRank() == 2) {
+      plan.batch = t.getShape()[0];
+      plan.seq = t.getShape()[1];
+    }
+  }
+  // The vocabulary bounds the token ids: the rows of the tables that
+  // inputs index, and the classes of the targets.
+  forward.walk([&](Operation *op) {
+    auto bound = [&](Value ids, int64_t limit) {
+      if (!isa<BlockArgument>(ids))
+        return;
+      plan.vocab = plan.vocab ? std::min(plan.vocab, limit) : limit;
+    };
+    if (auto e = dyn_cast<EmbeddingOp>(op))
+      bound(e.getIds(), tensorType(e.getTable()).getShape()[0]);
+    if (auto ce = dyn_cast<CrossEntropyOp>(op))
+      bound(ce.getTargets(), tensorType(ce.getLogits()).getShape().back());
+  });
+  plan::assignOffsets(plan);
+  host::HostProgram program;
+  program.kernels = std::move(kernels);
+  program.plan = std::move(plan);
+  return program;
+}
+
+FailureOr<host::HostProgram> host::lowerToHost(ModuleOp module) {
+  HostLowering lowering(module);
+  return lowering.run();
+}

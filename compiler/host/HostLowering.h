@@ -1,0 +1,34 @@
+//===- HostLowering.h - Training module to host kernels and a plan -*- C++
+//-*-===//
+//
+// Lowers a module after nn-autodiff and nn-optimizer to the host target:
+// one kernel function per op (scf loops or linalg on memrefs of static
+// shape, bare-pointer calling convention, a parallel [begin, end) range as
+// the last two arguments), GEMMs as BLAS actions, and the plan that says
+// in which order to run them on which buffers of the arena.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_COMPILER_HOST_HOSTLOWERING_H
+#define HOTSTAGE_COMPILER_HOST_HOSTLOWERING_H
+
+#include "compiler/plan/Plan.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+namespace hotstage::host {
+
+struct HostProgram {
+  /// The kernels, in func/scf/linalg/memref/arith/math.
+  mlir::OwningOpRef<mlir::ModuleOp> kernels;
+  plan::Plan plan;
+};
+
+/// Builds the kernels and the plan of `module`. Errors are emitted at the
+/// op that cannot be lowered.
+mlir::FailureOr<HostProgram> lowerToHost(mlir::ModuleOp module);
+
+} // namespace hotstage::host
+
+#endif // HOTSTAGE_COMPILER_HOST_HOSTLOWERING_H

@@ -1,0 +1,138 @@
+//===- Plan.cpp - Memory plan and text form of the plan -------------------===//
+
+#include "compiler/plan/Plan.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/Format.h"
+
+#include <algorithm>
+
+using namespace hotstage;
+using namespace hotstage::plan;
+
+// Cache lines, and what the widest vector loads like.
+static constexpr int64_t kAlignment = 64;
+
+static int64_t alignUp(int64_t x) {
+  return (x + kAlignment - 1) / kAlignment * kAlignment;
+}
+
+int Plan::find(llvm::StringRef name, BufferKind kind) const {
+  for (auto [i, b] : llvm::enumerate(buffers))
+    if (b.kind == kind && b.name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+void plan::assignOffsets(Plan &plan) {
+  int64_t offset = 0;
+  std::vector<int> temps;
+  for (auto [i, b] : llvm::enumerate(plan.buffers)) {
+    if (b.kind != BufferKind::Temp) {
+      b.offset = offset;
+      offset = alignUp(offset + b.bytes);
+    } else if (b.firstUse >= 0) {
+      temps.push_back(static_cast<int>(i));
+    }
+  }
+  plan.persistentBytes = offset;
+
+  // Largest first, each at the lowest offset that overlaps no placed
+  // buffer whose lifetime intersects its own.
+  llvm::stable_sort(temps, [&](int a, int b) {
+    return plan.buffers[a].bytes > plan.buffers[b].bytes;
+  });
+  std::vector<int> placed;
+  int64_t peak = offset;
+  for (int t : temps) {
+    Buffer &b = plan.buffers[t];
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (int p : placed) {
+      const Buffer &o = plan.buffers[p];
+      if (o.firstUse <= b.lastUse && b.firstUse <= o.lastUse)
+        busy.push_back({o.offset, o.offset + o.bytes});
+    }
+    llvm::sort(busy);
+    int64_t candidate = offset;
+    for (auto [begin, end] : busy) {
+      if (candidate + b.bytes <= begin)
+        break;
+      candidate = std::max(candidate, alignUp(end));
+    }
+    b.offset = candidate;
+    peak = std::max(peak, alignUp(candidate + b.bytes));
+    placed.push_back(t);
+  }
+  plan.arenaBytes = peak;
+}
+
+static llvm::StringRef kindName(BufferKind kind) {
+  switch (kind) {
+  case BufferKind::Param:
+    return "param";
+  case BufferKind::State:
+    return "state";
+  case BufferKind::Input:
+    return "input";
+  case BufferKind::Scalar:
+    return "scalar";
+  case BufferKind::Temp:
+    return "temp";
+  }
+  return "?";
+}
+
+static void printShape(llvm::ArrayRef<int64_t> shape, llvm::raw_ostream &os) {
+  if (shape.empty()) {
+    os << "scalar";
+    return;
+  }
+  llvm::interleave(shape, os, "x");
+}
+
+void plan::print(const Plan &plan, llvm::raw_ostream &os) {
+  os << "hotstage-plan 1\n";
+  os << "model " << plan.model << "\n";
+  os << "microbatches " << plan.microbatches << "\n";
+  os << "batch " << plan.batch << "\n";
+  os << "seq " << plan.seq << "\n";
+  os << "vocab " << plan.vocab << "\n";
+  os << "arena " << plan.arenaBytes << "\n";
+  os << "persistent " << plan.persistentBytes << "\n";
+  for (auto [i, b] : llvm::enumerate(plan.buffers)) {
+    if (b.kind == BufferKind::Temp && b.firstUse < 0)
+      continue;
+    os << "buffer " << i << " " << kindName(b.kind) << " "
+       << (b.name.empty() ? "-" : b.name) << " " << b.dtype << " ";
+    printShape(b.shape, os);
+    os << " offset " << b.offset << " bytes " << b.bytes;
+    if (b.kind == BufferKind::Param)
+      os << " init " << b.init << " " << llvm::format("%.17g", b.initA) << " "
+         << llvm::format("%.17g", b.initB);
+    if (b.kind == BufferKind::State)
+      os << " role " << b.role << " of " << b.of;
+    if (b.kind == BufferKind::Temp)
+      os << " live " << b.firstUse << " " << b.lastUse;
+    os << "\n";
+  }
+  for (auto [i, k] : llvm::enumerate(plan.kernels))
+    os << "kernel " << i << " " << k << "\n";
+  for (const Function &f : plan.functions) {
+    os << "function " << f.name << " " << f.actions.size() << "\n";
+    for (const Action &a : f.actions) {
+      if (a.kind == Action::Kind::Call) {
+        os << "  call " << a.kernel << " " << a.parallel << " "
+           << a.buffers.size();
+        for (int b : a.buffers)
+          os << " " << b;
+      } else {
+        os << "  gemm " << a.batch << " " << a.m << " " << a.n << " " << a.k
+           << " " << a.transA << " " << a.transB << " " << a.accumulate << " "
+           << a.buffers[0] << " " << a.buffers[1] << " " << a.buffers[2] << " "
+           << a.strideA << " " << a.strideB << " " << a.strideC;
+      }
+      os << " # " << a.note << "\n";
+    }
+  }
+  os << "end\n";
+}

@@ -1,0 +1,93 @@
+//===- Plan.h - The plan: what the runtime executes -------------*- C++ -*-===//
+//
+// The contract between the compiler and the runtime (docs/plan.md): the
+// buffers of one arena, the parameter and state tables, and per function
+// the list of actions (kernel calls and GEMMs) with their buffers. Plain
+// C++, no MLIR: targets fill it in and `print` writes the text form that
+// is embedded in the executable and that `--emit=plan` shows.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_COMPILER_PLAN_PLAN_H
+#define HOTSTAGE_COMPILER_PLAN_PLAN_H
+
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hotstage::plan {
+
+/// What a buffer holds and so how long it lives.
+enum class BufferKind {
+  Param,  // a parameter: persistent, initialised by the runtime
+  State,  // gradient accumulator or optimizer moment: persistent, zeroed
+  Input,  // filled by the runtime before each forward (tokens, targets)
+  Scalar, // a persistent scalar the runtime reads or writes (loss, lr, ...)
+  Temp,   // an intermediate: lives from its first write to its last read
+};
+
+struct Buffer {
+  BufferKind kind = BufferKind::Temp;
+  std::string name;  // parameter path, state symbol, input or scalar name
+  std::string dtype; // f32, i32, i64
+  llvm::SmallVector<int64_t, 4> shape;
+  int64_t bytes = 0;
+  int64_t offset = -1; // in the arena, set by the memory plan
+  // Parameters: the initializer; states: role and parameter.
+  std::string init, role, of;
+  double initA = 0, initB = 0;
+  // Liveness, as indices into the step's action order (temps only).
+  int64_t firstUse = -1, lastUse = -1;
+};
+
+/// One action of a function: a kernel call over a parallel range, or a
+/// (batched) row-major GEMM C = A op(B) (+ C when accumulate).
+struct Action {
+  enum class Kind { Call, Gemm } kind = Kind::Call;
+  int kernel = -1;      // Call: index into the kernel table
+  int64_t parallel = 1; // Call: the range [0, parallel) split over threads
+  llvm::SmallVector<int, 8> buffers; // Call: arguments; Gemm: A, B, C
+  // Gemm: C[b] (m x n) = op(A[b]) (m x k) * op(B[b]) (k x n), strides in
+  // elements between batches (0: shared).
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  bool transA = false, transB = false, accumulate = false;
+  int64_t strideA = 0, strideB = 0, strideC = 0;
+  std::string note; // the op it implements, for --emit=plan
+};
+
+struct Function {
+  std::string name;
+  std::vector<Action> actions;
+};
+
+struct Plan {
+  std::string model;
+  int64_t microbatches = 1, batch = 0, seq = 0, vocab = 0;
+  std::vector<Buffer> buffers;
+  std::vector<std::string> kernels; // symbol names, in table order
+  std::vector<Function> functions;  // forward, backward_input, ...
+  int64_t arenaBytes = 0;
+  int64_t persistentBytes = 0;
+
+  int addBuffer(Buffer buffer) {
+    buffers.push_back(std::move(buffer));
+    return static_cast<int>(buffers.size()) - 1;
+  }
+  /// The buffer of a named parameter, state, input or scalar, or -1.
+  int find(llvm::StringRef name, BufferKind kind) const;
+};
+
+/// Assigns every buffer an offset: persistent buffers first, in order,
+/// then temporaries packed by liveness (largest first, lowest free
+/// offset). Sets `arenaBytes` to the exact peak.
+void assignOffsets(Plan &plan);
+
+/// The text form of docs/plan.md.
+void print(const Plan &plan, llvm::raw_ostream &os);
+
+} // namespace hotstage::plan
+
+#endif // HOTSTAGE_COMPILER_PLAN_PLAN_H

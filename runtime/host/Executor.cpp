@@ -1,0 +1,108 @@
+//===- Executor.cpp - Runs the plan's functions on the host ---------------===//
+
+#include "runtime/host/Executor.h"
+
+#include <cblas.h>
+#include <cstdlib>
+#include <cstring>
+
+using namespace hotstage::rt;
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+/// One kernel call as the thread pool sees it.
+struct Call {
+  KernelFn fn;
+  void *args[16];
+  size_t numArgs;
+};
+
+/// Calls the kernel with its buffers and [begin, end): the kernels take
+/// bare pointers, so the arity is the number of buffers.
+void invoke(void *ctx, int64_t begin, int64_t end) {
+  auto *c = static_cast<Call *>(ctx);
+  void **a = c->args;
+  using I = int64_t;
+  switch (c->numArgs) {
+#define HS_CASE(N, ...)                                                        \
+  case N:                                                                      \
+    reinterpret_cast<void (*)(__VA_ARGS__, I, I)>(c->fn)(HS_ARGS_##N, begin,   \
+                                                         end);                 \
+    return;
+#define HS_ARGS_1 a[0]
+#define HS_ARGS_2 HS_ARGS_1, a[1]
+#define HS_ARGS_3 HS_ARGS_2, a[2]
+#define HS_ARGS_4 HS_ARGS_3, a[3]
+#define HS_ARGS_5 HS_ARGS_4, a[4]
+#define HS_ARGS_6 HS_ARGS_5, a[5]
+#define HS_ARGS_7 HS_ARGS_6, a[6]
+#define HS_ARGS_8 HS_ARGS_7, a[7]
+#define HS_ARGS_9 HS_ARGS_8, a[8]
+#define HS_ARGS_10 HS_ARGS_9, a[9]
+#define HS_ARGS_11 HS_ARGS_10, a[10]
+#define HS_ARGS_12 HS_ARGS_11, a[11]
+#define P void *
+    HS_CASE(1, P)
+    HS_CASE(2, P, P)
+    HS_CASE(3, P, P, P)
+    HS_CASE(4, P, P, P, P)
+    HS_CASE(5, P, P, P, P, P)
+    HS_CASE(6, P, P, P, P, P, P)
+    HS_CASE(7, P, P, P, P, P, P, P)
+    HS_CASE(8, P, P, P, P, P, P, P, P)
+    HS_CASE(9, P, P, P, P, P, P, P, P, P)
+    HS_CASE(10, P, P, P, P, P, P, P, P, P, P)
+    HS_CASE(11, P, P, P, P, P, P, P, P, P, P, P)
+    HS_CASE(12, P, P, P, P, P, P, P, P, P, P, P, P)
+#undef P
+  default:
+    std::abort(); // the parser rejects more than 12 buffers
+  }
+}
+} // namespace
+
+Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
+    : plan_(plan), kernels_(kernels), pool_(threads) {
+  size_t bytes = (static_cast<size_t>(plan.arenaBytes) + 63) / 64 * 64;
+  arena_ = static_cast<char *>(std::aligned_alloc(64, bytes ? bytes : 64));
+  if (arena_)
+    std::memset(arena_, 0, bytes);
+  openblas_set_num_threads(pool_.size());
+}
+
+Executor::~Executor() { std::free(arena_); }
+
+bool Executor::run(const std::string &name, std::string &error) {
+  auto it = plan_.functions.find(name);
+  if (it == plan_.functions.end()) {
+    error = "the plan has no function '" + name + "'";
+    return false;
+  }
+  for (const PlanAction &a : it->second) {
+    if (a.gemm) {
+      auto *A = static_cast<float *>(buffer(plan_.buffers.at(a.buffers[0])));
+      auto *B = static_cast<float *>(buffer(plan_.buffers.at(a.buffers[1])));
+      auto *C = static_cast<float *>(buffer(plan_.buffers.at(a.buffers[2])));
+      int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n, ldc = a.n;
+      for (int64_t b = 0; b < a.batch; ++b)
+        cblas_sgemm(CblasRowMajor, a.transA ? CblasTrans : CblasNoTrans,
+                    a.transB ? CblasTrans : CblasNoTrans, a.m, a.n, a.k, 1.0f,
+                    A + b * a.strideA, lda, B + b * a.strideB, ldb,
+                    a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
+      continue;
+    }
+    Call call;
+    call.fn = kernels_[a.kernel];
+    call.numArgs = a.buffers.size();
+    if (call.numArgs == 0 || call.numArgs > 12) {
+      error = "kernel " + plan_.kernels[a.kernel] + " has " +
+              std::to_string(call.numArgs) + " buffers (1 to 12 supported)";
+      return false;
+    }
+    for (size_t i = 0; i < call.numArgs; ++i)
+      call.args[i] = buffer(plan_.buffers.at(a.buffers[i]));
+    pool_.parallelFor(a.parallel, invoke, &call);
+  }
+  return true;
+}

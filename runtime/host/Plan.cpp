@@ -1,0 +1,149 @@
+//===- Plan.cpp - Parsing the plan ----------------------------------------===//
+
+#include "runtime/host/Plan.h"
+
+#include <sstream>
+
+using namespace hotstage::rt;
+
+int64_t PlanBuffer::numElements() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+const PlanBuffer *Plan::find(const std::string &kind,
+                             const std::string &name) const {
+  for (auto &[id, b] : buffers)
+    if (b.kind == kind && b.name == name)
+      return &b;
+  return nullptr;
+}
+
+static std::vector<int64_t> parseShape(const std::string &s) {
+  std::vector<int64_t> shape;
+  if (s == "scalar")
+    return shape;
+  std::stringstream in(s);
+  std::string part;
+  while (std::getline(in, part, 'x'))
+    shape.push_back(std::stoll(part));
+  return shape;
+}
+
+bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error) {
+  std::istringstream in(text);
+  std::string line;
+  int lineNo = 0;
+  std::vector<PlanAction> *function = nullptr;
+  auto fail = [&](const std::string &what) {
+    error = "plan line " + std::to_string(lineNo) + ": " + what + ": '" + line +
+            "'";
+    return false;
+  };
+  bool ended = false;
+  while (std::getline(in, line)) {
+    ++lineNo;
+    std::string body = line.substr(0, line.find('#'));
+    std::istringstream f(body);
+    std::string word;
+    if (!(f >> word))
+      continue;
+    if (lineNo == 1) {
+      int version = 0;
+      if (word != "hotstage-plan" || !(f >> version) || version != 1)
+        return fail("not a version 1 plan");
+      continue;
+    }
+    if (word == "model") {
+      f >> plan.model;
+    } else if (word == "microbatches") {
+      f >> plan.microbatches;
+    } else if (word == "batch") {
+      f >> plan.batch;
+    } else if (word == "seq") {
+      f >> plan.seq;
+    } else if (word == "vocab") {
+      f >> plan.vocab;
+    } else if (word == "arena") {
+      f >> plan.arenaBytes;
+    } else if (word == "persistent") {
+      f >> plan.persistentBytes;
+    } else if (word == "buffer") {
+      int id;
+      PlanBuffer b;
+      std::string shape, key;
+      if (!(f >> id >> b.kind >> b.name >> b.dtype >> shape))
+        return fail("bad buffer");
+      b.shape = parseShape(shape);
+      while (f >> key) {
+        if (key == "offset")
+          f >> b.offset;
+        else if (key == "bytes")
+          f >> b.bytes;
+        else if (key == "init")
+          f >> b.init >> b.initA >> b.initB;
+        else if (key == "role")
+          f >> b.role;
+        else if (key == "of")
+          f >> b.of;
+        else if (key == "live") {
+          int64_t first, last;
+          f >> first >> last;
+        } else
+          return fail("unknown buffer field '" + key + "'");
+      }
+      if (b.offset < 0 || b.bytes < 0 || b.offset + b.bytes > plan.arenaBytes)
+        return fail("buffer outside the arena");
+      plan.buffers[id] = b;
+    } else if (word == "kernel") {
+      int index;
+      std::string name;
+      f >> index >> name;
+      if (index != static_cast<int>(plan.kernels.size()))
+        return fail("kernels out of order");
+      plan.kernels.push_back(name);
+    } else if (word == "function") {
+      std::string name;
+      f >> name;
+      function = &plan.functions[name];
+    } else if (word == "call" || word == "gemm") {
+      if (!function)
+        return fail("action outside a function");
+      PlanAction a;
+      size_t hash = line.find('#');
+      if (hash != std::string::npos)
+        a.note = line.substr(hash + 2);
+      if (word == "call") {
+        size_t n = 0;
+        if (!(f >> a.kernel >> a.parallel >> n))
+          return fail("bad call");
+        a.buffers.resize(n);
+        for (int &b : a.buffers)
+          f >> b;
+        if (a.kernel < 0 || a.kernel >= static_cast<int>(plan.kernels.size()))
+          return fail("unknown kernel");
+      } else {
+        a.gemm = true;
+        a.buffers.resize(3);
+        if (!(f >> a.batch >> a.m >> a.n >> a.k >> a.transA >> a.transB >>
+              a.accumulate >> a.buffers[0] >> a.buffers[1] >> a.buffers[2] >>
+              a.strideA >> a.strideB >> a.strideC))
+          return fail("bad gemm");
+      }
+      for (int b : a.buffers)
+        if (!plan.buffers.count(b))
+          return fail("unknown buffer " + std::to_string(b));
+      function->push_back(std::move(a));
+    } else if (word == "end") {
+      ended = true;
+      break;
+    } else {
+      return fail("unknown entry '" + word + "'");
+    }
+  }
+  if (!ended)
+    return fail("the plan is truncated");
+  return true;
+}

@@ -1,0 +1,57 @@
+//===- Plan.h - The plan as the runtime reads it ----------------*- C++ -*-===//
+//
+// Parses the text plan the compiler embeds in the executable (format in
+// docs/plan.md): buffers with their arena offsets, the kernel table's size
+// and each function's actions. No graph logic: just what to call, where.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_RUNTIME_HOST_PLAN_H
+#define HOTSTAGE_RUNTIME_HOST_PLAN_H
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace hotstage::rt {
+
+struct PlanBuffer {
+  std::string kind, name, dtype; // kind: param, state, input, scalar, temp
+  std::vector<int64_t> shape;
+  int64_t offset = 0, bytes = 0;
+  std::string init, role, of; // params: initializer; states: role, param
+  double initA = 0, initB = 0;
+  int64_t numElements() const;
+};
+
+struct PlanAction {
+  bool gemm = false;
+  int kernel = -1;
+  int64_t parallel = 1;
+  std::vector<int> buffers;
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  bool transA = false, transB = false, accumulate = false;
+  int64_t strideA = 0, strideB = 0, strideC = 0;
+  std::string note;
+};
+
+struct Plan {
+  std::string model;
+  int64_t microbatches = 1, batch = 0, seq = 0, vocab = 0;
+  int64_t arenaBytes = 0, persistentBytes = 0;
+  std::map<int, PlanBuffer> buffers;
+  std::vector<std::string> kernels;
+  std::map<std::string, std::vector<PlanAction>> functions;
+
+  /// The buffer of kind `kind` named `name`, or nullptr.
+  const PlanBuffer *find(const std::string &kind,
+                         const std::string &name) const;
+};
+
+/// Parses `text`; on failure fills `error` with the line and what is wrong.
+bool parsePlan(const char *text, Plan &plan, std::string &error);
+
+} // namespace hotstage::rt
+
+#endif // HOTSTAGE_RUNTIME_HOST_PLAN_H
