@@ -32,6 +32,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <tuple>
 
 using namespace mlir;
 using namespace hotstage;
@@ -56,6 +57,20 @@ std::string dtypeName(Type t) {
   if (t.isF16())
     return "f16";
   return "?";
+}
+
+/// A buffer of `kind` holding a `shape` tensor of `element`.
+plan::Buffer describeBuffer(BufferKind kind, std::string name,
+                            ArrayRef<int64_t> shape, Type element) {
+  plan::Buffer b;
+  b.kind = kind;
+  b.name = std::move(name);
+  b.dtype = dtypeName(element);
+  b.shape.assign(shape.begin(), shape.end());
+  b.bytes = (element.getIntOrFloatBitWidth() + 7) / 8;
+  for (int64_t d : shape)
+    b.bytes *= d;
+  return b;
 }
 
 /// A splat constant's value, if `v` is one.
@@ -406,27 +421,14 @@ int HostLowering::bufferFor(Value v) {
 
 int HostLowering::newTemp(Value v) {
   auto type = tensorType(v);
-  plan::Buffer b;
-  b.kind = BufferKind::Temp;
-  b.dtype = dtypeName(type.getElementType());
-  b.shape.assign(type.getShape().begin(), type.getShape().end());
-  b.bytes = type.getNumElements() *
-            std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
-  int id = plan.addBuffer(b);
+  int id = plan.addBuffer(describeBuffer(BufferKind::Temp, "", type.getShape(),
+                                         type.getElementType()));
   buffers[v] = id;
   return id;
 }
 
 int HostLowering::newScratch(ArrayRef<int64_t> shape, Type element) {
-  plan::Buffer b;
-  b.kind = BufferKind::Temp;
-  b.dtype = dtypeName(element);
-  b.shape.assign(shape.begin(), shape.end());
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  b.bytes = n * element.getIntOrFloatBitWidth() / 8;
-  return plan.addBuffer(b);
+  return plan.addBuffer(describeBuffer(BufferKind::Temp, "", shape, element));
 }
 
 void HostLowering::touch(int buffer) {
@@ -790,7 +792,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     Value bias = rms ? Value() : cast<LayerNormOp>(op).getBias();
     double eps = rms ? cast<RMSNormOp>(op).getEps().convertToDouble()
                      : cast<LayerNormOp>(op).getEps().convertToDouble();
-    auto [rows, d] = rowsOf(x);
+    int64_t rows, d;
+    std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
     SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
                             memrefOf({d}, f32)};
@@ -801,7 +804,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     }
     Kernel k = startKernel(name, loc, types);
     k.loop(k.begin, k.end, [&](Value r) {
-      auto [mean, rstd] = rowStatistics(k, k.args[1], r, d, eps, rms);
+      Value mean, rstd;
+      std::tie(mean, rstd) = rowStatistics(k, k.args[1], r, d, eps, rms);
       k.loop(0, d, [&](Value j) {
         Value v = k.mul(k.mul(k.sub(k.load(k.args[1], {r, j}), mean), rstd),
                         k.load(k.args[2], j));
@@ -818,14 +822,16 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     bool rms = isa<RMSNormGradOp>(op);
     Value dy = op->getOperand(0), x = op->getOperand(1), w = op->getOperand(2);
     double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
-    auto [rows, d] = rowsOf(x);
+    int64_t rows, d;
+    std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
     Kernel k = startKernel(name, loc,
                            {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
                             memrefOf({rows, d}, f32), memrefOf({d}, f32)});
     Value dX = k.args[0], dY = k.args[1], X = k.args[2], W = k.args[3];
     k.loop(k.begin, k.end, [&](Value r) {
-      auto [mean, rstd] = rowStatistics(k, X, r, d, eps, rms);
+      Value mean, rstd;
+      std::tie(mean, rstd) = rowStatistics(k, X, r, d, eps, rms);
       // dxhat = dy * w;  dx = rstd * (dxhat - mean(dxhat) - xhat *
       // mean(dxhat * xhat)), without the mean(dxhat) term for rms_norm.
       Value sumG = k.f32(0), sumGX;
@@ -855,7 +861,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     bool rms = isa<RMSNormScaleGradOp>(op);
     Value dy = op->getOperand(0), x = op->getOperand(1);
     double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
-    auto [rows, d] = rowsOf(x);
+    int64_t rows, d;
+    std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
     // One thread: the rows are summed in order, the same on any machine.
     Kernel k = startKernel(name, loc,
@@ -864,7 +871,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     Value dW = k.args[0], dY = k.args[1], X = k.args[2];
     k.loop(0, d, [&](Value j) { k.store(k.f32(0), dW, j); });
     k.loop(0, rows, [&](Value r) {
-      auto [mean, rstd] = rowStatistics(k, X, r, d, eps, rms);
+      Value mean, rstd;
+      std::tie(mean, rstd) = rowStatistics(k, X, r, d, eps, rms);
       k.loop(0, d, [&](Value j) {
         Value xhat = k.mul(k.sub(k.load(X, {r, j}), mean), rstd);
         k.store(k.add(k.load(dW, j), k.mul(k.load(dY, {r, j}), xhat)), dW, j);
@@ -880,7 +888,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     if (axis != -1 && axis != rank - 1)
       return op->emitError("host lowering: softmax is only supported along "
                            "the last axis yet");
-    auto [rows, d] = rowsOf(op->getResult(0));
+    int64_t rows, d;
+    std::tie(rows, d) = rowsOf(op->getResult(0));
     int out = newTemp(op->getResult(0));
     bool grad = isa<SoftmaxGradOp>(op);
     SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32)};
@@ -922,7 +931,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   }
 
   if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
-    auto [rows, v] = rowsOf(ce.getLogits());
+    int64_t rows, v;
+    std::tie(rows, v) = rowsOf(ce.getLogits());
     Type idType = tensorType(ce.getTargets()).getElementType();
     // Per-row losses in parallel, then their mean in order on one thread.
     int perRow = newScratch({rows}, f32);
@@ -955,7 +965,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   }
 
   if (auto ceg = dyn_cast<CrossEntropyGradOp>(op)) {
-    auto [rows, v] = rowsOf(ceg.getLogits());
+    int64_t rows, v;
+    std::tie(rows, v) = rowsOf(ceg.getLogits());
     Type idType = tensorType(ceg.getTargets()).getElementType();
     int out = newTemp(ceg.getResult());
     Kernel k =
@@ -1342,12 +1353,8 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
       SmallVector<int64_t> offsets(outType.getRank(), 0);
       offsets[axis] = at;
       at += it.getShape()[axis];
-      if (auto splat = splatOf(in)) {
-        // A zero piece (the gradient of an unused split result).
-        int tmp = bufferFor(in);
-        copy("concat", tmp, it, out, outType, it.getShape(), {}, offsets, {});
-        continue;
-      }
+      // bufferFor fills a buffer for a zero piece (the gradient of an
+      // unused split result).
       copy("concat", bufferFor(in), it, out, outType, it.getShape(), {},
            offsets, {});
     }
@@ -1497,13 +1504,9 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
       std::string argName =
           attr ? attr.getValue().str() : ("arg" + Twine(i)).str();
       auto type = tensorType(arg);
-      plan::Buffer b;
-      b.kind = name == "forward" ? BufferKind::Input : BufferKind::Scalar;
-      b.name = argName;
-      b.dtype = dtypeName(type.getElementType());
-      b.shape.assign(type.getShape().begin(), type.getShape().end());
-      b.bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
-      buffers[arg] = plan.addBuffer(b);
+      buffers[arg] = plan.addBuffer(describeBuffer(
+          name == "forward" ? BufferKind::Input : BufferKind::Scalar, argName,
+          type.getShape(), type.getElementType()));
       continue;
     }
     auto source = func.getArgAttrOfType<StringAttr>(i, "nn.source");
@@ -1556,12 +1559,8 @@ FailureOr<host::HostProgram> HostLowering::run() {
   // Persistent buffers: parameters, then training state.
   for (ParamOp p : module.getOps<ParamOp>()) {
     auto type = cast<RankedTensorType>(p.getType());
-    plan::Buffer b;
-    b.kind = BufferKind::Param;
-    b.name = p.getSymName().str();
-    b.dtype = dtypeName(type.getElementType());
-    b.shape.assign(type.getShape().begin(), type.getShape().end());
-    b.bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    plan::Buffer b = describeBuffer(BufferKind::Param, p.getSymName().str(),
+                                    type.getShape(), type.getElementType());
     InitAttr init = p.getInit();
     b.init = stringifyInitKind(init.getKind()).str();
     auto params = init.getParams();
@@ -1571,12 +1570,8 @@ FailureOr<host::HostProgram> HostLowering::run() {
   }
   for (StateOp s : module.getOps<StateOp>()) {
     auto type = cast<RankedTensorType>(s.getType());
-    plan::Buffer b;
-    b.kind = BufferKind::State;
-    b.name = s.getSymName().str();
-    b.dtype = dtypeName(type.getElementType());
-    b.shape.assign(type.getShape().begin(), type.getShape().end());
-    b.bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    plan::Buffer b = describeBuffer(BufferKind::State, s.getSymName().str(),
+                                    type.getShape(), type.getElementType());
     b.role = s.getRole().str();
     b.of = s.getOf().str();
     plan.addBuffer(b);

@@ -11,17 +11,10 @@ using namespace hotstage::rt;
 extern "C" void openblas_set_num_threads(int);
 
 namespace {
-/// One kernel call as the thread pool sees it.
-struct Call {
-  KernelFn fn;
-  void *args[16];
-  size_t numArgs;
-};
-
 /// Calls the kernel with its buffers and [begin, end): the kernels take
 /// bare pointers, so the arity is the number of buffers.
 void invoke(void *ctx, int64_t begin, int64_t end) {
-  auto *c = static_cast<Call *>(ctx);
+  auto *c = static_cast<Executor::Step *>(ctx);
   void **a = c->args;
   using I = int64_t;
   switch (c->numArgs) {
@@ -57,33 +50,56 @@ void invoke(void *ctx, int64_t begin, int64_t end) {
     HS_CASE(12, P, P, P, P, P, P, P, P, P, P, P, P)
 #undef P
   default:
-    std::abort(); // the parser rejects more than 12 buffers
+    std::abort(); // the constructor rejects more than 12 buffers
   }
 }
 } // namespace
 
 Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
-    : plan_(plan), kernels_(kernels), pool_(threads) {
+    : pool_(threads) {
   size_t bytes = (static_cast<size_t>(plan.arenaBytes) + 63) / 64 * 64;
   arena_ = static_cast<char *>(std::aligned_alloc(64, bytes ? bytes : 64));
   if (arena_)
     std::memset(arena_, 0, bytes);
   openblas_set_num_threads(pool_.size());
+  if (!arena_)
+    return;
+  for (const auto &[name, actions] : plan.functions) {
+    std::vector<Step> &steps = functions_[name];
+    for (const PlanAction &a : actions) {
+      Step step{&a, a.gemm ? nullptr : kernels[a.kernel], {}, 0};
+      if (a.buffers.empty() || a.buffers.size() > 12) {
+        setupError_ = "an action of '" + name + "' has " +
+                      std::to_string(a.buffers.size()) +
+                      " buffers (1 to 12 supported)";
+        return;
+      }
+      step.numArgs = a.buffers.size();
+      for (size_t i = 0; i < step.numArgs; ++i)
+        step.args[i] = buffer(plan.buffers.at(a.buffers[i]));
+      steps.push_back(step);
+    }
+  }
 }
 
 Executor::~Executor() { std::free(arena_); }
 
 bool Executor::run(const std::string &name, std::string &error) {
-  auto it = plan_.functions.find(name);
-  if (it == plan_.functions.end()) {
+  if (!setupError_.empty()) {
+    error = setupError_;
+    return false;
+  }
+  auto it = functions_.find(name);
+  if (it == functions_.end()) {
     error = "the plan has no function '" + name + "'";
     return false;
   }
-  for (const PlanAction &a : it->second) {
+  for (Step &step : it->second) {
+    const PlanAction &a = *step.action;
     if (a.gemm) {
-      auto *A = static_cast<float *>(buffer(plan_.buffers.at(a.buffers[0])));
-      auto *B = static_cast<float *>(buffer(plan_.buffers.at(a.buffers[1])));
-      auto *C = static_cast<float *>(buffer(plan_.buffers.at(a.buffers[2])));
+      auto *A = static_cast<float *>(step.args[0]);
+      auto *B = static_cast<float *>(step.args[1]);
+      auto *C = static_cast<float *>(step.args[2]);
       int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n, ldc = a.n;
       for (int64_t b = 0; b < a.batch; ++b)
         cblas_sgemm(CblasRowMajor, a.transA ? CblasTrans : CblasNoTrans,
@@ -92,17 +108,7 @@ bool Executor::run(const std::string &name, std::string &error) {
                     a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
       continue;
     }
-    Call call;
-    call.fn = kernels_[a.kernel];
-    call.numArgs = a.buffers.size();
-    if (call.numArgs == 0 || call.numArgs > 12) {
-      error = "kernel " + plan_.kernels[a.kernel] + " has " +
-              std::to_string(call.numArgs) + " buffers (1 to 12 supported)";
-      return false;
-    }
-    for (size_t i = 0; i < call.numArgs; ++i)
-      call.args[i] = buffer(plan_.buffers.at(a.buffers[i]));
-    pool_.parallelFor(a.parallel, invoke, &call);
+    pool_.parallelFor(a.parallel, invoke, &step);
   }
   return true;
 }

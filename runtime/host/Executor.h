@@ -12,7 +12,10 @@
 #include "runtime/host/Plan.h"
 #include "runtime/support/ThreadPool.h"
 
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace hotstage::rt {
 
@@ -34,11 +37,20 @@ public:
 
   int threads() const { return pool_.size(); }
 
+  /// One action with its buffers resolved to arena pointers.
+  struct Step {
+    const PlanAction *action;
+    KernelFn fn;
+    void *args[12];
+    size_t numArgs;
+  };
+
 private:
-  const Plan &plan_;
-  const KernelFn *kernels_;
   char *arena_ = nullptr;
   ThreadPool pool_;
+  // Resolved once at start: a step does no lookups.
+  std::map<std::string, std::vector<Step>> functions_;
+  std::string setupError_;
 };
 
 } // namespace hotstage::rt
