@@ -1317,8 +1317,9 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
   }
   if (auto s = dyn_cast<SplitOp>(op)) {
     auto inType = tensorType(s.getInput());
-    int64_t axis =
-        s.getAxis() < 0 ? s.getAxis() + inType.getRank() : s.getAxis();
+    // I64Attr getters return uint64_t: convert before testing the sign.
+    int64_t axis = static_cast<int64_t>(s.getAxis());
+    axis = axis < 0 ? axis + inType.getRank() : axis;
     int64_t at = 0;
     for (Value r : s.getResults()) {
       auto rt = tensorType(r);
@@ -1344,8 +1345,8 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
   }
   if (auto c = dyn_cast<ConcatOp>(op)) {
     auto outType = tensorType(c.getResult());
-    int64_t axis =
-        c.getAxis() < 0 ? c.getAxis() + outType.getRank() : c.getAxis();
+    int64_t axis = static_cast<int64_t>(c.getAxis());
+    axis = axis < 0 ? axis + outType.getRank() : axis;
     int out = newTemp(c.getResult());
     int64_t at = 0;
     for (Value in : c.getInputs()) {
