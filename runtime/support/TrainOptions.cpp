@@ -57,11 +57,13 @@ bool parseTrainOptions(int argc, char **argv, TrainOptions &options,
     options.help = true;
     return true;
   }
-  if (command != "train") {
+  if (command != "train" && command != "gradcheck") {
     error = "unknown command '" + std::string(command) +
-            "' (expected 'train'); try '" + program + " --help'";
+            "' (expected 'train' or 'gradcheck'); try '" + program + " --help'";
     return false;
   }
+  options.command = command;
+  bool train = command == "train";
   for (int i = 2; i < argc; ++i)
     if (isHelp(argv[i])) {
       options.help = true;
@@ -83,15 +85,19 @@ bool parseTrainOptions(int argc, char **argv, TrainOptions &options,
       inlineValue = true;
     }
     std::string shown = "--" + std::string(name);
-    static const char *const known[] = {"data",    "steps",     "seed",
-                                        "metrics", "ckpt",      "ckpt-every",
-                                        "resume",  "log-every", "threads"};
-    bool isKnown = false;
-    for (const char *k : known)
-      isKnown |= name == k;
-    if (!isKnown) {
-      error =
-          "unknown option '" + shown + "'; try '" + program + " train --help'";
+    static const char *const trainOnly[] = {
+        "steps",  "metrics",   "ckpt", "ckpt-every",
+        "resume", "log-every", "trace"};
+    static const char *const shared[] = {"data", "seed", "init-from",
+                                         "threads"};
+    bool isShared = false, isTrainOnly = false;
+    for (const char *k : shared)
+      isShared |= name == k;
+    for (const char *k : trainOnly)
+      isTrainOnly |= name == k;
+    if (!isShared && !(train && isTrainOnly)) {
+      error = "unknown option '" + shown + "' for " + std::string(command) +
+              "; try '" + program + " " + std::string(command) + " --help'";
       return false;
     }
     if (!inlineValue) {
@@ -118,6 +124,10 @@ bool parseTrainOptions(int argc, char **argv, TrainOptions &options,
       options.ckptDir = value;
     } else if (name == "resume") {
       options.resumeDir = value;
+    } else if (name == "init-from") {
+      options.initFrom = value;
+    } else if (name == "trace") {
+      options.trace = value;
     } else if (name == "seed") {
       if (!number(UINT64_MAX))
         return false;
@@ -154,12 +164,19 @@ bool parseTrainOptions(int argc, char **argv, TrainOptions &options,
     error = "missing --data GLOB (the token shards to train on)";
     return false;
   }
+  if (!train)
+    return true;
   if (!haveSteps) {
     error = "missing --steps N (how many steps to train)";
     return false;
   }
   if (haveCkptEvery && options.ckptDir.empty()) {
     error = "--ckpt-every needs --ckpt DIR";
+    return false;
+  }
+  if (!options.initFrom.empty() && !options.resumeDir.empty()) {
+    error = "--init-from and --resume exclude each other (a resumed run "
+            "takes its weights from the checkpoint)";
     return false;
   }
   return true;
@@ -169,6 +186,9 @@ std::string trainUsage(const char *programName, const char *modelName) {
   std::string p = programName ? programName : "model";
   std::string m = modelName ? modelName : "the model";
   return "Usage: " + p + " train --data GLOB --steps N [options]\n" +
+         "       " + p +
+         " gradcheck --data GLOB [--seed S] [--init-from "
+         "FILE] [--threads N]\n" +
          "       " + p + " --help\n" + "\n" + "Trains " + m +
          " on llm.c token shards.\n"
          "\n"
@@ -186,11 +206,29 @@ std::string trainUsage(const char *programName, const char *modelName) {
          "at the end; needs --ckpt)\n"
          "  --resume DIR       continue from the checkpoint in DIR (weights, "
          "optimizer, step, data position)\n"
+         "  --init-from FILE   start from the weights in FILE (safetensors, "
+         "F32, named as\n"
+         "                     the model's parameters; a checkpoint works "
+         "too)\n"
+         "  --trace FILE       record the run in FILE (safetensors): the "
+         "batches, step 1's\n"
+         "                     loss and gradients, every step's loss, "
+         "grad_norm and lr,\n"
+         "                     and the final weights\n"
          "  --log-every K      print a progress line every K steps (default "
          "1)\n"
          "  --threads N        CPU threads (default 0: $HOTSTAGE_NUM_THREADS, "
          "else all cores)\n"
          "  -h, --help         show this help and exit\n"
+         "\n"
+         "\n"
+         "gradcheck compares the gradients of one batch (the first of the "
+         "seed's\n"
+         "order) with central finite differences of the loss along a random "
+         "direction,\n"
+         "one parameter at a time, prints a line per parameter, and exits "
+         "1 if any\n"
+         "relative error exceeds its tolerance.\n"
          "\n"
          "Options take '--opt value' or '--opt=value'.\n";
 }

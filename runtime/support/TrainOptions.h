@@ -2,7 +2,10 @@
 //
 //   ./model train --data GLOB --steps N [--seed S] [--metrics FILE.jsonl]
 //                 [--ckpt DIR [--ckpt-every K]] [--resume DIR]
-//                 [--log-every K] [--threads N]
+//                 [--init-from FILE] [--trace FILE] [--log-every K]
+//                 [--threads N]
+//   ./model gradcheck --data GLOB [--seed S] [--init-from FILE]
+//                     [--threads N]
 //   ./model --help | ./model train --help
 //
 // Options take `--opt value` or `--opt=value`.
@@ -18,14 +21,17 @@
 namespace hotstage::rt {
 
 struct TrainOptions {
-  bool help = false; // --help was given; nothing else is checked
-  std::string data;  // glob of llm.c token shards
+  bool help = false;   // --help was given; nothing else is checked
+  std::string command; // "train" or "gradcheck"
+  std::string data;    // glob of llm.c token shards
   int64_t steps = 0;
   uint64_t seed = 1337;
   std::string metrics;   // JSON lines file; empty: none
   std::string ckptDir;   // empty: no checkpoints
   int64_t ckptEvery = 0; // 0: only at the end
   std::string resumeDir; // empty: start fresh
+  std::string initFrom;  // safetensors weights instead of the initializers
+  std::string trace;     // safetensors record of the run; empty: none
   int64_t logEvery = 1;  // progress line every K steps
   int threads = 0;       // 0: defaultThreadCount()
 };

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/checkpoint/SafeTensors.h"
 #include "runtime/data/TokenShards.h"
 #include "runtime/host/Executor.h"
@@ -15,15 +16,15 @@
 #include "runtime/metrics/Metrics.h"
 #include "runtime/support/Random.h"
 #include "runtime/support/TrainOptions.h"
+#include "runtime/train/GradCheck.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <dirent.h>
 #include <memory>
 #include <string>
-#include <sys/stat.h>
+#include <vector>
 
 using namespace hotstage::rt;
 
@@ -36,109 +37,6 @@ namespace {
 [[noreturn]] void fatal(const std::string &message) {
   std::fprintf(stderr, "error: %s\n", message.c_str());
   std::exit(1);
-}
-
-std::string checkpointName(int64_t step) {
-  char name[64];
-  std::snprintf(name, sizeof name, "step_%08lld.safetensors",
-                static_cast<long long>(step));
-  return name;
-}
-
-/// The newest `step_N.safetensors` in `dir`, or "" if there is none.
-std::string newestCheckpoint(const std::string &dir, std::string &error) {
-  DIR *d = opendir(dir.c_str());
-  if (!d) {
-    error =
-        dir + ": cannot open the checkpoint folder: " + std::strerror(errno);
-    return "";
-  }
-  std::string best;
-  while (dirent *e = readdir(d)) {
-    std::string name = e->d_name;
-    if (name.size() == checkpointName(0).size() &&
-        name.rfind("step_", 0) == 0 &&
-        name.compare(name.size() - 12, 12, ".safetensors") == 0 && name > best)
-      best = name;
-  }
-  closedir(d);
-  if (best.empty())
-    error = dir + ": no checkpoint (step_*.safetensors) to resume from";
-  return best.empty() ? "" : dir + "/" + best;
-}
-
-struct TrainState {
-  int64_t step = 0; // steps done
-  BatchLoader::Cursor cursor;
-};
-
-bool saveCheckpoint(const Plan &plan, Executor &exec, const std::string &dir,
-                    const TrainState &state, uint64_t seed,
-                    std::string &error) {
-  mkdir(dir.c_str(), 0755);
-  SafeTensorsWriter writer;
-  for (auto &[id, b] : plan.buffers) {
-    if (b.kind != "param" && !(b.kind == "state" && b.role != "grad"))
-      continue;
-    writer.add(b.name, DType::F32, b.shape, exec.buffer(b),
-               static_cast<size_t>(b.bytes));
-  }
-  writer.setMetadata("format", "hotstage-checkpoint/1");
-  writer.setMetadata("model", plan.model);
-  writer.setMetadata("step", std::to_string(state.step));
-  writer.setMetadata("seed", std::to_string(seed));
-  writer.setMetadata("data_epoch", std::to_string(state.cursor.epoch));
-  writer.setMetadata("data_position", std::to_string(state.cursor.position));
-  return writer.writeAtomically(dir + "/" + checkpointName(state.step), error);
-}
-
-bool loadCheckpoint(const Plan &plan, Executor &exec, const std::string &path,
-                    TrainState &state, uint64_t &seed, std::string &error) {
-  auto file = SafeTensorsFile::open(path, error);
-  if (!file)
-    return false;
-  const auto &meta = file->metadata();
-  auto get = [&](const char *key) -> const std::string * {
-    auto it = meta.find(key);
-    return it == meta.end() ? nullptr : &it->second;
-  };
-  const std::string *model = get("model"), *step = get("step"),
-                    *seedText = get("seed"), *epoch = get("data_epoch"),
-                    *position = get("data_position");
-  if (!model || !step || !seedText || !epoch || !position) {
-    error = path + ": not a Hotstage checkpoint (missing metadata)";
-    return false;
-  }
-  if (*model != plan.model) {
-    error = path + ": checkpoint of model '" + *model + "', not '" +
-            plan.model + "'";
-    return false;
-  }
-  for (auto &[id, b] : plan.buffers) {
-    if (b.kind != "param" && !(b.kind == "state" && b.role != "grad"))
-      continue;
-    const TensorEntry *t = file->find(b.name);
-    if (!t) {
-      error = path + ": no tensor '" + b.name + "'";
-      return false;
-    }
-    if (t->dtype != DType::F32 || t->shape != b.shape) {
-      std::string want, got;
-      for (int64_t d : b.shape)
-        want += (want.empty() ? "" : ", ") + std::to_string(d);
-      for (int64_t d : t->shape)
-        got += (got.empty() ? "" : ", ") + std::to_string(d);
-      error = path + ": tensor '" + b.name + "' is " + dtypeName(t->dtype) +
-              "[" + got + "], the model needs F32[" + want + "]";
-      return false;
-    }
-    std::memcpy(exec.buffer(b), t->data, static_cast<size_t>(b.bytes));
-  }
-  state.step = std::stoll(*step);
-  seed = std::stoull(*seedText);
-  state.cursor.epoch = std::stoull(*epoch);
-  state.cursor.position = std::stoull(*position);
-  return true;
 }
 
 void initParameters(const Plan &plan, Executor &exec, uint64_t seed) {
@@ -164,6 +62,68 @@ void initParameters(const Plan &plan, Executor &exec, uint64_t seed) {
     ++stream;
   }
 }
+
+/// What `--trace FILE` records: enough to replay the run elsewhere and
+/// compare (test/e2e/reference/gpt2_reference.py reads the same names).
+class TraceRecorder {
+public:
+  TraceRecorder(const Plan &plan, Executor &exec) : plan_(plan), exec_(exec) {}
+
+  void addBatch(const int32_t *tokens, const int32_t *targets, size_t count) {
+    tokens_.insert(tokens_.end(), tokens, tokens + count);
+    targets_.insert(targets_.end(), targets, targets + count);
+  }
+  /// After the backward of every microbatch, before the optimizer step.
+  void beforeUpdate(float loss) {
+    if (!losses_.empty())
+      return;
+    for (auto &[id, b] : plan_.buffers)
+      if (b.kind == "state" && b.role == "grad") {
+        const auto *g = static_cast<const float *>(exec_.buffer(b));
+        grads_.emplace_back(b.of, std::vector<float>(g, g + b.numElements()));
+      }
+    loss0_ = loss;
+  }
+  void afterUpdate(float loss, float gradNorm, float lr) {
+    losses_.push_back(loss);
+    gradNorms_.push_back(gradNorm);
+    lrs_.push_back(lr);
+  }
+
+  bool write(const std::string &path, std::string &error) {
+    SafeTensorsWriter w;
+    int64_t steps = static_cast<int64_t>(losses_.size());
+    int64_t rows = plan_.batch * plan_.microbatches;
+    w.add("tokens", DType::I32, {steps, rows, plan_.seq}, tokens_.data(),
+          tokens_.size() * sizeof(int32_t));
+    w.add("targets", DType::I32, {steps, rows, plan_.seq}, targets_.data(),
+          targets_.size() * sizeof(int32_t));
+    w.add("loss0", DType::F32, {}, &loss0_, sizeof(float));
+    w.add("losses", DType::F32, {steps}, losses_.data(), steps * 4);
+    w.add("grad_norm", DType::F32, {steps}, gradNorms_.data(), steps * 4);
+    w.add("lr", DType::F32, {steps}, lrs_.data(), steps * 4);
+    for (auto &[name, values] : grads_) {
+      const PlanBuffer *p = plan_.find("param", name);
+      w.add("grad." + name, DType::F32, p->shape, values.data(),
+            values.size() * sizeof(float));
+    }
+    for (auto &[id, b] : plan_.buffers)
+      if (b.kind == "param")
+        w.add("final." + b.name, DType::F32, b.shape, exec_.buffer(b),
+              static_cast<size_t>(b.bytes));
+    w.setMetadata("format", "hotstage-trace/1");
+    w.setMetadata("model", plan_.model);
+    return w.writeAtomically(path, error);
+  }
+
+private:
+  const Plan &plan_;
+  Executor &exec_;
+  std::vector<int32_t> tokens_, targets_;
+  std::vector<std::pair<std::string, std::vector<float>>> grads_;
+  std::vector<float> losses_, gradNorms_, lrs_;
+  float loss0_ = 0;
+};
 
 } // namespace
 
@@ -204,22 +164,45 @@ int main(int argc, char **argv) {
   if (!loader->init(error))
     fatal(error);
 
-  TrainState state;
-  uint64_t seed = options.seed;
+  CheckpointState state;
+  state.seed = options.seed;
   if (!options.resumeDir.empty()) {
     std::string path = newestCheckpoint(options.resumeDir, error);
-    if (path.empty() || !loadCheckpoint(plan, exec, path, state, seed, error))
+    if (path.empty() || !loadCheckpoint(plan, exec, path, state, error))
       fatal(error);
-    if (seed != options.seed && options.seed != TrainOptions().seed)
+    if (state.seed != options.seed && options.seed != TrainOptions().seed)
       std::fprintf(stderr, "note: resuming with the checkpoint's seed %llu\n",
-                   static_cast<unsigned long long>(seed));
-    loader = std::make_unique<BatchLoader>(*data, plan.batch, plan.seq, seed);
-    if (!loader->init(error) || !loader->seek(state.cursor, error))
-      fatal(options.resumeDir + ": " + error);
+                   static_cast<unsigned long long>(state.seed));
+    loader =
+        std::make_unique<BatchLoader>(*data, plan.batch, plan.seq, state.seed);
+    BatchLoader::Cursor cursor{state.dataEpoch, state.dataPosition};
+    if (!loader->init(error) || !loader->seek(cursor, error))
+      fatal(path + ": " + error);
     std::fprintf(stderr, "resumed from %s at step %lld\n", path.c_str(),
                  static_cast<long long>(state.step));
+  } else if (!options.initFrom.empty()) {
+    int64_t ignored = 0;
+    if (!loadWeights(plan, exec, options.initFrom, ignored, error))
+      fatal(error);
+    if (ignored > 0)
+      std::fprintf(stderr,
+                   "note: %s: ignored %lld tensor(s) that are not "
+                   "parameters of %s\n",
+                   options.initFrom.c_str(), static_cast<long long>(ignored),
+                   plan.model.c_str());
   } else {
-    initParameters(plan, exec, seed);
+    initParameters(plan, exec, state.seed);
+  }
+
+  if (options.command == "gradcheck") {
+    GradCheckOptions check;
+    check.seed = state.seed;
+    int64_t failures = runGradCheck(plan, exec, *loader, check, stdout, error);
+    if (failures < 0)
+      fatal("gradcheck: " + error);
+    std::printf("%s: %lld check(s) failed\n", failures ? "FAIL" : "ok",
+                static_cast<long long>(failures));
+    return failures ? 1 : 0;
   }
 
   auto bufferOf = [&](const char *kind, const char *name) -> void * {
@@ -242,34 +225,46 @@ int main(int argc, char **argv) {
     fatal(error);
   ProgressLine progress(options.steps, stderr, isTerminal(stderr));
   int64_t tokensPerStep = plan.batch * plan.seq * plan.microbatches;
+  std::unique_ptr<TraceRecorder> trace;
+  if (!options.trace.empty())
+    trace = std::make_unique<TraceRecorder>(plan, exec);
 
   while (state.step < options.steps) {
     auto start = std::chrono::steady_clock::now();
     float lossSum = 0;
     for (int64_t m = 0; m < plan.microbatches; ++m) {
       loader->next(tokens, targets);
+      if (trace)
+        trace->addBatch(tokens, targets, size_t(plan.batch * plan.seq));
       if (!exec.run("forward", error) || !exec.run("backward_input", error) ||
           !exec.run("backward_weight", error))
         fatal("step " + std::to_string(state.step + 1) + ": " + error);
       lossSum += *loss;
     }
+    float meanLoss = lossSum / static_cast<float>(plan.microbatches);
+    if (trace)
+      trace->beforeUpdate(meanLoss);
     *step = state.step;
     *total = options.steps;
     if (!exec.run("optimizer_step", error))
       fatal("step " + std::to_string(state.step + 1) + ": " + error);
     ++state.step;
-    state.cursor = loader->cursor();
+    BatchLoader::Cursor cursor = loader->cursor();
+    state.dataEpoch = cursor.epoch;
+    state.dataPosition = cursor.position;
     double ms = std::chrono::duration<double, std::milli>(
                     std::chrono::steady_clock::now() - start)
                     .count();
 
     StepMetrics m;
     m.step = state.step;
-    m.loss = lossSum / static_cast<float>(plan.microbatches);
+    m.loss = meanLoss;
     m.lr = *lr;
     m.gradNorm = *gradNorm;
     m.milliseconds = ms;
     m.tokensPerSecond = tokensPerStep / (ms / 1000.0);
+    if (trace)
+      trace->afterUpdate(m.loss, m.gradNorm, m.lr);
     if (!std::isfinite(m.loss))
       fatal("step " + std::to_string(state.step) + ": the loss is " +
             formatFloat(m.loss));
@@ -279,12 +274,14 @@ int main(int argc, char **argv) {
       progress.update(m);
     if (!options.ckptDir.empty() && options.ckptEvery > 0 &&
         state.step % options.ckptEvery == 0 && state.step < options.steps &&
-        !saveCheckpoint(plan, exec, options.ckptDir, state, seed, error))
+        !saveCheckpoint(plan, exec, options.ckptDir, state, error))
       fatal(error);
   }
   progress.finish();
   if (!options.ckptDir.empty() &&
-      !saveCheckpoint(plan, exec, options.ckptDir, state, seed, error))
+      !saveCheckpoint(plan, exec, options.ckptDir, state, error))
+    fatal(error);
+  if (trace && !trace->write(options.trace, error))
     fatal(error);
   return 0;
 }

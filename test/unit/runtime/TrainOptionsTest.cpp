@@ -96,12 +96,45 @@ TEST(TrainOptions, Help) {
   EXPECT_TRUE(o.help);
 }
 
+TEST(TrainOptions, GradCheckAndWeights) {
+  TrainOptions o;
+  std::string error;
+  ASSERT_TRUE(parse("./model gradcheck --data a.bin --seed 3 --init-from "
+                    "w.safetensors --threads 1",
+                    o, error))
+      << error;
+  EXPECT_EQ(o.command, "gradcheck");
+  EXPECT_EQ(o.data, "a.bin");
+  EXPECT_EQ(o.seed, 3u);
+  EXPECT_EQ(o.initFrom, "w.safetensors");
+  ASSERT_TRUE(parse("./model train --data a.bin --steps 2 --trace t.st "
+                    "--init-from=w.st",
+                    o, error))
+      << error;
+  EXPECT_EQ(o.command, "train");
+  EXPECT_EQ(o.trace, "t.st");
+  EXPECT_EQ(o.initFrom, "w.st");
+  EXPECT_EQ(parseError("./model gradcheck"),
+            "missing --data GLOB (the token shards to train on)");
+}
+
 TEST(TrainOptions, Errors) {
   EXPECT_EQ(parseError("./model"), "missing command; try './model --help'");
   EXPECT_EQ(parseError("./model run"),
-            "unknown command 'run' (expected 'train'); try './model --help'");
+            "unknown command 'run' (expected 'train' or 'gradcheck'); try "
+            "'./model --help'");
   EXPECT_EQ(parseError("./model train --data a --steps 1 --bogus 3"),
-            "unknown option '--bogus'; try './model train --help'");
+            "unknown option '--bogus' for train; try './model train --help'");
+  EXPECT_EQ(parseError("./model gradcheck --data a --steps 1"),
+            "unknown option '--steps' for gradcheck; try './model gradcheck "
+            "--help'");
+  EXPECT_EQ(parseError("./model gradcheck --steps 1"),
+            "unknown option '--steps' for gradcheck; try './model gradcheck "
+            "--help'");
+  EXPECT_EQ(parseError("./model train --data a --steps 1 --init-from w "
+                       "--resume r"),
+            "--init-from and --resume exclude each other (a resumed run takes "
+            "its weights from the checkpoint)");
   EXPECT_EQ(parseError("./model train --data a --steps 1 extra"),
             "unexpected argument 'extra'");
   EXPECT_EQ(parseError("./model train --data a --steps 1 -s"),
