@@ -1,8 +1,8 @@
-//===- hotstage.cpp - The Hotstage compiler driver
-//-------------------------===//
+//===- hotstage.cpp - The Hotstage compiler driver -----------------------===//
 //
 //   hotstage build FILE.hot [-o OUT] [--emit=STAGE] [-D name=value ...]
 //   hotstage info  FILE.hot [-D name=value ...]
+//   hotstage data  --bytes IN.txt -o OUT.bin
 //
 // The first positional argument picks the command; every option is shared,
 // so MLIR's own flags (`--mlir-print-ir-after-all`, `--mlir-timing`) work
@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/driver/DataCommand.h"
 #include "compiler/host/HostLowering.h"
 #include "compiler/host/HostObject.h"
 #include "compiler/passes/Passes.h"
@@ -42,8 +43,14 @@ static cl::OptionCategory category("Hotstage options");
 
 static cl::opt<std::string> command(cl::Positional, cl::desc("<command>"),
                                     cl::cat(category));
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.hot>"),
+static cl::opt<std::string> inputFile(cl::Positional,
+                                      cl::desc("<model.hot | text file>"),
                                       cl::cat(category));
+
+static cl::opt<bool>
+    bytesTokenizer("bytes",
+                   cl::desc("data: one token per byte (vocabulary 256)"),
+                   cl::cat(category));
 
 enum class Emit { None, AST, NN, Train, Plan, Kernels, LLVM, Obj };
 static cl::opt<Emit> emit(
@@ -99,7 +106,11 @@ Commands:
                   `plan` (buffers, arena offsets, actions), `kernels`,
                   `llvm` or `obj`.
   info FILE.hot   Check the model and print its parameter table, the total
-                  parameter count and the train configuration.
+                  parameter count, the train configuration and the memory
+                  plan of one training step (exact arena bytes).
+  data --bytes IN.txt -o OUT.bin
+                  Write the bytes of a text file as an llm.c token shard
+                  (uint16, one token per byte), for models with vocab=256.
 
 Every constant of the model file and every field of its `train` section can
 be overridden: -D layers=2 -D batch=8 -D seq=64 -D stages=4 -D schedule=1f1b
@@ -212,6 +223,27 @@ static int linkExecutable(const std::string &object,
   return 0;
 }
 
+static int runDataCommand() {
+  if (!bytesTokenizer) {
+    llvm::errs() << "hotstage data: give the tokenizer: --bytes (one token "
+                    "per byte) is the only one\n";
+    return 1;
+  }
+  if (outputFile.empty()) {
+    llvm::errs() << "hotstage data: missing -o OUT.bin\n";
+    return 1;
+  }
+  std::string error;
+  int64_t count = writeByteShard(inputFile, outputFile, error);
+  if (count < 0) {
+    llvm::errs() << "hotstage data: " << error << "\n";
+    return 1;
+  }
+  llvm::outs() << "wrote " << outputFile << ": " << withCommas(count)
+               << " tokens (bytes of " << inputFile << ", vocab 256)\n";
+  return 0;
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::registerAsmPrinterCLOptions();
@@ -224,15 +256,18 @@ int main(int argc, char **argv) {
     llvm::errs() << "hotstage: missing command; try 'hotstage --help'\n";
     return 1;
   }
-  if (command != "build" && command != "info") {
+  if (command != "build" && command != "info" && command != "data") {
     llvm::errs() << "hotstage: unknown command '" << command
-                 << "'; expected 'build' or 'info' (see --help)\n";
+                 << "'; expected 'build', 'info' or 'data' (see --help)\n";
     return 1;
   }
   if (inputFile.empty()) {
-    llvm::errs() << "hotstage " << command << ": missing model file\n";
+    llvm::errs() << "hotstage " << command << ": missing "
+                 << (command == "data" ? "text" : "model") << " file\n";
     return 1;
   }
+  if (command == "data")
+    return runDataCommand();
   // Text goes to stdout by default; an executable next to the model's
   // name.
   std::string executable;
@@ -285,8 +320,7 @@ int main(int argc, char **argv) {
 
   if (command == "info") {
     printInfo(*program, output->os());
-    output->keep();
-    return 0;
+    output->os() << "\n";
   }
 
   mlir::MLIRContext context;
@@ -317,7 +351,7 @@ int main(int argc, char **argv) {
   if (mlir::failed(pm.run(*module)))
     return 1;
   passTiming.stop();
-  if (emit == Emit::NN || emit == Emit::Train) {
+  if (command == "build" && (emit == Emit::NN || emit == Emit::Train)) {
     mlir::TimingScope printTiming = rootTiming.nest("print");
     module->print(output->os());
     output->os() << "\n";
@@ -330,6 +364,11 @@ int main(int argc, char **argv) {
   if (mlir::failed(lowered))
     return 1;
   lowerTiming.stop();
+  if (command == "info") {
+    plan::printMemorySummary(lowered->plan, output->os());
+    output->keep();
+    return 0;
+  }
   std::string planText;
   llvm::raw_string_ostream planStream(planText);
   plan::print(lowered->plan, planStream);

@@ -136,3 +136,29 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
   }
   os << "end\n";
 }
+
+void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
+  int64_t params = 0, grads = 0, moments = 0, other = 0;
+  for (const Buffer &b : plan.buffers) {
+    if (b.kind == BufferKind::Param)
+      params += b.bytes;
+    else if (b.kind == BufferKind::State && b.role == "grad")
+      grads += b.bytes;
+    else if (b.kind == BufferKind::State)
+      moments += b.bytes;
+    else if (b.kind != BufferKind::Temp)
+      other += b.bytes;
+  }
+  auto line = [&](llvm::StringRef what, int64_t bytes) {
+    os << "  " << llvm::left_justify(what, 28)
+       << llvm::right_justify(std::to_string(bytes), 14) << " bytes  "
+       << llvm::format("%10.1f MiB", bytes / double(1 << 20)) << "\n";
+  };
+  os << "memory plan (one training step, f32, host):\n";
+  line("parameters", params);
+  line("gradients", grads);
+  line("optimizer state", moments);
+  line("inputs and scalars", other);
+  line("activations (peak, packed)", plan.arenaBytes - plan.persistentBytes);
+  line("arena (allocated once)", plan.arenaBytes);
+}

@@ -86,6 +86,10 @@ struct Plan {
 void assignOffsets(Plan &plan);
 
 /// The text form of docs/plan.md.
+/// What `hotstage info` shows: the arena by kind of buffer and its exact
+/// peak.
+void printMemorySummary(const Plan &plan, llvm::raw_ostream &os);
+
 void print(const Plan &plan, llvm::raw_ostream &os);
 
 } // namespace hotstage::plan

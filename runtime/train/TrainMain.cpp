@@ -270,7 +270,9 @@ int main(int argc, char **argv) {
             formatFloat(m.loss));
     if (metrics.isOpen())
       metrics.write(m);
-    if (state.step % options.logEvery == 0 || state.step == options.steps)
+    // The first step too: it shows where the loss starts.
+    if (state.step % options.logEvery == 0 || state.step == options.steps ||
+        m.step == 1)
       progress.update(m);
     if (!options.ckptDir.empty() && options.ckptEvery > 0 &&
         state.step % options.ckptEvery == 0 && state.step < options.steps &&
