@@ -52,7 +52,7 @@ static cl::opt<bool>
                    cl::desc("data: one token per byte (vocabulary 256)"),
                    cl::cat(category));
 
-enum class Emit { None, AST, NN, Train, Plan, Kernels, LLVM, Obj };
+enum class Emit { None, AST, NN, Train, Fused, Plan, Kernels, LLVM, Obj };
 static cl::opt<Emit> emit(
     "emit", cl::desc("Stage to print instead of building an executable"),
     cl::init(Emit::None),
@@ -60,6 +60,9 @@ static cl::opt<Emit> emit(
                clEnumValN(Emit::NN, "nn", "the nn dialect (forward graph)"),
                clEnumValN(Emit::Train, "train",
                           "forward, backward (B and W) and optimizer step"),
+               clEnumValN(Emit::Fused, "fused",
+                          "the training step after fusion (nn.fused groups, "
+                          "GEMM epilogues)"),
                clEnumValN(Emit::Plan, "plan",
                           "the plan: buffers, offsets and actions"),
                clEnumValN(Emit::Kernels, "kernels", "the host kernels in MLIR"),
@@ -103,7 +106,9 @@ Commands:
                   Print one stage instead: `ast` (the syntax tree), `nn`
                   (the forward graph, which `hotstage-opt` reads back),
                   `train` (forward, backward B and W, optimizer step),
-                  `plan` (buffers, arena offsets, actions), `kernels`,
+                  `fused` (the same after fusion: nn.fused groups and
+                  GEMM epilogue marks), `plan` (buffers, arena offsets,
+                  actions), `kernels`,
                   `llvm` or `obj`.
   info FILE.hot   Check the model and print its parameter table, the total
                   parameter count, the train configuration and the memory
@@ -348,10 +353,13 @@ int main(int argc, char **argv) {
     pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
     pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
   }
+  if (emit != Emit::NN && emit != Emit::Train)
+    pm.addNestedPass<mlir::func::FuncOp>(createFusion());
   if (mlir::failed(pm.run(*module)))
     return 1;
   passTiming.stop();
-  if (command == "build" && (emit == Emit::NN || emit == Emit::Train)) {
+  if (command == "build" &&
+      (emit == Emit::NN || emit == Emit::Train || emit == Emit::Fused)) {
     mlir::TimingScope printTiming = rootTiming.nest("print");
     module->print(output->os());
     output->os() << "\n";

@@ -364,6 +364,11 @@ private:
   // Buffers.
   int bufferFor(Value v);
   int newTemp(Value v);
+  /// The buffer an elementwise result is written to: the parameter or
+  /// state it is stored into when that is safe (findInPlaceStores), else a
+  /// new temp.
+  int outputFor(Value v);
+  void findInPlaceStores(func::FuncOp func);
   int newScratch(ArrayRef<int64_t> shape, Type element);
   void touch(int buffer);
 
@@ -377,9 +382,23 @@ private:
   // Op groups.
   LogicalResult lowerElementwise(Operation *op, ArrayRef<Value> operands,
                                  int out, RankedTensorType outType);
+  LogicalResult lowerFused(FusedOp fused);
+  /// The scalar results (one per output) from the operands' scalars.
+  using ScalarBody = llvm::function_ref<FailureOr<SmallVector<Value>>(
+      OpBuilder &, Location, ArrayRef<Value>)>;
+  /// One linalg.generic over `shape`, parallel over its first dimension,
+  /// reading `operands` with broadcasting and writing the `outs` buffers.
+  LogicalResult
+  emitElementwiseKernel(Operation *op, StringRef name, ArrayRef<Value> operands,
+                        ArrayRef<int> outs, ArrayRef<int64_t> shape,
+                        ArrayRef<Type> outElements, ScalarBody body);
   LogicalResult lowerReduce(Operation *op);
   LogicalResult lowerGemm(Operation *op, Value a, Value b, bool transB,
-                          Value bias, int out);
+                          Value bias, int out, bool accumulateIntoOut = false);
+  /// The gradient accumulator a GEMM without bias can add its product into
+  /// (`store(add(ref S, gemm), S)` with nothing reading S in between), or
+  /// -1; the add is then skipped.
+  int accumulatorFor(Operation *gemm);
   LogicalResult lowerRowOp(Operation *op);
   LogicalResult lowerAttention(Operation *op);
   LogicalResult lowerDataMovement(Operation *op);
@@ -397,6 +416,8 @@ private:
   plan::Plan plan;
   plan::Function *current = nullptr;
   llvm::DenseMap<Value, int> buffers;
+  llvm::DenseMap<Value, int> storeTargets; // results written in place
+  llvm::DenseSet<Operation *> skipped;     // folded into a GEMM
   /// Results of each lowered function, by index.
   llvm::StringMap<SmallVector<int>> results;
   llvm::DenseSet<Operation *> foldedTransposes;
@@ -417,6 +438,89 @@ int HostLowering::bufferFor(Value v) {
     return b;
   }
   return -1;
+}
+
+int HostLowering::outputFor(Value v) {
+  auto it = storeTargets.find(v);
+  if (it == storeTargets.end())
+    return newTemp(v);
+  buffers[v] = it->second;
+  return it->second;
+}
+
+void HostLowering::findInPlaceStores(func::FuncOp func) {
+  storeTargets.clear();
+  Block &block = func.getBody().front();
+  for (StoreOp store : block.getOps<StoreOp>()) {
+    Value v = store.getValue();
+    Operation *def = v.getDefiningOp();
+    if (!def || def->getBlock() != &block ||
+        !(isa<FusedOp>(def) || isElementwise(def)))
+      continue;
+    StringRef name = store.getTarget();
+    int target = plan.find(name, BufferKind::State);
+    if (target < 0)
+      target = plan.find(name, BufferKind::Param);
+    // Safe when nothing reads the target after `def` (which reads it at the
+    // same index as it writes) and nothing else writes it before the store.
+    SmallVector<Value> aliases;
+    for (Operation &op : block) {
+      auto param = dyn_cast<ParamRefOp>(op);
+      auto state = dyn_cast<StateRefOp>(op);
+      if ((param && param.getName() == name) ||
+          (state && state.getName() == name))
+        aliases.push_back(op.getResult(0));
+    }
+    bool safe = true;
+    for (size_t i = 0; i < aliases.size() && safe; ++i)
+      for (Operation *user : aliases[i].getUsers()) {
+        if (auto reshape = dyn_cast<ReshapeOp>(user))
+          aliases.push_back(reshape.getResult());
+        else if (user != def && !user->isBeforeInBlock(def))
+          safe = false;
+      }
+    // v then lives in the target: no other store may overwrite it while v
+    // is still read.
+    for (StoreOp other : block.getOps<StoreOp>())
+      if (other != store && other.getTarget() == name &&
+          def->isBeforeInBlock(other) &&
+          (other->isBeforeInBlock(store) ||
+           llvm::any_of(v.getUsers(), [&](Operation *user) {
+             return other->isBeforeInBlock(user);
+           })))
+        safe = false;
+    if (safe)
+      storeTargets[v] = target;
+  }
+}
+
+int HostLowering::accumulatorFor(Operation *gemm) {
+  Value r = gemm->getResult(0);
+  if (!r.hasOneUse())
+    return -1;
+  auto add = dyn_cast<AddOp>(*r.getUsers().begin());
+  if (!add || add->getBlock() != gemm->getBlock() ||
+      add.getType() != r.getType())
+    return -1;
+  auto it = storeTargets.find(add.getResult());
+  if (it == storeTargets.end())
+    return -1;
+  Value other = add.getLhs() == r ? add.getRhs() : add.getLhs();
+  auto ref = other.getDefiningOp<StateRefOp>();
+  if (!ref || plan.find(ref.getName(), BufferKind::State) != it->second)
+    return -1;
+  // The GEMM now writes S where the add did: nothing may read S between.
+  for (Operation &op : *gemm->getBlock()) {
+    auto state = dyn_cast<StateRefOp>(op);
+    if (!state || state.getName() != ref.getName())
+      continue;
+    for (Operation *user : state.getResult().getUsers())
+      if (user != add.getOperation() && !user->isBeforeInBlock(gemm))
+        return -1;
+  }
+  skipped.insert(add);
+  buffers[add.getResult()] = it->second;
+  return it->second;
 }
 
 int HostLowering::newTemp(Value v) {
@@ -539,10 +643,62 @@ static bool isFoldableTranspose(TransposeOp t) {
 LogicalResult HostLowering::lowerElementwise(Operation *op,
                                              ArrayRef<Value> operands, int out,
                                              RankedTensorType outType) {
-  ArrayRef<int64_t> shape = outType.getShape();
+  return emitElementwiseKernel(
+      op, op->getName().stripDialect(), operands, {out}, outType.getShape(),
+      {outType.getElementType()},
+      [&](OpBuilder &b, Location loc,
+          ArrayRef<Value> scalars) -> FailureOr<SmallVector<Value>> {
+        FailureOr<Value> r =
+            scalarOf(b, loc, op, scalars, outType.getElementType());
+        if (failed(r))
+          return failure();
+        return SmallVector<Value>{*r};
+      });
+}
+
+LogicalResult HostLowering::lowerFused(FusedOp fused) {
+  SmallVector<int> outs;
+  SmallVector<Type> elements;
+  for (Value r : fused.getResults()) {
+    outs.push_back(outputFor(r));
+    elements.push_back(tensorType(r).getElementType());
+  }
+  Block &body = fused.getBody().front();
+  return emitElementwiseKernel(
+      fused, "fused", llvm::to_vector(fused.getInputs()), outs,
+      fused.getShape(), elements,
+      [&](OpBuilder &b, Location loc,
+          ArrayRef<Value> scalars) -> FailureOr<SmallVector<Value>> {
+        DenseMap<Value, Value> scalar;
+        for (auto [arg, s] : llvm::zip(body.getArguments(), scalars))
+          scalar[arg] = s;
+        for (Operation &op : body.without_terminator()) {
+          SmallVector<Value> in;
+          for (Value v : op.getOperands())
+            in.push_back(scalar.lookup(v));
+          FailureOr<Value> r = scalarOf(
+              b, loc, &op, in, tensorType(op.getResult(0)).getElementType());
+          if (failed(r))
+            return failure();
+          scalar[op.getResult(0)] = *r;
+        }
+        SmallVector<Value> results;
+        for (Value v : body.getTerminator()->getOperands())
+          results.push_back(scalar.lookup(v));
+        return results;
+      });
+}
+
+LogicalResult HostLowering::emitElementwiseKernel(
+    Operation *op, StringRef name, ArrayRef<Value> operands, ArrayRef<int> outs,
+    ArrayRef<int64_t> shape, ArrayRef<Type> outElements, ScalarBody body) {
   int64_t rank = shape.size();
-  SmallVector<Type> argTypes{memrefOf(shape, outType.getElementType())};
-  SmallVector<int> argBuffers{out};
+  SmallVector<Type> argTypes;
+  SmallVector<int> argBuffers;
+  for (auto [out, element] : llvm::zip(outs, outElements)) {
+    argTypes.push_back(memrefOf(shape, element));
+    argBuffers.push_back(out);
+  }
   // Per operand: a kernel argument, or an inlined splat.
   SmallVector<std::optional<Attribute>> splats;
   SmallVector<int> argIndex;
@@ -562,7 +718,7 @@ LogicalResult HostLowering::lowerElementwise(Operation *op,
     argBuffers.push_back(b);
   }
 
-  Kernel k = startKernel(op->getName().stripDialect(), op->getLoc(), argTypes);
+  Kernel k = startKernel(name, op->getLoc(), argTypes);
   OpBuilder &b = k.b;
   // Views of this thread's rows of the first dimension.
   auto view = [&](Value m, ArrayRef<int64_t> s, bool split) -> Value {
@@ -596,13 +752,16 @@ LogicalResult HostLowering::lowerElementwise(Operation *op,
                           : getAffineDimExpr(j + lead, ctx));
     maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
   }
-  maps.push_back(AffineMap::getMultiDimIdentityMap(rank, ctx));
-  Value output = view(k.args[0], shape, true);
+  SmallVector<Value> outputs;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    outputs.push_back(view(k.args[i], shape, true));
+    maps.push_back(AffineMap::getMultiDimIdentityMap(rank, ctx));
+  }
   SmallVector<utils::IteratorType> iterators(rank,
                                              utils::IteratorType::parallel);
   LogicalResult status = success();
   linalg::GenericOp::create(
-      b, k.loc, TypeRange{}, inputs, ValueRange{output}, maps, iterators,
+      b, k.loc, TypeRange{}, inputs, outputs, maps, iterators,
       [&](OpBuilder &nb, Location nl, ValueRange blockArgs) {
         SmallVector<Value> scalars;
         unsigned next = 0;
@@ -613,11 +772,11 @@ LogicalResult HostLowering::lowerElementwise(Operation *op,
           else
             scalars.push_back(blockArgs[next++]);
         }
-        FailureOr<Value> r =
-            scalarOf(nb, nl, op, scalars, outType.getElementType());
+        FailureOr<SmallVector<Value>> r = body(nb, nl, scalars);
         if (failed(r)) {
           status = failure();
-          r = scalars.empty() ? blockArgs.back() : scalars[0];
+          // Keep the IR well formed until the error is reported.
+          r = SmallVector<Value>(blockArgs.take_back(outs.size()));
         }
         linalg::YieldOp::create(nb, nl, *r);
       });
@@ -694,7 +853,8 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
-                                      bool transB, Value bias, int out) {
+                                      bool transB, Value bias, int out,
+                                      bool accumulateIntoOut) {
   // Shapes as the op sees them (before folding transposes).
   ArrayRef<int64_t> sa = tensorType(a).getShape();
   ArrayRef<int64_t> sb = tensorType(b).getShape();
@@ -721,8 +881,8 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   if (bufA < 0 || bufB < 0)
     return op->emitError("host lowering: matmul operand has no buffer");
 
-  bool accumulate = false;
-  if (bias) {
+  bool accumulate = accumulateIntoOut;
+  if (bias && !accumulateIntoOut) {
     // C starts as the broadcast bias; the GEMM adds to it.
     auto outType = tensorType(op->getResult(0));
     if (failed(lowerElementwise(op, {bias}, out, outType)))
@@ -1432,6 +1592,8 @@ LogicalResult HostLowering::lowerLrSchedule(LrScheduleOp op) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult HostLowering::lowerOp(Operation *op) {
+  if (skipped.contains(op))
+    return success();
   if (auto ref = dyn_cast<ParamRefOp>(op)) {
     buffers[ref.getResult()] = plan.find(ref.getName(), BufferKind::Param);
     return success();
@@ -1466,15 +1628,22 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
       fill(target, type, *splat, op);
       return success();
     }
-    copyInto(bufferFor(store.getValue()), target, type, op);
+    int from = bufferFor(store.getValue());
+    if (from != target) // else the producer wrote in place
+      copyInto(from, target, type, op);
     return success();
   }
+  if (auto fused = dyn_cast<FusedOp>(op))
+    return lowerFused(fused);
   if (isElementwise(op)) {
-    int out = newTemp(op->getResult(0));
+    int out = outputFor(op->getResult(0));
     return lowerElementwise(op, llvm::to_vector(op->getOperands()), out,
                             tensorType(op->getResult(0)));
   }
   if (auto mm = dyn_cast<MatmulOp>(op)) {
+    if (int acc = accumulatorFor(op); acc >= 0)
+      return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), acc,
+                       /*accumulateIntoOut=*/true);
     int out = newTemp(mm.getResult());
     return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), out);
   }
@@ -1528,6 +1697,7 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
       return func.emitError("host lowering: unknown source ") << source;
     buffers[arg] = buffer;
   }
+  findInPlaceStores(func);
   // Transposes that GEMMs read through their flags.
   func.walk([&](TransposeOp t) {
     if (isFoldableTranspose(t))

@@ -47,4 +47,30 @@ def Optimizer : Pass<"nn-optimizer", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+def Fusion : Pass<"nn-fusion", "::mlir::func::FuncOp"> {
+  let summary = "groups elementwise chains into nn.fused kernels and marks GEMM epilogues";
+  let description = [{
+    Walks each function in order and grows groups of elementwise ops
+    (`nn::isFusibleElementwise`) with the same result shape: an op joins
+    the group of one of its operands when no op outside the group reads a
+    member's result before it. Each group of two or more ops becomes one
+    `nn.fused` op, placed where its last member was, whose results are the
+    members' values that ops outside read. A target runs it as one kernel:
+    one pass over memory instead of one per op.
+
+    GEMMs (`nn.linear`, `nn.matmul`) whose result flows through a chain of
+    single readers (the function's return aside) into an activation or a residual add are marked
+    `nn.epilogue = ["bias", "gelu", "residual"]` (in order); a target
+    whose GEMM library fuses epilogues (cuBLASLt) reads the mark. The host
+    target's BLAS does not, so it runs the bias as a GEMM accumulate and
+    the rest in the fused group.
+  }];
+  let options = [
+    Option<"maxArguments", "max-arguments", "unsigned", /*default=*/"12",
+           "most inputs (splat constants aside) plus results of one group; "
+           "a larger group is cut into consecutive pieces (kernel argument "
+           "limits)">,
+  ];
+}
+
 #endif // HOTSTAGE_COMPILER_PASSES_PASSES_TD

@@ -40,8 +40,26 @@ void NNDialect::initialize() {
 LogicalResult NNDialect::verifyOperationAttribute(Operation *op,
                                                   NamedAttribute attr) {
   StringRef name = attr.getName().strref();
+  // The fusion pass's mark on a GEMM: the epilogue stages, in order.
+  if (name == "nn.epilogue") {
+    if (!isa<LinearOp, MatmulOp>(op))
+      return op->emitError() << "'nn.epilogue' is only valid on nn.linear "
+                                "and nn.matmul";
+    auto stages = dyn_cast<ArrayAttr>(attr.getValue());
+    if (!stages || !llvm::all_of(stages, [](Attribute a) {
+          auto s = dyn_cast<StringAttr>(a);
+          return s && llvm::is_contained({"bias", "gelu", "gelu_tanh", "relu",
+                                          "silu", "residual"},
+                                         s.getValue());
+        }))
+      return op->emitError()
+             << "'nn.epilogue' must be an array of bias, gelu, gelu_tanh, "
+                "relu, silu and residual, got "
+             << attr.getValue();
+    return success();
+  }
   // Unknown names are rejected so that a typo does not pass silently; add
-  // new module attributes here and to docs/nn-dialect.md.
+  // new attributes here and to docs/nn-dialect.md.
   if (name != kModelAttrName && name != kTrainAttrName)
     return op->emitError() << "unknown nn dialect attribute '" << name << "'";
   if (!isa<ModuleOp>(op))

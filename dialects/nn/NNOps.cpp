@@ -539,3 +539,54 @@ LogicalResult LrScheduleOp::verify() {
     return failure();
   return checkPositive(*this, "min_lr", getMinLr(), /*allowZero=*/true);
 }
+
+//===----------------------------------------------------------------------===//
+// Fusion groups
+//===----------------------------------------------------------------------===//
+
+bool hotstage::nn::isFusibleElementwise(Operation *op) {
+  return isa<AddOp, SubOp, MulOp, DivOp, MaximumOp, MinimumOp, GreaterEqualOp,
+             NegOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp, SigmoidOp, ReluOp,
+             SiluOp, GeluOp, ActivationGradOp, BroadcastOp>(op);
+}
+
+LogicalResult FusedOp::verify() {
+  ArrayRef<int64_t> shape = getShape();
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError() << "has " << getInputs().size()
+                         << " inputs but its body takes "
+                         << body.getNumArguments() << " arguments";
+  for (auto [i, input, arg] :
+       llvm::enumerate(getInputs(), body.getArguments())) {
+    if (input.getType() != arg.getType())
+      return emitOpError() << "input " << i << " is " << input.getType()
+                           << " but body argument " << i << " is "
+                           << arg.getType();
+    ArrayRef<int64_t> s = shapeOf(input);
+    bool fits = s.size() <= shape.size();
+    for (size_t j = 0; fits && j < s.size(); ++j) {
+      int64_t d = shape[shape.size() - s.size() + j];
+      fits = s[j] == d || s[j] == 1;
+    }
+    if (!fits)
+      return emitOpError() << "input " << i << " of shape " << shape::str(s)
+                           << " does not broadcast to " << shape::str(shape);
+  }
+  for (Operation &op : body.without_terminator()) {
+    if (!isFusibleElementwise(&op))
+      return op.emitOpError() << "is not elementwise and cannot be in "
+                                 "an nn.fused group";
+    if (shapeOf(op.getResult(0)) != shape)
+      return op.emitOpError()
+             << "has shape " << shape::str(shapeOf(op.getResult(0)))
+             << ", not the group's " << shape::str(shape);
+  }
+  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  if (!yield)
+    return emitOpError() << "body must end in nn.yield";
+  if (yield.getValues().getTypes() != getResultTypes())
+    return emitOpError() << "yields " << yield.getValues().size()
+                         << " values whose types differ from its results";
+  return success();
+}

@@ -23,4 +23,12 @@
 #define GET_OP_CLASSES
 #include "dialects/nn/NNOps.h.inc"
 
+namespace hotstage::nn {
+
+/// Ops whose every result element depends only on the operand elements at
+/// the same index (after broadcasting): what an nn.fused group may hold.
+bool isFusibleElementwise(mlir::Operation *op);
+
+} // namespace hotstage::nn
+
 #endif // HOTSTAGE_DIALECTS_NN_NNOPS_H

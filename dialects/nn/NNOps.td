@@ -793,4 +793,43 @@ def NN_LrScheduleOp : NN_Op<"lr_schedule", [Pure]> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Fusion groups (made by the nn-fusion pass)
+//===----------------------------------------------------------------------===//
+
+def NN_FusedOp : NN_Op<"fused", [IsolatedFromAbove, Pure, SingleBlock]> {
+  let summary = "a group of elementwise ops that a target runs as one kernel";
+  let description = [{
+    The body computes the results from the block arguments (one per input,
+    in order) with elementwise nn ops; every op of the body has the result
+    shape `shape` of the group, so one loop nest over `shape` computes all
+    of them, reading each input with NumPy broadcasting. The results are
+    the values the ops outside need, in `nn.yield` order.
+
+    ```mlir
+    %r:2 = nn.fused (%g, %m) shape = [64, 64] : (tensor<64x64xf32>, tensor<64x64xf32>) -> (tensor<64x64xf32>, tensor<64x64xf32>) {
+    ^bb0(%a: tensor<64x64xf32>, %b: tensor<64x64xf32>):
+      %0 = nn.mul %a, %b : (tensor<64x64xf32>, tensor<64x64xf32>) -> tensor<64x64xf32>
+      %1 = nn.add %0, %a : (tensor<64x64xf32>, tensor<64x64xf32>) -> tensor<64x64xf32>
+      nn.yield %0, %1 : tensor<64x64xf32>, tensor<64x64xf32>
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<NN_Tensor>:$inputs,
+                       DenseI64ArrayAttr:$shape);
+  let results = (outs Variadic<NN_Tensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    `(` $inputs `)` `shape` `=` $shape attr-dict `:`
+        functional-type($inputs, $results) $body
+  }];
+  let hasVerifier = 1;
+}
+
+def NN_YieldOp : NN_Op<"yield", [Pure, Terminator, HasParent<"FusedOp">]> {
+  let summary = "the results of an nn.fused group";
+  let arguments = (ins Variadic<NN_Tensor>:$values);
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
 #endif // HOTSTAGE_DIALECTS_NN_NNOPS_TD

@@ -2,7 +2,10 @@
 
 #include "runtime/host/Executor.h"
 
+#include <algorithm>
 #include <cblas.h>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -56,7 +59,7 @@ void invoke(void *ctx, int64_t begin, int64_t end) {
 } // namespace
 
 Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
-    : pool_(threads) {
+    : profile_(std::getenv("HOTSTAGE_PROFILE") != nullptr), pool_(threads) {
   size_t bytes = (static_cast<size_t>(plan.arenaBytes) + 63) / 64 * 64;
   arena_ = static_cast<char *>(std::aligned_alloc(64, bytes ? bytes : 64));
   if (arena_)
@@ -82,7 +85,31 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
   }
 }
 
-Executor::~Executor() { std::free(arena_); }
+Executor::~Executor() {
+  if (profile_)
+    printProfile();
+  std::free(arena_);
+}
+
+void Executor::printProfile() const {
+  std::vector<std::pair<std::string, const ProfileEntry *>> rows;
+  double total = 0;
+  for (auto &[key, entry] : profileEntries_) {
+    rows.push_back({key, &entry});
+    total += entry.seconds;
+  }
+  std::sort(rows.begin(), rows.end(), [](auto &a, auto &b) {
+    return a.second->seconds > b.second->seconds;
+  });
+  std::fprintf(stderr, "profile (HOTSTAGE_PROFILE): %.3f s in actions\n",
+               total);
+  std::fprintf(stderr, "%10s %6s %10s  %s\n", "ms", "%", "calls",
+               "function / action");
+  for (auto &[key, e] : rows)
+    std::fprintf(stderr, "%10.2f %6.1f %10lld  %s\n", e->seconds * 1e3,
+                 total > 0 ? 100 * e->seconds / total : 0.0,
+                 static_cast<long long>(e->calls), key.c_str());
+}
 
 bool Executor::run(const std::string &name, std::string &error) {
   if (!setupError_.empty()) {
@@ -96,6 +123,24 @@ bool Executor::run(const std::string &name, std::string &error) {
   }
   for (Step &step : it->second) {
     const PlanAction &a = *step.action;
+    auto start = profile_ ? std::chrono::steady_clock::now()
+                          : std::chrono::steady_clock::time_point();
+    runStep(step);
+    if (profile_) {
+      ProfileEntry &e =
+          profileEntries_[name + " / " + (a.gemm ? "gemm " : "") + a.note];
+      e.seconds += std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+      ++e.calls;
+    }
+  }
+  return true;
+}
+
+void Executor::runStep(Step &step) {
+  {
+    const PlanAction &a = *step.action;
     if (a.gemm) {
       auto *A = static_cast<float *>(step.args[0]);
       auto *B = static_cast<float *>(step.args[1]);
@@ -106,9 +151,8 @@ bool Executor::run(const std::string &name, std::string &error) {
                     a.transB ? CblasTrans : CblasNoTrans, a.m, a.n, a.k, 1.0f,
                     A + b * a.strideA, lda, B + b * a.strideB, ldb,
                     a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
-      continue;
+      return;
     }
     pool_.parallelFor(a.parallel, invoke, &step);
   }
-  return true;
 }

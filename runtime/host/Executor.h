@@ -46,6 +46,17 @@ public:
   };
 
 private:
+  void runStep(Step &step);
+  void printProfile() const;
+
+  struct ProfileEntry {
+    double seconds = 0;
+    int64_t calls = 0;
+  };
+  // HOTSTAGE_PROFILE=1: time per function and op, printed at exit.
+  bool profile_ = false;
+  std::map<std::string, ProfileEntry> profileEntries_;
+
   char *arena_ = nullptr;
   ThreadPool pool_;
   // Resolved once at start: a step does no lookups.
