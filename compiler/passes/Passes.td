@@ -59,7 +59,8 @@ def Fusion : Pass<"nn-fusion", "::mlir::func::FuncOp"> {
     one pass over memory instead of one per op.
 
     GEMMs (`nn.linear`, `nn.matmul`) whose result flows through a chain of
-    single readers (the function's return aside) into an activation or a residual add are marked
+    single readers (the function's return aside) into an activation or a
+    residual add are marked
     `nn.epilogue = ["bias", "gelu", "residual"]` (in order); a target
     whose GEMM library fuses epilogues (cuBLASLt) reads the mark. The host
     target's BLAS does not, so it runs the bias as a GEMM accumulate and
