@@ -120,6 +120,9 @@ Commands:
 Every constant of the model file and every field of its `train` section can
 be overridden: -D layers=2 -D batch=8 -D seq=64 -D stages=4 -D schedule=1f1b
 
+MLIR's options work with every command (--mlir-print-ir-after-all,
+--mlir-timing, ...); --help-hidden lists them.
+
 Exit status: 0 on success, 1 when the model has errors (each printed as
 file:line:col: error: message, with the source line and a caret).
 )";
@@ -255,6 +258,13 @@ int main(int argc, char **argv) {
   mlir::registerMLIRContextCLOptions();
   mlir::registerPassManagerCLOptions();
   mlir::registerDefaultTimingManagerCLOptions();
+  // --help shows Hotstage's options; LLVM's and MLIR's still work and are
+  // listed by --help-hidden.
+  for (auto &[name, option] : cl::getRegisteredOptions())
+    if (!llvm::is_contained(option->Categories, &category) &&
+        option->getOptionHiddenFlag() == cl::NotHidden && name != "help" &&
+        name != "version")
+      option->setHiddenFlag(cl::Hidden);
   cl::ParseCommandLineOptions(argc, argv, overview);
 
   if (command.empty()) {
