@@ -136,23 +136,15 @@ public:
       return false;
     bool haveMetadata = false;
     std::set<std::string> names;
-    skipSpace();
-    if (peek() == '}') {
-      ++p_;
-    } else {
-      for (;;) {
-        skipSpace();
-        const char *keyAt = p_;
-        std::string key;
-        if (!parseString(key) || !colon())
-          return false;
-        if (key == kMetadataKey) {
-          if (haveMetadata)
-            return failAt(keyAt, "duplicate \"__metadata__\"");
-          haveMetadata = true;
-          if (!parseMetadata(metadata))
-            return false;
-        } else {
+    bool ok =
+        parseMembers("',' or '}' after a header entry", [&](std::string &key,
+                                                            const char *keyAt) {
+          if (key == kMetadataKey) {
+            if (haveMetadata)
+              return failAt(keyAt, "duplicate \"__metadata__\"");
+            haveMetadata = true;
+            return parseMetadata(metadata);
+          }
           if (!names.insert(key).second)
             return failAt(keyAt, "duplicate tensor name '" + key + "'");
           ParsedTensor t;
@@ -160,17 +152,10 @@ public:
           if (!parseTensor(t))
             return false;
           tensors.push_back(std::move(t));
-        }
-        skipSpace();
-        if (peek() == ',') {
-          ++p_;
-          continue;
-        }
-        if (!expect('}', "',' or '}' after a header entry"))
-          return false;
-        break;
-      }
-    }
+          return true;
+        });
+    if (!ok)
+      return false;
     skipSpace();
     if (p_ != end_)
       return fail("unexpected text after the header object");
@@ -362,80 +347,72 @@ private:
     }
   }
 
+  /// One field of a tensor entry: dtype, shape, data_offsets, or another
+  /// (skipped).
+  bool parseTensorField(ParsedTensor &t, const std::string &key,
+                        const char *keyAt) {
+    auto once = [&](bool &seen) {
+      if (seen)
+        return failAt(keyAt,
+                      "tensor '" + t.name + "' has two \"" + key + "\" fields");
+      seen = true;
+      return true;
+    };
+    if (key == "dtype") {
+      if (!once(t.haveDType) || !parseString(t.dtypeName))
+        return false;
+    } else if (key == "shape") {
+      if (!once(t.haveShape))
+        return false;
+      std::vector<Integer> dims;
+      std::string owner = "tensor '" + t.name + "'";
+      std::string what = owner + ": dimension";
+      if (!parseIntArray(dims, owner, "dimension"))
+        return false;
+      for (const Integer &d : dims) {
+        if (d.negative && d.value != 0)
+          return failAt(d.at,
+                        what + " -" + std::to_string(d.value) + " is negative");
+        if (d.value > uint64_t(INT64_MAX))
+          return failAt(d.at,
+                        what + " " + std::to_string(d.value) + " is too large");
+        t.shape.push_back(int64_t(d.value));
+      }
+    } else if (key == "data_offsets") {
+      if (!once(t.haveOffsets))
+        return false;
+      std::vector<Integer> offsets;
+      std::string owner = "tensor '" + t.name + "'";
+      std::string what = owner + ": data offset";
+      const char *at = p_;
+      if (!parseIntArray(offsets, owner, "data offset"))
+        return false;
+      if (offsets.size() != 2)
+        return failAt(at, "tensor '" + t.name +
+                              "': data_offsets must hold two numbers, "
+                              "not " +
+                              std::to_string(offsets.size()));
+      for (const Integer &o : offsets)
+        if (o.negative && o.value != 0)
+          return failAt(o.at,
+                        what + " -" + std::to_string(o.value) + " is negative");
+      t.begin = offsets[0].value;
+      t.end = offsets[1].value;
+    } else if (!skipValue(0)) {
+      return false;
+    }
+    return true;
+  }
+
   bool parseTensor(ParsedTensor &t) {
     const char *entryAt = p_;
     if (!expect('{', ("an object for tensor '" + t.name + "'").c_str()))
       return false;
-    skipSpace();
-    if (peek() == '}') {
-      ++p_;
-    } else {
-      for (;;) {
-        skipSpace();
-        const char *keyAt = p_;
-        std::string key;
-        if (!parseString(key) || !colon())
-          return false;
-        auto once = [&](bool &seen) {
-          if (seen)
-            return failAt(keyAt, "tensor '" + t.name + "' has two \"" + key +
-                                     "\" fields");
-          seen = true;
-          return true;
-        };
-        if (key == "dtype") {
-          if (!once(t.haveDType) || !parseString(t.dtypeName))
-            return false;
-        } else if (key == "shape") {
-          if (!once(t.haveShape))
-            return false;
-          std::vector<Integer> dims;
-          std::string owner = "tensor '" + t.name + "'";
-          std::string what = owner + ": dimension";
-          if (!parseIntArray(dims, owner, "dimension"))
-            return false;
-          for (const Integer &d : dims) {
-            if (d.negative && d.value != 0)
-              return failAt(d.at, what + " -" + std::to_string(d.value) +
-                                      " is negative");
-            if (d.value > uint64_t(INT64_MAX))
-              return failAt(d.at, what + " " + std::to_string(d.value) +
-                                      " is too large");
-            t.shape.push_back(int64_t(d.value));
-          }
-        } else if (key == "data_offsets") {
-          if (!once(t.haveOffsets))
-            return false;
-          std::vector<Integer> offsets;
-          std::string owner = "tensor '" + t.name + "'";
-          std::string what = owner + ": data offset";
-          const char *at = p_;
-          if (!parseIntArray(offsets, owner, "data offset"))
-            return false;
-          if (offsets.size() != 2)
-            return failAt(at, "tensor '" + t.name +
-                                  "': data_offsets must hold two numbers, "
-                                  "not " +
-                                  std::to_string(offsets.size()));
-          for (const Integer &o : offsets)
-            if (o.negative && o.value != 0)
-              return failAt(o.at, what + " -" + std::to_string(o.value) +
-                                      " is negative");
-          t.begin = offsets[0].value;
-          t.end = offsets[1].value;
-        } else if (!skipValue(0)) {
-          return false;
-        }
-        skipSpace();
-        if (peek() == ',') {
-          ++p_;
-          continue;
-        }
-        if (!expect('}', "',' or '}' in a tensor entry"))
-          return false;
-        break;
-      }
-    }
+    if (!parseMembers("',' or '}' in a tensor entry",
+                      [&](std::string &key, const char *keyAt) {
+                        return parseTensorField(t, key, keyAt);
+                      }))
+      return false;
     const char *missing = !t.haveDType     ? "dtype"
                           : !t.haveShape   ? "shape"
                           : !t.haveOffsets ? "data_offsets"
@@ -446,13 +423,10 @@ private:
     return true;
   }
 
-  bool parseMetadata(std::map<std::string, std::string> &metadata) {
-    if (end_ - p_ >= 4 && std::memcmp(p_, "null", 4) == 0) {
-      p_ += 4;
-      return true;
-    }
-    if (!expect('{', "an object for \"__metadata__\""))
-      return false;
+  /// The members of a JSON object whose '{' was just read: reads each key
+  /// and ':', lets onMember(key, keyAt) read the value, and ends at '}'.
+  template <typename OnMember>
+  bool parseMembers(const char *separator, OnMember onMember) {
     skipSpace();
     if (peek() == '}') {
       ++p_;
@@ -461,22 +435,37 @@ private:
     for (;;) {
       skipSpace();
       const char *keyAt = p_;
-      std::string key, value;
-      if (!parseString(key) || !colon())
+      std::string key;
+      if (!parseString(key) || !colon() || !onMember(key, keyAt))
         return false;
-      if (peek() != '"')
-        return fail("metadata value for '" + key + "' is not a string");
-      if (!parseString(value))
-        return false;
-      if (!metadata.emplace(key, std::move(value)).second)
-        return failAt(keyAt, "duplicate metadata key '" + key + "'");
       skipSpace();
       if (peek() == ',') {
         ++p_;
         continue;
       }
-      return expect('}', "',' or '}' in \"__metadata__\"");
+      return expect('}', separator);
     }
+  }
+
+  bool parseMetadata(std::map<std::string, std::string> &metadata) {
+    if (end_ - p_ >= 4 && std::memcmp(p_, "null", 4) == 0) {
+      p_ += 4;
+      return true;
+    }
+    if (!expect('{', "an object for \"__metadata__\""))
+      return false;
+    return parseMembers(
+        "',' or '}' in \"__metadata__\"",
+        [&](std::string &key, const char *keyAt) {
+          if (peek() != '"')
+            return fail("metadata value for '" + key + "' is not a string");
+          std::string value;
+          if (!parseString(value))
+            return false;
+          if (!metadata.emplace(key, std::move(value)).second)
+            return failAt(keyAt, "duplicate metadata key '" + key + "'");
+          return true;
+        });
   }
 
   bool skipValue(int depth) {

@@ -99,9 +99,10 @@ public:
     w.add("targets", DType::I32, {steps, rows, plan_.seq}, targets_.data(),
           targets_.size() * sizeof(int32_t));
     w.add("loss0", DType::F32, {}, &loss0_, sizeof(float));
-    w.add("losses", DType::F32, {steps}, losses_.data(), steps * 4);
-    w.add("grad_norm", DType::F32, {steps}, gradNorms_.data(), steps * 4);
-    w.add("lr", DType::F32, {steps}, lrs_.data(), steps * 4);
+    w.add("losses", DType::F32, {steps}, losses_.data(), steps * sizeof(float));
+    w.add("grad_norm", DType::F32, {steps}, gradNorms_.data(),
+          steps * sizeof(float));
+    w.add("lr", DType::F32, {steps}, lrs_.data(), steps * sizeof(float));
     for (auto &[name, values] : grads_) {
       const PlanBuffer *p = plan_.find("param", name);
       w.add("grad." + name, DType::F32, p->shape, values.data(),
