@@ -11,7 +11,7 @@ packages=(
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
   clang-22 libclang-rt-22-dev   # the compiler, and libFuzzer for the fuzzer
   libgtest-dev                  # runtime unit tests
-  libopenblas-dev               # GEMMs of the host target
+  libdnnl-dev                   # GEMMs of the host target (oneDNN)
   python3-torch python3-numpy   # the PyTorch references of the e2e tests and bench/
 )
 missing=()

@@ -216,9 +216,9 @@ static int linkExecutable(const std::string &object,
     llvm::errs() << "hotstage: no C++ linker found (set HOTSTAGE_CXX)\n";
     return 1;
   }
-  llvm::SmallVector<llvm::StringRef> args{driver,       "-o",        executable,
-                                          object,       runtimeMain, runtime,
-                                          "-lopenblas", "-lpthread", "-lm"};
+  llvm::SmallVector<llvm::StringRef> args{
+      driver,  "-o",     executable, object,      runtimeMain,
+      runtime, "-ldnnl", "-lgomp",   "-lpthread", "-lm"};
   std::string message;
   int rc =
       llvm::sys::ExecuteAndWait(driver, args, std::nullopt, {}, 0, 0, &message);

@@ -3,15 +3,13 @@
 #include "runtime/host/Executor.h"
 
 #include <algorithm>
-#include <cblas.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dnnl.h>
 
 using namespace hotstage::rt;
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 /// Calls the kernel with its buffers and [begin, end): the kernels take
@@ -64,7 +62,6 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
   arena_ = static_cast<char *>(std::aligned_alloc(64, bytes ? bytes : 64));
   if (arena_)
     std::memset(arena_, 0, bytes);
-  openblas_set_num_threads(pool_.size());
   if (!arena_)
     return;
   for (const auto &[name, actions] : plan.functions) {
@@ -147,10 +144,9 @@ void Executor::runStep(Step &step) {
       auto *C = static_cast<float *>(step.args[2]);
       int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n, ldc = a.n;
       for (int64_t b = 0; b < a.batch; ++b)
-        cblas_sgemm(CblasRowMajor, a.transA ? CblasTrans : CblasNoTrans,
-                    a.transB ? CblasTrans : CblasNoTrans, a.m, a.n, a.k, 1.0f,
-                    A + b * a.strideA, lda, B + b * a.strideB, ldb,
-                    a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
+        dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k,
+                   1.0f, A + b * a.strideA, lda, B + b * a.strideB, ldb,
+                   a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
       return;
     }
     pool_.parallelFor(a.parallel, invoke, &step);

@@ -2,7 +2,7 @@
 //
 // Owns the arena (allocated once, never again) and runs a function's
 // actions in order: kernel calls split over the thread pool, GEMMs through
-// the BLAS library.
+// oneDNN (the same threads: see ThreadPool.h).
 //
 //===----------------------------------------------------------------------===//
 

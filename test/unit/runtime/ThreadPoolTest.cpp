@@ -7,8 +7,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <numeric>
 #include <set>
+#include <thread>
+#include <vector>
 
 using namespace hotstage::rt;
 
