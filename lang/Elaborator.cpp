@@ -223,6 +223,8 @@ private:
                      SMLoc loc);
   void setTrainValue(TrainField &field, const Val &v, SMLoc loc);
   void checkTrain();
+  /// `recompute` names a block member of the constructed model.
+  bool checkRecompute();
 
   // Graph construction.
   std::optional<unsigned> asTensor(const Val &v, SMLoc loc,
@@ -2103,6 +2105,8 @@ static const std::vector<TrainSchema> &trainSchema() {
        "1f1b",
        {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v", "dualpipe_v"}},
       {"virtual_stages", K::Int, 1, nullptr, {}},
+      // A block member name (checked against the model's instances).
+      {"recompute", K::Name, 0, "none", {}},
   };
   return schema;
 }
@@ -2137,7 +2141,8 @@ void Elaborator::setTrainValue(TrainField &field, const Val &v, SMLoc loc) {
                        << "' must be a name, got " << describe(v);
       return;
     }
-    if (!llvm::is_contained(schema->choices, llvm::StringRef(v.s))) {
+    if (!schema->choices.empty() &&
+        !llvm::is_contained(schema->choices, llvm::StringRef(v.s))) {
       auto diag = diags.error(loc);
       diag << "unknown " << field.name << " '" << v.s << "'; expected";
       for (size_t i = 0; i < schema->choices.size(); ++i)
@@ -2342,6 +2347,32 @@ void Elaborator::checkTrain() {
         << "interleaved_1f1b, zb_v or dualpipe_v, not " << schedule;
 }
 
+bool Elaborator::checkRecompute() {
+  llvm::StringRef member = program.trainName("recompute");
+  if (member == "none")
+    return true;
+  std::set<std::string> members;
+  for (const auto &inst : instances) {
+    llvm::SmallVector<llvm::StringRef> parts;
+    llvm::StringRef(inst->path).split(parts, '.', -1, /*KeepEmpty=*/false);
+    for (llvm::StringRef part : parts) {
+      unsigned long long layer;
+      if (part.getAsInteger(10, layer))
+        members.insert(part.str());
+    }
+  }
+  if (members.count(member.str()))
+    return true;
+  auto it = trainSetAt.find("recompute");
+  auto diag =
+      diags.error(it != trainSetAt.end() ? it->second : main.ast->trainLoc);
+  diag << "recompute = " << member
+       << " names no block of the model; expected none";
+  for (const std::string &m : members)
+    diag << ", " << m;
+  return false;
+}
+
 //===----------------------------------------------------------------------===//
 // The whole model
 //===----------------------------------------------------------------------===//
@@ -2387,7 +2418,7 @@ std::optional<Program> Elaborator::run() {
     return std::nullopt;
 
   Instance *root = instantiate(*model, main, {}, "", model->name.loc);
-  if (!root)
+  if (!root || !checkRecompute())
     return std::nullopt;
 
   // The model's inputs: B and T come from the train section.

@@ -358,7 +358,14 @@ int main(int argc, char **argv) {
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
   if (emit != Emit::NN) {
-    pm.addPass(createAutodiff());
+    // Only the zero-bubble schedules run W apart from B; everything else
+    // wants them interleaved (what W reads dies early).
+    llvm::StringRef schedule = program->trainName("schedule");
+    AutodiffOptions autodiff;
+    autodiff.splitBackward =
+        program->trainInt("stages") > 1 &&
+        (schedule == "zb_h1" || schedule == "zb_v" || schedule == "dualpipe_v");
+    pm.addPass(createAutodiff(autodiff));
     pm.addPass(createOptimizer());
     pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
     pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());

@@ -1,7 +1,8 @@
 //===- HostLowering.cpp - Training module to host kernels and a plan -----===//
 //
-// Walks @forward, @backward_input, @backward_weight and @optimizer_step in
-// the order one training step runs them and, op by op:
+// Walks @forward, @backward_input and @backward_weight (or the one
+// @backward) and @optimizer_step in the order one training step runs them
+// and, op by op:
 //
 //  * gives each value a buffer (views such as reshape, param_ref and
 //    state_ref alias the buffer they read; function arguments alias the
@@ -1747,8 +1748,12 @@ FailureOr<host::HostProgram> HostLowering::run() {
     b.of = s.getOf().str();
     plan.addBuffer(b);
   }
-  for (StringRef name :
-       {"forward", "backward_input", "backward_weight", "optimizer_step"}) {
+  // B and W apart, or one @backward (nn-autodiff's split-backward).
+  SmallVector<StringRef> names{"forward", "backward_input", "backward_weight",
+                               "optimizer_step"};
+  if (module.lookupSymbol("backward"))
+    names = {"forward", "backward", "optimizer_step"};
+  for (StringRef name : names) {
     auto func = module.lookupSymbol<func::FuncOp>(name);
     if (!func)
       return module.emitError("host lowering: the module has no @") << name;

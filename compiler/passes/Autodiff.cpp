@@ -13,6 +13,13 @@
 //     @backward_weight, with every value that crosses phases passed along
 //     as a result and an argument.
 //
+// Recomputation (`recompute = NAME` in the train section): every instance
+// of the block member NAME (each layer, for a `repeat` stack) is a segment.
+// When the reverse sweep reaches a segment, its forward ops are cloned into
+// B and the segment's rules read the clones, so the forward keeps only
+// what enters the segment. The instance of an op is the name of its
+// NameLoc, which the front end sets to the instance path.
+//
 //===----------------------------------------------------------------------===//
 
 #include "compiler/passes/Passes.h"
@@ -25,6 +32,8 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 namespace hotstage {
@@ -54,6 +63,12 @@ StringRef phaseName(Phase phase) {
   llvm_unreachable("unknown phase");
 }
 
+/// Parameter reads and constants are rebuilt in each function that uses
+/// them rather than passed from one function to the next (or recomputed).
+bool isRematerialized(Operation *op) {
+  return op && isa<ParamRefOp, ConstantOp>(op);
+}
+
 RankedTensorType tensorType(Value value) {
   return cast<RankedTensorType>(value.getType());
 }
@@ -61,8 +76,9 @@ RankedTensorType tensorType(Value value) {
 /// Builds the backward ops of one function and records each op's phase.
 class GradientBuilder {
 public:
-  GradientBuilder(func::FuncOp func, Operation *insertBefore)
-      : builder(insertBefore), func(func) {}
+  GradientBuilder(func::FuncOp func, Operation *insertBefore,
+                  StringRef recompute)
+      : builder(insertBefore), func(func), recompute(recompute) {}
 
   /// Marks which values need a gradient and which depend on an input.
   void analyze();
@@ -78,8 +94,18 @@ public:
   OpBuilder builder;
 
 private:
-  bool isActive(Value v) const { return active.contains(v); }
-  bool dependsOnInput(Value v) const { return dataDependent.contains(v); }
+  /// The forward value a recomputed value stands for; `v` otherwise.
+  Value original(Value v) const { return originals.lookup(v) ?: v; }
+  bool isActive(Value v) const { return active.contains(original(v)); }
+  bool dependsOnInput(Value v) const {
+    return dataDependent.contains(original(v));
+  }
+
+  /// The recompute segment `op` belongs to, or "" when it is stored.
+  std::string segmentOf(Operation *op) const;
+  /// The op whose rule to apply for `op`: its clone in B when `op` is in a
+  /// recompute segment (cloning the whole segment on first use).
+  Operation *recomputed(Operation *op);
 
   /// Runs `build` with new ops tagged as the phase of a gradient for `of`,
   /// and adds the value it returns to the gradient of `of`.
@@ -95,6 +121,10 @@ private:
   Value matmul(Location loc, Value a, Value b);
 
   func::FuncOp func;
+  std::string recompute; // block member name, "" for none
+  llvm::StringMap<SmallVector<Operation *>> segments; // forward order
+  llvm::DenseMap<Operation *, Operation *> clones;
+  llvm::DenseMap<Value, Value> originals; // clone result -> forward value
   llvm::DenseSet<Value> active, dataDependent;
   llvm::DenseMap<Value, Value> grads;
   llvm::MapVector<StringAttr, Value> paramGrads;
@@ -128,6 +158,7 @@ void GradientBuilder::analyze() {
 }
 
 void GradientBuilder::contribute(Value of, llvm::function_ref<Value()> build) {
+  of = original(of);
   Phase phase = dependsOnInput(of) ? Phase::Input : Phase::Weight;
   Block *block = builder.getInsertionBlock();
   Operation *last = builder.getInsertionPoint() == block->begin()
@@ -209,8 +240,12 @@ LogicalResult GradientBuilder::differentiate(Value loss, double seed) {
       kPhaseAttr, builder.getStringAttr(phaseName(Phase::Input)));
 
   SmallVector<Operation *> order;
-  for (Operation &op : func.getBody().front().without_terminator())
+  for (Operation &op : func.getBody().front().without_terminator()) {
     order.push_back(&op);
+    std::string segment = segmentOf(&op);
+    if (!segment.empty())
+      segments[segment].push_back(&op);
+  }
   for (Operation *op : llvm::reverse(order)) {
     if (op->hasAttr(kPhaseAttr))
       continue; // built by this pass
@@ -234,10 +269,52 @@ LogicalResult GradientBuilder::differentiate(Value loss, double seed) {
       }
       continue;
     }
-    if (failed(applyRule(op, resultGrads)))
+    if (failed(applyRule(recomputed(op), resultGrads)))
       return failure();
   }
   return success();
+}
+
+std::string GradientBuilder::segmentOf(Operation *op) const {
+  if (recompute.empty() || isRematerialized(op))
+    return "";
+  auto name = dyn_cast<NameLoc>(op->getLoc());
+  if (!name)
+    return "";
+  // The first component equal to the member, plus the layer index that
+  // follows it in a `repeat` stack: "blocks.3.mlp.fc" -> "blocks.3".
+  SmallVector<StringRef> parts;
+  name.getName().getValue().split(parts, '.');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i] != recompute)
+      continue;
+    size_t end = i + 1;
+    unsigned long long layer;
+    if (end < parts.size() && !parts[end].getAsInteger(10, layer))
+      ++end;
+    return llvm::join(ArrayRef(parts).take_front(end), ".");
+  }
+  return "";
+}
+
+Operation *GradientBuilder::recomputed(Operation *op) {
+  std::string segment = segmentOf(op);
+  if (segment.empty())
+    return op;
+  if (Operation *clone = clones.lookup(op))
+    return clone;
+  // First use: the whole segment, in forward order, at the end of B so
+  // far. Its inputs from outside (and params, constants) stay the forward
+  // values; ops nothing reads are removed after the split.
+  IRMapping mapping;
+  for (Operation *member : segments[segment]) {
+    Operation *clone = builder.clone(*member, mapping);
+    clone->setAttr(kPhaseAttr, builder.getStringAttr(phaseName(Phase::Input)));
+    clones[member] = clone;
+    for (auto [from, to] : llvm::zip(member->getResults(), clone->getResults()))
+      originals[to] = from;
+  }
+  return clones.lookup(op);
 }
 
 LogicalResult GradientBuilder::applyRule(Operation *op,
@@ -609,12 +686,6 @@ struct PhaseFunctions {
   llvm::SetVector<Value> exports[3];
 };
 
-/// Parameter reads and constants are rebuilt in each function that uses
-/// them rather than passed from one function to the next.
-bool isRematerialized(Operation *op) {
-  return op && isa<ParamRefOp, ConstantOp>(op);
-}
-
 Phase phaseOf(Operation *op) {
   auto attr = op->getAttrOfType<StringAttr>(kPhaseAttr);
   if (!attr)
@@ -626,8 +697,16 @@ Phase phaseOf(Operation *op) {
 } // namespace
 
 /// Replaces `combined` (forward and tagged backward ops in one function,
-/// returning the loss) with one function per phase.
-static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module) {
+/// returning the loss) with one function per phase. Without `splitBackward`
+/// the W ops join B in their program order as one @backward.
+static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
+                                  bool splitBackward) {
+  if (!splitBackward)
+    combined.walk([](Operation *op) {
+      if (phaseOf(op) == Phase::Weight)
+        op->setAttr(kPhaseAttr,
+                    StringAttr::get(op->getContext(), phaseName(Phase::Input)));
+    });
   Block &body = combined.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   Value loss = ret.getOperand(0);
@@ -668,6 +747,8 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module) {
   OpBuilder builder(combined);
   MLIRContext *ctx = module.getContext();
   for (Phase phase : {Phase::Forward, Phase::Input, Phase::Weight}) {
+    if (phase == Phase::Weight && !splitBackward)
+      continue;
     int index = static_cast<int>(phase);
     SmallVector<Value> inputs, outputs;
     if (phase == Phase::Forward) {
@@ -681,8 +762,10 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module) {
     }
     auto type = builder.getFunctionType(ValueRange(inputs).getTypes(),
                                         ValueRange(outputs).getTypes());
-    auto func = func::FuncOp::create(builder, combined.getLoc(),
-                                     phaseName(phase), type);
+    StringRef name = phase == Phase::Input && !splitBackward
+                         ? StringRef("backward")
+                         : phaseName(phase);
+    auto func = func::FuncOp::create(builder, combined.getLoc(), name, type);
     Block *entry = func.addEntryBlock();
     IRMapping mapping;
     for (auto [i, v] : llvm::enumerate(inputs)) {
@@ -722,6 +805,7 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module) {
 
 namespace {
 struct AutodiffPass : hotstage::impl::AutodiffBase<AutodiffPass> {
+  using AutodiffBase::AutodiffBase;
   void runOnOperation() override;
 };
 } // namespace
@@ -733,7 +817,7 @@ void AutodiffPass::runOnOperation() {
     module.emitError("autodiff: the module has no @forward function");
     return signalPassFailure();
   }
-  for (StringRef taken : {"backward_input", "backward_weight"})
+  for (StringRef taken : {"backward", "backward_input", "backward_weight"})
     if (module.lookupSymbol(taken)) {
       module.emitError("autodiff: the module already has @") << taken;
       return signalPassFailure();
@@ -756,7 +840,12 @@ void AutodiffPass::runOnOperation() {
 
   Block &body = forward.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
-  GradientBuilder grads(forward, ret);
+  std::string recompute;
+  if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train"))
+    if (auto policy = train.getAs<StringAttr>("recompute"))
+      if (policy.getValue() != "none")
+        recompute = policy.getValue().str();
+  GradientBuilder grads(forward, ret, recompute);
   grads.analyze();
   if (failed(grads.differentiate(ret.getOperand(0), 1.0 / microbatches)))
     return signalPassFailure();
@@ -790,6 +879,6 @@ void AutodiffPass::runOnOperation() {
       op->setAttr(kPhaseAttr, builder.getStringAttr(phaseName(Phase::Weight)));
   }
 
-  if (failed(splitByPhase(forward, module)))
+  if (failed(splitByPhase(forward, module, splitBackward)))
     return signalPassFailure();
 }

@@ -29,7 +29,23 @@ def Autodiff : Pass<"nn-autodiff", "::mlir::ModuleOp"> {
     `"forward:K"` or `"backward_input:K"`: the input or result it is. The
     loss gradient is seeded with 1/microbatches, so accumulating every
     microbatch gives the gradient of the mean loss.
+
+    With `split-backward=false` B and W stay one function, `@backward`, in
+    the order the rules built them: each W right after the B it reads, so
+    what W needs dies early. Schedules that do not defer W (everything but
+    the zero-bubble ones) want this.
+
+    Recomputation: `recompute = "NAME"` in `nn.train` makes every instance
+    of the block member NAME (each layer of a `repeat` stack named NAME) a
+    segment whose forward is recomputed in the backward instead of stored;
+    an op's instance is the name of its `NameLoc` ("blocks.3.mlp.fc").
+    The forward then hands on only what enters each segment.
   }];
+  let options = [
+    Option<"splitBackward", "split-backward", "bool", /*default=*/"true",
+           "emit B and W as @backward_input and @backward_weight (false: "
+           "one @backward)">,
+  ];
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 

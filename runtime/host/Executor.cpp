@@ -135,6 +135,12 @@ bool Executor::run(const std::string &name, std::string &error) {
   return true;
 }
 
+bool Executor::runBackward(std::string &error) {
+  if (functions_.count("backward"))
+    return run("backward", error);
+  return run("backward_input", error) && run("backward_weight", error);
+}
+
 void Executor::runStep(Step &step) {
   {
     const PlanAction &a = *step.action;

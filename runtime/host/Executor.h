@@ -34,6 +34,9 @@ public:
 
   /// Runs function `name`; false (with `error`) if the plan lacks it.
   bool run(const std::string &name, std::string &error);
+  /// The backward of one microbatch: @backward, or @backward_input then
+  /// @backward_weight where the compiler kept them apart.
+  bool runBackward(std::string &error);
 
   int threads() const { return pool_.size(); }
 

@@ -64,8 +64,7 @@ int64_t runGradCheck(const Plan &plan, Executor &exec, BatchLoader &loader,
       std::memset(exec.buffer(b), 0, size_t(b.bytes));
   for (int64_t m = 0; m < plan.microbatches; ++m) {
     load(m);
-    if (!exec.run("forward", error) || !exec.run("backward_input", error) ||
-        !exec.run("backward_weight", error))
+    if (!exec.run("forward", error) || !exec.runBackward(error))
       return -1;
   }
   double base = lossNow();

@@ -237,8 +237,7 @@ int main(int argc, char **argv) {
       loader->next(tokens, targets);
       if (trace)
         trace->addBatch(tokens, targets, size_t(plan.batch * plan.seq));
-      if (!exec.run("forward", error) || !exec.run("backward_input", error) ||
-          !exec.run("backward_weight", error))
+      if (!exec.run("forward", error) || !exec.runBackward(error))
         fatal("step " + std::to_string(state.step + 1) + ": " + error);
       lossSum += *loss;
     }
