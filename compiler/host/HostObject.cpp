@@ -38,8 +38,8 @@ using namespace mlir;
 using namespace hotstage;
 
 namespace {
-/// tanh, erf, exp and log as polynomials: inline and vectorizable where
-/// libm calls are neither.
+/// tanh, erf and exp as polynomials: inline and vectorizable where libm
+/// calls are neither.
 struct ApproximateMath : PassWrapper<ApproximateMath, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(ApproximateMath)
   void getDependentDialects(DialectRegistry &registry) const override {
@@ -50,6 +50,10 @@ struct ApproximateMath : PassWrapper<ApproximateMath, OperationPass<ModuleOp>> {
     RewritePatternSet patterns(&getContext());
     populatePolynomialApproximateTanhPattern(patterns);
     populatePolynomialApproximateErfPattern(patterns);
+    // exp dominates softmax and attention, where a libm call per score
+    // kept the loops scalar.
+    populateMathPolynomialApproximationPatterns(
+        patterns, [](StringRef name) { return name == "math.exp"; });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
