@@ -1313,23 +1313,26 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
     Kernel k = startKernel("attention", loc, {qType, qType, kvType, kvType});
     Value Y = k.args[0], Q = k.args[1], K = k.args[2], V = k.args[3];
     Value P = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+    // The output row accumulates on the stack, which aliases no buffer, so
+    // it stays in registers across the keys.
+    Value row = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
     k.loop(k.begin, k.end, [&](Value bh) {
       Value b = k.divi(bh, k.idx(heads)), h = k.remi(bh, k.idx(heads));
       Value g = k.divi(h, k.idx(group));
       Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
       k.loop(0, seq, [&](Value i) {
         Value end = probabilities(k, Q, K, P, b, h, g, i);
-        k.loop(0, hd, [&](Value d) {
-          k.store(k.f32(0), Y, {b, i, k.addi(qBase, d)});
-        });
+        k.loop(0, hd, [&](Value d) { k.store(k.f32(0), row, d); });
         k.loop(k.idx(0), end, [&](Value j) {
           Value p = k.load(P, j);
           k.loop(0, hd, [&](Value d) {
-            Value yi = k.addi(qBase, d);
-            k.store(k.add(k.load(Y, {b, i, yi}),
+            k.store(k.add(k.load(row, d),
                           k.mul(p, k.load(V, {b, j, k.addi(kBase, d)}))),
-                    Y, {b, i, yi});
+                    row, d);
           });
+        });
+        k.loop(0, hd, [&](Value d) {
+          k.store(k.load(row, d), Y, {b, i, k.addi(qBase, d)});
         });
       });
     });
@@ -1349,6 +1352,9 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
         Q = k.args[4], K = k.args[5], V = k.args[6];
   Value P = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
   Value DP = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+  Value dqRow = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
+  Value qRow = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
+  Value dyRow = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
   Value sc = k.f32(scale);
   k.loop(k.begin, k.end, [&](Value bg) {
     Value b = k.divi(bg, k.idx(kvHeads)), g = k.remi(bg, k.idx(kvHeads));
@@ -1376,24 +1382,32 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
                   k.store(dot, DP, j);
                   return k.add(acc, k.mul(k.load(P, j), dot));
                 });
+            // This query's rows on the stack: no store below can touch
+            // them, so they stay in registers.
             k.loop(0, hd, [&](Value d) {
-              k.store(k.f32(0), DQ, {b, i, k.addi(qBase, d)});
+              Value qi = k.addi(qBase, d);
+              k.store(k.f32(0), dqRow, d);
+              k.store(k.load(Q, {b, i, qi}), qRow, d);
+              k.store(k.load(DY, {b, i, qi}), dyRow, d);
             });
             k.loop(k.idx(0), end, [&](Value j) {
               Value p = k.load(P, j);
               Value ds = k.mul(k.mul(p, k.sub(k.load(DP, j), total)), sc);
               k.loop(0, hd, [&](Value d) {
-                Value qi = k.addi(qBase, d), ki = k.addi(kBase, d);
-                k.store(k.add(k.load(DQ, {b, i, qi}),
-                              k.mul(ds, k.load(K, {b, j, ki}))),
-                        DQ, {b, i, qi});
-                k.store(k.add(k.load(DK, {b, j, ki}),
-                              k.mul(ds, k.load(Q, {b, i, qi}))),
-                        DK, {b, j, ki});
-                k.store(k.add(k.load(DV, {b, j, ki}),
-                              k.mul(p, k.load(DY, {b, i, qi}))),
-                        DV, {b, j, ki});
+                Value ki = k.addi(kBase, d);
+                k.store(
+                    k.add(k.load(dqRow, d), k.mul(ds, k.load(K, {b, j, ki}))),
+                    dqRow, d);
+                k.store(
+                    k.add(k.load(DK, {b, j, ki}), k.mul(ds, k.load(qRow, d))),
+                    DK, {b, j, ki});
+                k.store(
+                    k.add(k.load(DV, {b, j, ki}), k.mul(p, k.load(dyRow, d))),
+                    DV, {b, j, ki});
               });
+            });
+            k.loop(0, hd, [&](Value d) {
+              k.store(k.load(dqRow, d), DQ, {b, i, k.addi(qBase, d)});
             });
           });
         });
