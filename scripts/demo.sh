@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${HOTSTAGE_BUILD_DIR:-$root/build}
-steps=${HOTSTAGE_DEMO_STEPS:-8000}
+steps=${HOTSTAGE_DEMO_STEPS:-12000}
 
 "$root/scripts/setup.sh"
 ninja -C "$build"

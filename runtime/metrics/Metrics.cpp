@@ -100,11 +100,18 @@ std::string ProgressLine::format(const StepMetrics &m, int64_t totalSteps,
   return s;
 }
 
-void ProgressLine::update(const StepMetrics &m) {
+void ProgressLine::observe(double milliseconds) {
   // A moving average keeps the ETA from jumping with every step, while
   // still following a change of pace.
-  if (m.milliseconds >= 0 && std::isfinite(m.milliseconds))
-    avgMs_ = avgMs_ < 0 ? m.milliseconds : 0.8 * avgMs_ + 0.2 * m.milliseconds;
+  if (milliseconds >= 0 && std::isfinite(milliseconds))
+    avgMs_ = avgMs_ < 0 ? milliseconds : 0.8 * avgMs_ + 0.2 * milliseconds;
+  observed_ = true;
+}
+
+void ProgressLine::update(const StepMetrics &m) {
+  if (!observed_)
+    observe(m.milliseconds);
+  observed_ = false;
   std::string line = format(m, totalSteps_, avgMs_ < 0 ? NAN : avgMs_);
   if (terminal_) {
     // \x1b[K clears what a longer previous line left behind.

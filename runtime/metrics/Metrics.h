@@ -64,6 +64,11 @@ private:
 class ProgressLine {
 public:
   ProgressLine(int64_t totalSteps, FILE *out, bool isTerminal);
+  /// Feeds one step's time to the ETA's moving average. Call it every
+  /// step: updates come every --log-every steps only, and a slow first
+  /// step would otherwise weigh on the ETA for thousands of steps.
+  void observe(double milliseconds);
+  /// Prints `m`; a line without observed steps averages m's own time.
   void update(const StepMetrics &m);
   /// Ends the rewritten line so later output starts on a fresh one.
   void finish();
@@ -76,8 +81,9 @@ private:
   int64_t totalSteps_;
   FILE *out_;
   bool terminal_;
-  bool pending_ = false; // a rewritten line has no newline yet
-  double avgMs_ = -1;    // moving average of step time; < 0 until seen
+  bool pending_ = false;  // a rewritten line has no newline yet
+  double avgMs_ = -1;     // moving average of step time; < 0 until seen
+  bool observed_ = false; // observe() ran since the last update
 };
 
 /// Whether `f` is a terminal.

@@ -270,6 +270,7 @@ int main(int argc, char **argv) {
             formatFloat(m.loss));
     if (metrics.isOpen())
       metrics.write(m);
+    progress.observe(ms);
     // The first step too: it shows where the loss starts.
     if (state.step % options.logEvery == 0 || state.step == options.steps ||
         m.step == 1)

@@ -191,6 +191,30 @@ TEST(Metrics, ProgressEtaFollowsAverage) {
   EXPECT_NE(s.find("ETA 0:02:00\n"), std::string::npos) << s;
 }
 
+// Updates come every --log-every steps; the steps between them, observed,
+// are what the ETA follows, not a slow first step.
+TEST(Metrics, ProgressEtaFollowsObservedSteps) {
+  FILE *f = std::tmpfile();
+  ASSERT_TRUE(f);
+  ProgressLine p(1000, f, false);
+  StepMetrics m;
+  m.step = 1;
+  m.milliseconds = 5000;
+  p.observe(m.milliseconds);
+  p.update(m);
+  for (int i = 2; i <= 500; ++i)
+    p.observe(10);
+  m.step = 500;
+  m.milliseconds = 10;
+  p.update(m); // 500 steps left at 10 ms
+  std::string s = captured(f);
+  std::fclose(f);
+  EXPECT_NE(s.find("step 500/1000 | loss 0.0000 | 0 tok/s | 10.0 ms/step | "
+                   "ETA 0:00:05\n"),
+            std::string::npos)
+      << s;
+}
+
 TEST(Metrics, IsTerminal) {
   FILE *f = std::tmpfile();
   ASSERT_TRUE(f);
