@@ -2105,6 +2105,8 @@ static const std::vector<TrainSchema> &trainSchema() {
        "1f1b",
        {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v", "dualpipe_v"}},
       {"virtual_stages", K::Int, 1, nullptr, {}},
+      // A manual pipeline cut, `Et*3|t*4|...` (compiler/partition).
+      {"layout", K::Name, 0, "none", {}},
       // A block member name (checked against the model's instances).
       {"recompute", K::Name, 0, "none", {}},
   };
@@ -2227,10 +2229,10 @@ void Elaborator::evalTrain(Module &module) {
           }
           for (const Argument &f : record->fields) {
             if (f.name != "stages" && f.name != "schedule" &&
-                f.name != "virtual_stages") {
+                f.name != "virtual_stages" && f.name != "layout") {
               diags.error(f.loc) << "'pipeline' has no field '" << f.name
-                                 << "'; it has stages, schedule and "
-                                    "virtual_stages";
+                                 << "'; it has stages, schedule, "
+                                    "virtual_stages and layout";
               continue;
             }
             set(f.name, *f.value, f.loc);
@@ -2283,10 +2285,19 @@ void Elaborator::evalTrain(Module &module) {
     if (module.constants.count(o.name))
       continue; // a constant of the same name takes the override
     trainSetAt.erase(o.name);
+    if (o.name == "layout") {
+      // A layout is not an expression: `-D layout=Et*3|t*4` as written.
+      o.used = true;
+      setTrainValue(*field, Val::ofStr(llvm::StringRef(o.value).trim().str()),
+                    o.loc);
+      continue;
+    }
     setTrainValue(*field, evalOverride(o), o.loc);
   }
-  // Interleaving defaults to two virtual stages per rank.
-  if (program.trainName("schedule") == "interleaved_1f1b" &&
+  // Interleaving defaults to two virtual stages per rank; the V schedules
+  // have exactly two.
+  llvm::StringRef kind = program.trainName("schedule");
+  if ((kind == "interleaved_1f1b" || kind == "zb_v" || kind == "dualpipe_v") &&
       !program.trainField("virtual_stages")->isSet)
     program.trainField("virtual_stages")->i = 2;
   checkTrain();

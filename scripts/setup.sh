@@ -12,6 +12,7 @@ packages=(
   clang-22 libclang-rt-22-dev   # the compiler, and libFuzzer for the fuzzer
   libgtest-dev                  # runtime unit tests
   libdnnl-dev                   # GEMMs of the host target (oneDNN)
+  openmpi-bin libopenmpi-dev    # multi-rank training (pipelines, data parallel)
   python3-torch python3-numpy   # the PyTorch references of the e2e tests and bench/
 )
 missing=()

@@ -2,6 +2,7 @@
 //
 //   hotstage build FILE.hot [-o OUT] [--emit=STAGE] [-D name=value ...]
 //   hotstage info  FILE.hot [-D name=value ...]
+//   hotstage plan  FILE.hot [--stages S] [--schedule NAME] [--trace F.json]
 //   hotstage data  --bytes IN.txt -o OUT.bin
 //
 // The first positional argument picks the command; every option is shared,
@@ -11,6 +12,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/driver/DataCommand.h"
+#include "compiler/driver/Pipelining.h"
+#include "compiler/driver/PlanCommand.h"
 #include "compiler/host/HostLowering.h"
 #include "compiler/host/HostObject.h"
 #include "compiler/passes/Passes.h"
@@ -22,6 +25,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
@@ -94,6 +98,31 @@ static cl::opt<unsigned>
                cl::desc("Stop after this many errors (0: no limit)"),
                cl::init(20), cl::cat(category));
 
+static cl::opt<std::string>
+    traceFile("trace",
+              cl::desc("plan: write the schedule's timeline as a Chrome "
+                       "trace (JSON, opens in Perfetto)"),
+              cl::value_desc("file.json"), cl::init(""), cl::cat(category));
+static cl::opt<std::string> memoryBudget(
+    "memory-budget",
+    cl::desc("plan: the bytes one rank may use (suffixes K, M, G); a rank "
+             "over it is an error"),
+    cl::value_desc("bytes"), cl::init(""), cl::cat(category));
+// Shortcuts for the train fields `hotstage plan` is most often asked about.
+static cl::opt<std::string> stagesFlag("stages", cl::desc("plan: -D stages=S"),
+                                       cl::value_desc("S"), cl::init(""),
+                                       cl::cat(category));
+static cl::opt<std::string> scheduleFlag("schedule",
+                                         cl::desc("plan: -D schedule=NAME"),
+                                         cl::value_desc("name"), cl::init(""),
+                                         cl::cat(category));
+static cl::opt<std::string>
+    microbatchesFlag("microbatches", cl::desc("plan: -D microbatches=M"),
+                     cl::value_desc("M"), cl::init(""), cl::cat(category));
+static cl::opt<std::string>
+    virtualStagesFlag("virtual-stages", cl::desc("plan: -D virtual_stages=V"),
+                      cl::value_desc("V"), cl::init(""), cl::cat(category));
+
 static const char *overview =
     R"(Hotstage: compiles a model file into a program that trains it
 
@@ -113,6 +142,14 @@ Commands:
   info FILE.hot   Check the model and print its parameter table, the total
                   parameter count, the train configuration and the memory
                   plan of one training step (exact arena bytes).
+  plan FILE.hot [--stages S] [--schedule NAME] [--microbatches M]
+                [--virtual-stages V] [--trace FILE.json] [--memory-budget B]
+                  Partition the model into pipeline stages and schedule
+                  them: the stage table (units, parameters, FLOPs, times),
+                  each rank's peak memory, the predicted step time and
+                  bubble next to the textbook value, and a timeline of the
+                  schedule (--trace writes it for Perfetto). The flags are
+                  shortcuts for -D; -D layout=Et*3|t*4|... cuts by hand.
   data --bytes IN.txt -o OUT.bin
                   Write the bytes of a text file as an llm.c token shard
                   (uint16, one token per byte), for models with vocab=256.
@@ -271,9 +308,11 @@ int main(int argc, char **argv) {
     llvm::errs() << "hotstage: missing command; try 'hotstage --help'\n";
     return 1;
   }
-  if (command != "build" && command != "info" && command != "data") {
+  if (command != "build" && command != "info" && command != "plan" &&
+      command != "data") {
     llvm::errs() << "hotstage: unknown command '" << command
-                 << "'; expected 'build', 'info' or 'data' (see --help)\n";
+                 << "'; expected 'build', 'info', 'plan' or 'data' (see "
+                    "--help)\n";
     return 1;
   }
   if (inputFile.empty()) {
@@ -305,6 +344,23 @@ int main(int argc, char **argv) {
   options.includeDirs = includeDirs;
   options.stdlibDir = stdlibDir;
   options.defines = defines;
+  PlanCommandOptions planOptions;
+  if (command == "plan") {
+    for (auto [flag, field] : {std::pair{&stagesFlag, "stages"},
+                               {&scheduleFlag, "schedule"},
+                               {&microbatchesFlag, "microbatches"},
+                               {&virtualStagesFlag, "virtual_stages"}})
+      if (!flag->empty())
+        options.defines.push_back(std::string(field) + "=" + flag->getValue());
+    planOptions.traceFile = traceFile;
+    if (!memoryBudget.empty() &&
+        !parseByteCount(memoryBudget, planOptions.memoryBudget)) {
+      llvm::errs() << "hotstage plan: --memory-budget takes bytes, with an "
+                      "optional K, M or G suffix, not '"
+                   << memoryBudget << "'\n";
+      return 1;
+    }
+  }
   lang::Frontend frontend(sourceMgr, diags, options);
 
   std::string error;
@@ -339,6 +395,10 @@ int main(int argc, char **argv) {
   }
 
   mlir::MLIRContext context;
+  // Errors of the passes (a schedule that cannot run, a bad layout) point
+  // into the model file like the front end's, with the line and a caret.
+  mlir::SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  context.printOpOnDiagnostic(false);
   mlir::TimingScope genTiming = rootTiming.nest("mlirgen");
   mlir::OwningOpRef<mlir::ModuleOp> module =
       lang::mlirGen(context, *program, sourceMgr);
@@ -349,7 +409,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  // The passes of the `nn` stage; later stages append theirs.
+  // The passes of the `nn` stage.
   mlir::PassManager pm(&context, mlir::ModuleOp::getOperationName());
   if (mlir::failed(mlir::applyPassManagerCLOptions(pm)))
     return 1;
@@ -357,26 +417,59 @@ int main(int argc, char **argv) {
   pm.enableTiming(passTiming);
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
-  if (emit != Emit::NN) {
-    // Only the zero-bubble schedules run W apart from B; everything else
-    // wants them interleaved (what W reads dies early).
-    llvm::StringRef schedule = program->trainName("schedule");
-    AutodiffOptions autodiff;
-    autodiff.splitBackward =
-        program->trainInt("stages") > 1 &&
-        (schedule == "zb_h1" || schedule == "zb_v" || schedule == "dualpipe_v");
-    pm.addPass(createAutodiff(autodiff));
-    pm.addPass(createOptimizer());
-    pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
-    pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
-  }
-  if (emit != Emit::NN && emit != Emit::Train)
-    pm.addNestedPass<mlir::func::FuncOp>(createFusion());
   if (mlir::failed(pm.run(*module)))
     return 1;
+  if (command == "plan") {
+    int rc = runPlanCommand(*module, planOptions, output->os());
+    output->keep();
+    return rc;
+  }
+  if (command == "build" && emit == Emit::NN) {
+    module->print(output->os());
+    output->os() << "\n";
+    output->keep();
+    return 0;
+  }
+
+  // A pipeline: the cut and the schedule first, then each chunk is its own
+  // set of functions.
+  std::optional<PipelineSetup> pipeline;
+  if (program->trainInt("stages") * program->trainInt("virtual_stages") > 1) {
+    mlir::FailureOr<PipelineSetup> setup = setUpPipeline(*module);
+    if (mlir::failed(setup))
+      return 1;
+    pipeline = std::move(*setup);
+    llvm::SmallVector<int64_t> starts, ranks;
+    for (const partition::Chunk &c : pipeline->cut.chunks)
+      starts.push_back(c.first);
+    for (int r : pipeline->schedule.chunkRank)
+      ranks.push_back(r);
+    (*module)->setAttr("nn.chunks",
+                       mlir::DenseI64ArrayAttr::get(&context, starts));
+    (*module)->setAttr("nn.chunk_ranks",
+                       mlir::DenseI64ArrayAttr::get(&context, ranks));
+  }
+
+  mlir::PassManager train(&context, mlir::ModuleOp::getOperationName());
+  if (mlir::failed(mlir::applyPassManagerCLOptions(train)))
+    return 1;
+  train.enableTiming(passTiming);
+  if (pipeline)
+    train.addPass(createSplitChunks());
+  // Only the zero-bubble schedules of a pipeline run W apart from B;
+  // everything else wants them interleaved (what W reads dies early).
+  AutodiffOptions autodiff;
+  autodiff.splitBackward = pipeline && pipeline->schedule.splitBackward;
+  train.addPass(createAutodiff(autodiff));
+  train.addPass(createOptimizer());
+  train.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
+  train.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
+  if (emit != Emit::Train)
+    train.addNestedPass<mlir::func::FuncOp>(createFusion());
+  if (mlir::failed(train.run(*module)))
+    return 1;
   passTiming.stop();
-  if (command == "build" &&
-      (emit == Emit::NN || emit == Emit::Train || emit == Emit::Fused)) {
+  if (command == "build" && (emit == Emit::Train || emit == Emit::Fused)) {
     mlir::TimingScope printTiming = rootTiming.nest("print");
     module->print(output->os());
     output->os() << "\n";
@@ -385,18 +478,33 @@ int main(int argc, char **argv) {
   }
 
   mlir::TimingScope lowerTiming = rootTiming.nest("host lowering");
-  mlir::FailureOr<host::HostProgram> lowered = host::lowerToHost(*module);
+  mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
+  if (pipeline) {
+    std::vector<plan::Pipeline> ranks;
+    for (int r = 0; r < pipeline->schedule.numRanks(); ++r)
+      ranks.push_back(pipeline->rankPipeline(r));
+    lowered = host::lowerPipelineToHost(*module, ranks);
+  } else {
+    lowered = host::lowerToHost(*module);
+  }
   if (mlir::failed(lowered))
     return 1;
   lowerTiming.stop();
   if (command == "info") {
-    plan::printMemorySummary(lowered->plan, output->os());
+    for (const plan::Plan &plan : lowered->plans) {
+      if (plan.pipeline)
+        output->os() << "pipeline rank " << plan.pipeline->rank << " of "
+                     << plan.pipeline->stages << ": ";
+      plan::printMemorySummary(plan, output->os());
+    }
     output->keep();
     return 0;
   }
+  // One plan per pipeline rank, one after the other.
   std::string planText;
   llvm::raw_string_ostream planStream(planText);
-  plan::print(lowered->plan, planStream);
+  for (const plan::Plan &plan : lowered->plans)
+    plan::print(plan, planStream);
   if (emit == Emit::Plan) {
     output->os() << planText;
     output->keep();
@@ -412,8 +520,8 @@ int main(int argc, char **argv) {
   if (mlir::failed(host::lowerKernelsToLLVM(*lowered->kernels)))
     return 1;
   if (mlir::failed(host::emitHostObject(
-          *lowered->kernels, lowered->plan.kernels, planText, output->os(),
-          emit != Emit::LLVM, error))) {
+          *lowered->kernels, lowered->plans.front().kernels, planText,
+          output->os(), emit != Emit::LLVM, error))) {
     llvm::errs() << "hotstage: " << error << "\n";
     return 1;
   }

@@ -33,6 +33,8 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <map>
+#include <set>
 #include <tuple>
 
 using namespace mlir;
@@ -351,15 +353,23 @@ bool isElementwise(Operation *op) {
 
 class HostLowering {
 public:
-  explicit HostLowering(ModuleOp module)
-      : module(module), ctx(module.getContext()),
-        kernels(ModuleOp::create(UnknownLoc::get(ctx))) {
+  /// Lowers into `kernels`, appending to the kernel table `table` (shared
+  /// by the ranks of a pipeline).
+  HostLowering(ModuleOp module, ModuleOp kernels,
+               std::vector<std::string> table)
+      : module(module), ctx(module.getContext()), kernels(kernels) {
     ctx->loadDialect<arith::ArithDialect, func::FuncDialect,
                      linalg::LinalgDialect, math::MathDialect,
                      memref::MemRefDialect, scf::SCFDialect>();
+    plan.kernels = std::move(table);
+    kernelCounter = plan.kernels.size();
   }
 
-  FailureOr<host::HostProgram> run();
+  /// The whole step on one rank.
+  FailureOr<plan::Plan> run();
+  /// One rank of a pipeline: its chunks' functions and its optimizer step.
+  /// `pipeline` has the schedule; sends and exchanges are filled in.
+  FailureOr<plan::Plan> runRank(plan::Pipeline pipeline);
 
 private:
   // Buffers.
@@ -411,10 +421,22 @@ private:
   /// value to read and whether to read it transposed.
   std::pair<Value, bool> unwrapTranspose(Value v);
 
+  /// Model name, microbatches, batch, sequence and vocabulary.
+  void describeModel();
+  /// Parameter and state buffers; with `keep`, only those it accepts.
+  void addPersistentBuffers(llvm::function_ref<bool(StringRef)> keep);
+  /// The chunk of a function (pipelines), or -1.
+  int chunkOf(func::FuncOp func) const;
+  /// A boundary buffer of `chunk` (created on first use).
+  int boundaryBuffer(int chunk, bool gradient, int index, Type type);
+
   ModuleOp module;
   MLIRContext *ctx;
-  OwningOpRef<ModuleOp> kernels;
+  ModuleOp kernels;
   plan::Plan plan;
+  /// Pipelines: slots per chunk, and the boundary buffers made so far.
+  std::vector<int> chunkSlots;
+  std::map<std::tuple<int, bool, int>, int> boundaries;
   plan::Function *current = nullptr;
   llvm::DenseMap<Value, int> buffers;
   llvm::DenseMap<Value, int> storeTargets; // results written in place
@@ -548,7 +570,7 @@ void HostLowering::touch(int buffer) {
 Kernel HostLowering::startKernel(StringRef name, Location loc,
                                  ArrayRef<Type> args) {
   OpBuilder mb(ctx);
-  mb.setInsertionPointToEnd(kernels->getBody());
+  mb.setInsertionPointToEnd(kernels.getBody());
   SmallVector<Type> types(args.begin(), args.end());
   types.push_back(mb.getIndexType());
   types.push_back(mb.getIndexType());
@@ -1678,20 +1700,58 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
   return lowerRowOp(op);
 }
 
+int HostLowering::chunkOf(func::FuncOp func) const {
+  auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk");
+  return chunk ? static_cast<int>(chunk.getInt()) : -1;
+}
+
+int HostLowering::boundaryBuffer(int chunk, bool gradient, int index,
+                                 Type type) {
+  auto [it, inserted] = boundaries.try_emplace({chunk, gradient, index}, -1);
+  if (!inserted)
+    return it->second;
+  auto t = cast<RankedTensorType>(type);
+  plan::Buffer b =
+      describeBuffer(BufferKind::Boundary, gradient ? "grad_in" : "act_in",
+                     t.getShape(), t.getElementType());
+  b.role = gradient ? "gradient" : "activation";
+  b.index = index;
+  b.chunk = chunk;
+  b.slots = chunkSlots[chunk];
+  it->second = plan.addBuffer(b);
+  return it->second;
+}
+
 LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
   plan.functions.push_back({func.getName().str(), {}});
   current = &plan.functions.back();
   StringRef name = func.getName();
+  // "c3.backward_input" is chunk 3's B; "r1.optimizer_step" rank 1's.
+  auto [prefix, base] =
+      name.contains('.') ? name.rsplit('.') : std::pair(StringRef(), name);
+  std::string dot = prefix.empty() ? "" : (prefix + ".").str();
+  int chunk = chunkOf(func);
   for (BlockArgument arg : func.getArguments()) {
     unsigned i = arg.getArgNumber();
-    if (name == "forward" || name == "optimizer_step") {
+    auto type = tensorType(arg);
+    if (auto boundary =
+            func.getArgAttrOfType<IntegerAttr>(i, "pipe.boundary")) {
+      buffers[arg] =
+          boundaryBuffer(chunk, false, boundary.getInt(), arg.getType());
+      continue;
+    }
+    if (base == "forward" || base == "optimizer_step") {
       auto attr = func.getArgAttrOfType<StringAttr>(i, "nn.name");
       std::string argName =
           attr ? attr.getValue().str() : ("arg" + Twine(i)).str();
-      auto type = tensorType(arg);
-      buffers[arg] = plan.addBuffer(describeBuffer(
-          name == "forward" ? BufferKind::Input : BufferKind::Scalar, argName,
-          type.getShape(), type.getElementType()));
+      plan::Buffer b = describeBuffer(
+          base == "forward" ? BufferKind::Input : BufferKind::Scalar, argName,
+          type.getShape(), type.getElementType());
+      if (chunk >= 0) {
+        b.chunk = chunk;
+        b.slots = chunkSlots[chunk];
+      }
+      buffers[arg] = plan.addBuffer(b);
       continue;
     }
     auto source = func.getArgAttrOfType<StringAttr>(i, "nn.source");
@@ -1703,8 +1763,11 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
     index.getAsInteger(10, k);
     int buffer = -1;
     if (from == "input") {
-      auto forward = module.lookupSymbol<func::FuncOp>("forward");
-      buffer = buffers.lookup(forward.getArgument(k));
+      auto forward = module.lookupSymbol<func::FuncOp>(dot + "forward");
+      if (forward && k < forward.getNumArguments())
+        buffer = buffers.lookup(forward.getArgument(k));
+    } else if (from == "grad_out" && chunk >= 0) {
+      buffer = boundaryBuffer(chunk, true, k, arg.getType());
     } else if (results.count(from) && k < results[from].size()) {
       buffer = results[from][k];
     }
@@ -1729,21 +1792,64 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
     if (failed(lowerOp(&op)))
       return failure();
   }
+  // What a chunk's function hands on outlives the call: one copy per
+  // microbatch in flight.
+  if (chunk >= 0)
+    for (int b : results[name]) {
+      plan::Buffer &buffer = plan.buffers[b];
+      if (buffer.kind != BufferKind::Temp)
+        continue;
+      buffer.kind = BufferKind::Stash;
+      buffer.chunk = chunk;
+      buffer.slots = chunkSlots[chunk];
+    }
   return success();
 }
 
-FailureOr<host::HostProgram> HostLowering::run() {
+void HostLowering::describeModel() {
   if (auto model = module->getAttrOfType<StringAttr>("nn.model"))
     plan.model = model.getValue().str();
   if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train")) {
-    auto get = [&](StringRef key) -> int64_t {
-      auto a = train.getAs<IntegerAttr>(key);
-      return a ? a.getInt() : 0;
-    };
-    plan.microbatches = std::max<int64_t>(1, get("microbatches"));
+    if (auto m = train.getAs<IntegerAttr>("microbatches"))
+      plan.microbatches = std::max<int64_t>(1, m.getInt());
+    if (auto d = train.getAs<IntegerAttr>("dp"))
+      plan.replicas = std::max<int64_t>(1, d.getInt());
   }
-  // Persistent buffers: parameters, then training state.
+  // Batch and sequence length from the forward's first input; the
+  // vocabulary bounds the token ids: the rows of the tables that inputs
+  // index, and the classes of the targets. Every chunk's forward counts,
+  // since every rank checks the data.
+  for (auto forward : module.getOps<func::FuncOp>()) {
+    StringRef name = forward.getName();
+    if (name != "forward" && !name.ends_with(".forward"))
+      continue;
+    if (forward.getNumArguments() && !plan.batch) {
+      auto t = tensorType(forward.getArgument(0));
+      if (t.getRank() == 2) {
+        plan.batch = t.getShape()[0];
+        plan.seq = t.getShape()[1];
+      }
+    }
+    forward.walk([&](Operation *op) {
+      auto bound = [&](Value ids, int64_t limit) {
+        auto arg = dyn_cast<BlockArgument>(ids);
+        if (!arg || forward.getArgAttr(arg.getArgNumber(), "pipe.boundary"))
+          return;
+        plan.vocab = plan.vocab ? std::min(plan.vocab, limit) : limit;
+      };
+      if (auto e = dyn_cast<EmbeddingOp>(op))
+        bound(e.getIds(), tensorType(e.getTable()).getShape()[0]);
+      if (auto ce = dyn_cast<CrossEntropyOp>(op))
+        bound(ce.getTargets(), tensorType(ce.getLogits()).getShape().back());
+    });
+  }
+}
+
+void HostLowering::addPersistentBuffers(
+    llvm::function_ref<bool(StringRef)> keep) {
   for (ParamOp p : module.getOps<ParamOp>()) {
+    if (!keep(p.getSymName()))
+      continue;
     auto type = cast<RankedTensorType>(p.getType());
     plan::Buffer b = describeBuffer(BufferKind::Param, p.getSymName().str(),
                                     type.getShape(), type.getElementType());
@@ -1755,6 +1861,8 @@ FailureOr<host::HostProgram> HostLowering::run() {
     plan.addBuffer(b);
   }
   for (StateOp s : module.getOps<StateOp>()) {
+    if (!keep(s.getSymName()))
+      continue;
     auto type = cast<RankedTensorType>(s.getType());
     plan::Buffer b = describeBuffer(BufferKind::State, s.getSymName().str(),
                                     type.getShape(), type.getElementType());
@@ -1762,6 +1870,11 @@ FailureOr<host::HostProgram> HostLowering::run() {
     b.of = s.getOf().str();
     plan.addBuffer(b);
   }
+}
+
+FailureOr<plan::Plan> HostLowering::run() {
+  describeModel();
+  addPersistentBuffers([](StringRef) { return true; });
   // B and W apart, or one @backward (nn-autodiff's split-backward).
   SmallVector<StringRef> names{"forward", "backward_input", "backward_weight",
                                "optimizer_step"};
@@ -1783,36 +1896,154 @@ FailureOr<host::HostProgram> HostLowering::run() {
   markScalar("forward", 0, "loss");
   markScalar("optimizer_step", 0, "lr");
   markScalar("optimizer_step", 1, "grad_norm");
-  // Batch and sequence length from the forward's first input.
-  auto forward = module.lookupSymbol<func::FuncOp>("forward");
-  if (forward.getNumArguments()) {
-    auto t = tensorType(forward.getArgument(0));
-    if (t.getRank() == 2) {
-      plan.batch = t.getShape()[0];
-      plan.seq = t.getShape()[1];
-    }
-  }
-  // The vocabulary bounds the token ids: the rows of the tables that
-  // inputs index, and the classes of the targets.
-  forward.walk([&](Operation *op) {
-    auto bound = [&](Value ids, int64_t limit) {
-      if (!isa<BlockArgument>(ids))
-        return;
-      plan.vocab = plan.vocab ? std::min(plan.vocab, limit) : limit;
-    };
-    if (auto e = dyn_cast<EmbeddingOp>(op))
-      bound(e.getIds(), tensorType(e.getTable()).getShape()[0]);
-    if (auto ce = dyn_cast<CrossEntropyOp>(op))
-      bound(ce.getTargets(), tensorType(ce.getLogits()).getShape().back());
-  });
   plan::assignOffsets(plan);
-  host::HostProgram program;
-  program.kernels = std::move(kernels);
-  program.plan = std::move(plan);
-  return program;
+  return std::move(plan);
+}
+
+FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline) {
+  describeModel();
+  int rank = pipeline.rank;
+  chunkSlots = pipeline.chunkSlots;
+  int numChunks = static_cast<int>(pipeline.chunkRank.size());
+  // This rank's functions: its chunks' F, B (and W), then its optimizer.
+  SmallVector<func::FuncOp> funcs;
+  auto add = [&](const std::string &name) {
+    if (auto f = module.lookupSymbol<func::FuncOp>(name))
+      funcs.push_back(f);
+  };
+  for (int c = 0; c < numChunks; ++c) {
+    if (pipeline.chunkRank[c] != rank)
+      continue;
+    std::string prefix = "c" + std::to_string(c) + ".";
+    for (const char *phase :
+         {"forward", "backward", "backward_input", "backward_weight"})
+      add(prefix + phase);
+  }
+  std::string rankPrefix = "r" + std::to_string(rank) + ".";
+  add(rankPrefix + "grad_norms");
+  add(rankPrefix + "optimizer_step");
+  if (funcs.size() < 3)
+    return module.emitError("host lowering: rank ")
+           << rank << " of the pipeline has no chunk";
+
+  // Which ranks read each parameter and state; which chunk stores each
+  // state (the rank that accumulates it).
+  llvm::StringMap<std::set<int>> readers;
+  llvm::StringMap<int> storedBy;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    int r = -1;
+    int chunk = chunkOf(func);
+    if (chunk >= 0 && chunk < numChunks)
+      r = pipeline.chunkRank[chunk];
+    else if (func.getName().starts_with("r"))
+      func.getName().drop_front().split('.').first.getAsInteger(10, r);
+    if (r < 0)
+      continue;
+    func.walk([&](Operation *op) {
+      if (auto ref = dyn_cast<ParamRefOp>(op))
+        readers[ref.getName()].insert(r);
+      if (auto ref = dyn_cast<StateRefOp>(op))
+        readers[ref.getName()].insert(r);
+      if (auto store = dyn_cast<StoreOp>(op)) {
+        readers[store.getTarget()].insert(r);
+        if (chunk >= 0)
+          storedBy[store.getTarget()] = r;
+      }
+    });
+  }
+  addPersistentBuffers([&](StringRef name) {
+    auto state = module.lookupSymbol<StateOp>(name);
+    return readers[name].count(rank) || (state && state.getRole() == "norm");
+  });
+
+  for (func::FuncOp func : funcs)
+    if (failed(lowerFunction(func)))
+      return failure();
+
+  // Sends: a chunk's activations after F (its first results, as many as
+  // the next chunk takes), its input gradients after B (its first results).
+  auto boundaryInputs = [&](int chunk) {
+    auto forward = module.lookupSymbol<func::FuncOp>(
+        "c" + std::to_string(chunk) + ".forward");
+    int inputs = 0;
+    for (unsigned i = 0; forward && i < forward.getNumArguments(); ++i)
+      inputs += forward.getArgAttr(i, "pipe.boundary") != nullptr;
+    return inputs;
+  };
+  for (func::FuncOp func : funcs) {
+    int chunk = chunkOf(func);
+    if (chunk < 0)
+      continue;
+    StringRef base = func.getName().rsplit('.').second;
+    SmallVector<int> &out = results[func.getName()];
+    if (base == "forward" && chunk + 1 < numChunks)
+      for (int i = 0, e = boundaryInputs(chunk + 1); i < e; ++i)
+        pipeline.sends.push_back({chunk, false, i, out[i]});
+    if ((base == "backward" || base == "backward_input") && chunk > 0)
+      for (int i = 0, e = boundaryInputs(chunk); i < e; ++i)
+        pipeline.sends.push_back({chunk, true, i, out[i]});
+  }
+  // Tied parameters: each accumulator goes from the rank that fills it to
+  // every other rank that reads it; the tag is its place among them.
+  int tag = 0;
+  for (StateOp state : module.getOps<StateOp>()) {
+    if (state.getRole() != "grad" || !state.getSymName().contains('@'))
+      continue;
+    int owner = storedBy.lookup(state.getSymName());
+    int buffer = plan.find(state.getSymName(), BufferKind::State);
+    for (int reader : readers[state.getSymName()]) {
+      if (reader == owner)
+        continue;
+      if (rank == owner)
+        pipeline.exchanges.push_back({true, tag, buffer, reader});
+      else if (rank == reader)
+        pipeline.exchanges.push_back({false, tag, buffer, owner});
+    }
+    ++tag;
+  }
+
+  // What the runtime reads: the loss (a slot per microbatch), the learning
+  // rate and the norm.
+  for (func::FuncOp func : funcs)
+    if (chunkOf(func) == numChunks - 1 && func.getName().ends_with(".forward"))
+      plan.buffers[results[func.getName()][0]].name = "loss";
+  const char *scalars[] = {"lr", "grad_norm"};
+  for (auto [i, name] : llvm::enumerate(scalars)) {
+    plan::Buffer &b = plan.buffers[results[rankPrefix + "optimizer_step"][i]];
+    b.kind = BufferKind::Scalar;
+    b.name = name;
+  }
+  plan.pipeline = std::move(pipeline);
+  plan::assignOffsets(plan);
+  return std::move(plan);
 }
 
 FailureOr<host::HostProgram> host::lowerToHost(ModuleOp module) {
-  HostLowering lowering(module);
-  return lowering.run();
+  host::HostProgram program;
+  program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
+  HostLowering lowering(module, *program.kernels, {});
+  FailureOr<plan::Plan> plan = lowering.run();
+  if (failed(plan))
+    return failure();
+  program.plans.push_back(std::move(*plan));
+  return program;
+}
+
+FailureOr<host::HostProgram>
+host::lowerPipelineToHost(ModuleOp module, ArrayRef<plan::Pipeline> ranks) {
+  host::HostProgram program;
+  program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
+  std::vector<std::string> table;
+  for (const plan::Pipeline &rank : ranks) {
+    HostLowering lowering(module, *program.kernels, table);
+    FailureOr<plan::Plan> plan = lowering.runRank(rank);
+    if (failed(plan))
+      return failure();
+    table = plan->kernels;
+    program.plans.push_back(std::move(*plan));
+  }
+  // One kernel table for the executable: every plan lists all of it.
+  for (plan::Plan &plan : program.plans)
+    plan.kernels = table;
+  return program;
 }

@@ -22,12 +22,20 @@ namespace hotstage::host {
 struct HostProgram {
   /// The kernels, in func/scf/linalg/memref/arith/math.
   mlir::OwningOpRef<mlir::ModuleOp> kernels;
-  plan::Plan plan;
+  /// One plan, or one per pipeline rank; all share the kernel table.
+  std::vector<plan::Plan> plans;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the
 /// op that cannot be lowered.
 mlir::FailureOr<HostProgram> lowerToHost(mlir::ModuleOp module);
+
+/// The same for a module split into pipeline chunks (nn-split-chunks): one
+/// plan per rank, each holding its chunks' functions, its optimizer step,
+/// the schedule and what it sends (`ranks[r]` has rank r's schedule).
+mlir::FailureOr<HostProgram>
+lowerPipelineToHost(mlir::ModuleOp module,
+                    llvm::ArrayRef<plan::Pipeline> ranks);
 
 } // namespace hotstage::host
 

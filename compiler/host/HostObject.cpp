@@ -95,16 +95,28 @@ LogicalResult host::emitHostObject(ModuleOp kernels,
 
   // Reassociation and contraction let LLVM vectorize the reductions and
   // use FMAs; the code, and so the rounding, is fixed at compile time.
+  // Elementwise kernels keep IEEE order: then a fused group computes
+  // bitwise what its ops compute apart, and where fusion cuts (which
+  // differs between a whole model and its pipeline stages) never changes a
+  // result.
+  auto reassociates = [](llvm::StringRef kernel) {
+    for (const char *op : {"reduce", "norm", "softmax", "cross_entropy",
+                           "attention", "scale_grad", "embedding_grad"})
+      if (kernel.contains(op))
+        return true;
+    return false;
+  };
   for (llvm::Function &f : *module)
-    for (llvm::BasicBlock &bb : f)
-      for (llvm::Instruction &inst : bb)
-        if (isa<llvm::FPMathOperator>(inst) &&
-            (inst.getOpcode() == llvm::Instruction::FAdd ||
-             inst.getOpcode() == llvm::Instruction::FMul ||
-             inst.getOpcode() == llvm::Instruction::FSub)) {
-          inst.setHasAllowReassoc(true);
-          inst.setHasAllowContract(true);
-        }
+    if (reassociates(f.getName()))
+      for (llvm::BasicBlock &bb : f)
+        for (llvm::Instruction &inst : bb)
+          if (isa<llvm::FPMathOperator>(inst) &&
+              (inst.getOpcode() == llvm::Instruction::FAdd ||
+               inst.getOpcode() == llvm::Instruction::FMul ||
+               inst.getOpcode() == llvm::Instruction::FSub)) {
+            inst.setHasAllowReassoc(true);
+            inst.setHasAllowContract(true);
+          }
 
   // The kernel table and the plan.
   llvm::Type *ptr = llvm::PointerType::getUnqual(llvmContext);

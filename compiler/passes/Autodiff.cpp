@@ -13,6 +13,13 @@
 //     @backward_weight, with every value that crosses phases passed along
 //     as a result and an argument.
 //
+// Tied parameters: a parameter read in more than one atom of the model
+// (compiler/partition: a layer, the embedding, the loss head) gets one
+// gradient accumulator per atom, `@"wte:grad@0"`, `@"wte:grad@57"`, which
+// the optimizer sums. A pipeline that puts those atoms on different ranks
+// then accumulates exactly what one rank does, and the ranks only exchange
+// the accumulators once per step.
+//
 // Recomputation (`recompute = NAME` in the train section): every instance
 // of the block member NAME (each layer, for a `repeat` stack) is a segment.
 // When the reverse sweep reaches a segment, its forward ops are cloned into
@@ -22,6 +29,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/partition/Partition.h"
 #include "compiler/passes/Passes.h"
 #include "dialects/nn/NNOps.h"
 
@@ -35,6 +43,9 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
+
+#include <map>
+#include <set>
 
 namespace hotstage {
 #define GEN_PASS_DEF_AUTODIFF
@@ -77,19 +88,28 @@ RankedTensorType tensorType(Value value) {
 class GradientBuilder {
 public:
   GradientBuilder(func::FuncOp func, Operation *insertBefore,
-                  StringRef recompute)
-      : builder(insertBefore), func(func), recompute(recompute) {}
+                  StringRef recompute,
+                  llvm::DenseMap<Operation *, int> tiedRefAtom)
+      : builder(insertBefore), func(func), recompute(recompute),
+        tiedRefAtom(std::move(tiedRefAtom)) {}
+
+  /// A parameter's gradient for one use: the atom of the use for a tied
+  /// parameter, -1 for the others.
+  using ParamUse = std::pair<StringAttr, int>;
 
   /// Marks which values need a gradient and which depend on an input.
   void analyze();
 
-  /// Seeds the loss gradient and applies the rules in reverse order.
-  LogicalResult differentiate(Value loss, double seed);
+  /// Seeds the output gradients (`seeds[i]`, or the constant `lossSeed`
+  /// where it is null) and applies the rules in reverse order.
+  LogicalResult differentiate(ArrayRef<Value> outputs, ArrayRef<Value> seeds,
+                              double lossSeed);
 
-  /// The summed gradient of each parameter.
-  llvm::MapVector<StringAttr, Value> &parameterGradients() {
-    return paramGrads;
-  }
+  /// The gradient of `v` so far (null when none reached it).
+  Value gradientOf(Value v) const { return grads.lookup(v); }
+
+  /// The summed gradient of each parameter (of each atom, when tied).
+  llvm::MapVector<ParamUse, Value> &parameterGradients() { return paramGrads; }
 
   OpBuilder builder;
 
@@ -127,14 +147,20 @@ private:
   llvm::DenseMap<Value, Value> originals; // clone result -> forward value
   llvm::DenseSet<Value> active, dataDependent;
   llvm::DenseMap<Value, Value> grads;
-  llvm::MapVector<StringAttr, Value> paramGrads;
+  llvm::DenseMap<Operation *, int> tiedRefAtom; // param_ref -> its atom
+  llvm::MapVector<ParamUse, Value> paramGrads;
 };
 
 } // namespace
 
 void GradientBuilder::analyze() {
-  for (BlockArgument arg : func.getArguments())
+  for (BlockArgument arg : func.getArguments()) {
     dataDependent.insert(arg);
+    // Activations from the previous pipeline chunk carry gradients.
+    if (func.getArgAttr(arg.getArgNumber(), "pipe.boundary") &&
+        isa<FloatType>(tensorType(arg).getElementType()))
+      active.insert(arg);
+  }
   func.walk([&](Operation *op) {
     if (isa<ParamRefOp>(op)) {
       active.insert(op->getResult(0));
@@ -231,13 +257,22 @@ Value GradientBuilder::sumToShape(Location loc, Value grad,
   return reshape(loc, sum, to);
 }
 
-LogicalResult GradientBuilder::differentiate(Value loss, double seed) {
-  contribute(loss, [&] {
-    return scalar(loss.getLoc(), tensorType(loss).getElementType(), seed);
-  });
-  // The loss seed is the start of B, whatever the loss depends on.
-  grads[loss].getDefiningOp()->setAttr(
-      kPhaseAttr, builder.getStringAttr(phaseName(Phase::Input)));
+LogicalResult GradientBuilder::differentiate(ArrayRef<Value> outputs,
+                                             ArrayRef<Value> seeds,
+                                             double lossSeed) {
+  for (auto [output, seed] : llvm::zip(outputs, seeds)) {
+    if (seed) {
+      contribute(output, [&] { return seed; });
+      continue;
+    }
+    contribute(output, [&] {
+      return scalar(output.getLoc(), tensorType(output).getElementType(),
+                    lossSeed);
+    });
+    // The loss seed is the start of B, whatever the loss depends on.
+    grads[output].getDefiningOp()->setAttr(
+        kPhaseAttr, builder.getStringAttr(phaseName(Phase::Input)));
+  }
 
   SmallVector<Operation *> order;
   for (Operation &op : func.getBody().front().without_terminator()) {
@@ -258,7 +293,9 @@ LogicalResult GradientBuilder::differentiate(Value loss, double seed) {
     if (!any)
       continue;
     if (auto ref = dyn_cast<ParamRefOp>(op)) {
-      Value &sum = paramGrads[ref.getNameAttr().getAttr()];
+      auto tied = tiedRefAtom.find(op);
+      Value &sum = paramGrads[{ref.getNameAttr().getAttr(),
+                               tied == tiedRefAtom.end() ? -1 : tied->second}];
       if (sum) {
         sum = AddOp::create(builder, op->getLoc(), sum.getType(), sum,
                             resultGrads[0]);
@@ -697,10 +734,15 @@ Phase phaseOf(Operation *op) {
 } // namespace
 
 /// Replaces `combined` (forward and tagged backward ops in one function,
-/// returning the loss) with one function per phase. Without `splitBackward`
-/// the W ops join B in their program order as one @backward.
+/// returning the forward's outputs: the loss, or a chunk's activations)
+/// with one function per phase, named `prefix` + phase. Without
+/// `splitBackward` the W ops join B in their program order as one
+/// @backward. `boundaryGrads` (the gradients of a chunk's incoming
+/// activations) are B's first results; seed arguments (`nn.seed`, the
+/// gradients of a chunk's outputs) are B's, not the forward's.
 static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
-                                  bool splitBackward) {
+                                  bool splitBackward, StringRef prefix,
+                                  ArrayRef<Value> boundaryGrads) {
   if (!splitBackward)
     combined.walk([](Operation *op) {
       if (phaseOf(op) == Phase::Weight)
@@ -709,7 +751,10 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
     });
   Block &body = combined.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
-  Value loss = ret.getOperand(0);
+  auto isSeed = [&](Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg && combined.getArgAttr(arg.getArgNumber(), "nn.seed");
+  };
 
   PhaseFunctions plan;
   for (Operation &op : body.without_terminator()) {
@@ -729,20 +774,35 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
         plan.exports[static_cast<int>(phaseOf(def))].insert(operand);
     }
   }
+  // B hands on the gradients of the chunk's inputs, whichever phase
+  // computed them (or the seed itself, for an activation passed through).
+  for (Value g : boundaryGrads)
+    if (!g.getDefiningOp())
+      plan.imports[static_cast<int>(Phase::Input)].insert(g);
 
-  // Where each exported value lands: "forward:K" or "backward_input:K"; the
-  // loss is result 0 of the forward.
+  // Where each exported value lands: "forward:K", "backward_input:K" (with
+  // the prefix), "input:K" or "grad_out:K" (the gradient of the forward's
+  // output K).
   llvm::DenseMap<Value, std::string> source;
+  SmallVector<BlockArgument> inputs, seeds;
   for (BlockArgument arg : combined.getArguments())
-    source[arg] = ("input:" + Twine(arg.getArgNumber())).str();
-  SmallVector<Value> forwardResults{loss};
+    (isSeed(arg) ? seeds : inputs).push_back(arg);
+  for (auto [i, arg] : llvm::enumerate(inputs))
+    source[arg] = ("input:" + Twine(i)).str();
+  for (auto [i, arg] : llvm::enumerate(seeds))
+    source[arg] = ("grad_out:" + Twine(i)).str();
+  SmallVector<Value> forwardResults(ret.getOperands());
   for (Value v : plan.exports[0])
-    if (v != loss)
+    if (!llvm::is_contained(ret.getOperands(), v))
       forwardResults.push_back(v);
+  std::string forwardName = (prefix + phaseName(Phase::Forward)).str();
+  std::string inputName = (prefix + phaseName(Phase::Input)).str();
   for (auto [i, v] : llvm::enumerate(forwardResults))
-    source[v] = ("forward:" + Twine(i)).str();
-  for (auto [i, v] : llvm::enumerate(plan.exports[1]))
-    source[v] = ("backward_input:" + Twine(i)).str();
+    source.try_emplace(v, (forwardName + ":" + Twine(i)).str());
+  SmallVector<Value> inputResults(boundaryGrads);
+  inputResults.append(plan.exports[1].begin(), plan.exports[1].end());
+  for (auto [i, v] : llvm::enumerate(inputResults))
+    source.try_emplace(v, (inputName + ":" + Twine(i)).str());
 
   OpBuilder builder(combined);
   MLIRContext *ctx = module.getContext();
@@ -750,29 +810,34 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
     if (phase == Phase::Weight && !splitBackward)
       continue;
     int index = static_cast<int>(phase);
-    SmallVector<Value> inputs, outputs;
+    SmallVector<Value> args, outputs;
     if (phase == Phase::Forward) {
-      inputs.assign(combined.getArguments().begin(),
-                    combined.getArguments().end());
+      args.assign(inputs.begin(), inputs.end());
       outputs = forwardResults;
     } else {
-      inputs.assign(plan.imports[index].begin(), plan.imports[index].end());
+      args.assign(plan.imports[index].begin(), plan.imports[index].end());
       if (phase == Phase::Input)
-        outputs.assign(plan.exports[1].begin(), plan.exports[1].end());
+        outputs = inputResults;
     }
-    auto type = builder.getFunctionType(ValueRange(inputs).getTypes(),
+    auto type = builder.getFunctionType(ValueRange(args).getTypes(),
                                         ValueRange(outputs).getTypes());
-    StringRef name = phase == Phase::Input && !splitBackward
-                         ? StringRef("backward")
-                         : phaseName(phase);
+    std::string name = (prefix + (phase == Phase::Input && !splitBackward
+                                      ? StringRef("backward")
+                                      : phaseName(phase)))
+                           .str();
     auto func = func::FuncOp::create(builder, combined.getLoc(), name, type);
+    for (StringRef attr : {"nn.chunk", "nn.atom_offset"})
+      if (Attribute a = combined->getAttr(attr))
+        func->setAttr(attr, a);
     Block *entry = func.addEntryBlock();
     IRMapping mapping;
-    for (auto [i, v] : llvm::enumerate(inputs)) {
+    for (auto [i, v] : llvm::enumerate(args)) {
       mapping.map(v, entry->getArgument(i));
       if (phase == Phase::Forward) {
-        if (auto name = combined.getArgAttr(i, "nn.name"))
-          func.setArgAttr(i, "nn.name", name);
+        unsigned from = cast<BlockArgument>(v).getArgNumber();
+        for (StringRef attr : {"nn.name", "pipe.boundary"})
+          if (auto a = combined.getArgAttr(from, attr))
+            func.setArgAttr(i, attr, a);
       } else {
         func.setArgAttr(i, "nn.source", StringAttr::get(ctx, source[v]));
       }
@@ -791,12 +856,74 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
       clone->removeAttr(kPhaseAttr);
     }
     SmallVector<Value> mapped;
-    for (Value v : outputs)
+    for (Value v : outputs) {
+      Operation *def = v.getDefiningOp();
+      if (isRematerialized(def) && !mapping.contains(v))
+        inner.clone(*def, mapping)->removeAttr(kPhaseAttr);
       mapped.push_back(mapping.lookup(v));
+    }
     func::ReturnOp::create(inner, ret.getLoc(), mapped);
   }
   combined.erase();
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Tied parameters
+//===----------------------------------------------------------------------===//
+
+/// Gives every atom that reads a tied parameter its own param_ref (CSE
+/// shares one), and returns the atom of each param_ref of a tied parameter.
+/// Atoms are numbered in the whole model: a chunk's own atoms start at its
+/// `nn.atom_offset`, and which parameters are tied comes from the chunk
+/// split (`nn.tied_atoms`), since one chunk may see only one of the atoms.
+static llvm::DenseMap<Operation *, int> untieParameters(func::FuncOp forward,
+                                                        ModuleOp module) {
+  partition::Atoms atoms = partition::findAtoms(forward);
+  int offset = 0;
+  if (auto a = forward->getAttrOfType<IntegerAttr>("nn.atom_offset"))
+    offset = static_cast<int>(a.getInt());
+  bool chunked = forward->hasAttr("nn.chunk");
+  llvm::DenseMap<Operation *, int> refAtom;
+  llvm::StringMap<std::set<int>> atomsOfParam;
+  SmallVector<ParamRefOp> refs(forward.getOps<ParamRefOp>());
+  for (ParamRefOp ref : refs) {
+    // The readers of this ref, by atom.
+    std::map<int, SmallVector<OpOperand *>> byAtom;
+    for (OpOperand &use : ref->getUses()) {
+      auto it = atoms.atomOf.find(use.getOwner());
+      if (it != atoms.atomOf.end() && it->second >= 0)
+        byAtom[offset + it->second].push_back(&use);
+    }
+    if (byAtom.empty())
+      continue;
+    refAtom[ref] = byAtom.begin()->first;
+    for (auto &[atom, uses] : llvm::drop_begin(byAtom)) {
+      Operation *first = uses.front()->getOwner();
+      for (OpOperand *use : uses)
+        if (use->getOwner()->isBeforeInBlock(first))
+          first = use->getOwner();
+      OpBuilder builder(first);
+      Operation *clone = builder.clone(*ref);
+      for (OpOperand *use : uses)
+        use->set(clone->getResult(0));
+      refAtom[clone] = atom;
+    }
+    for (auto &entry : byAtom)
+      atomsOfParam[ref.getName()].insert(entry.first);
+  }
+  // Only parameters read in several atoms keep their atom.
+  llvm::DenseMap<Operation *, int> tied;
+  for (auto [op, atom] : refAtom) {
+    StringRef name = cast<ParamRefOp>(op).getName();
+    bool isTied = atomsOfParam[name].size() > 1;
+    if (chunked)
+      if (auto param = module.lookupSymbol<ParamOp>(name))
+        isTied = param->hasAttr("nn.tied_atoms");
+    if (isTied)
+      tied[op] = atom;
+  }
+  return tied;
 }
 
 //===----------------------------------------------------------------------===//
@@ -812,73 +939,145 @@ struct AutodiffPass : hotstage::impl::AutodiffBase<AutodiffPass> {
 
 void AutodiffPass::runOnOperation() {
   ModuleOp module = getOperation();
-  auto forward = module.lookupSymbol<func::FuncOp>("forward");
-  if (!forward) {
+  // @forward, or each pipeline chunk's forward (nn-split-chunks).
+  SmallVector<func::FuncOp> forwards;
+  if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
+    forwards.push_back(forward);
+  else
+    for (auto func : module.getOps<func::FuncOp>())
+      if (func->hasAttr("nn.chunk"))
+        forwards.push_back(func);
+  if (forwards.empty()) {
     module.emitError("autodiff: the module has no @forward function");
     return signalPassFailure();
   }
-  for (StringRef taken : {"backward", "backward_input", "backward_weight"})
-    if (module.lookupSymbol(taken)) {
-      module.emitError("autodiff: the module already has @") << taken;
-      return signalPassFailure();
-    }
-  if (!forward.getBody().hasOneBlock() ||
-      forward.getFunctionType().getNumResults() != 1 ||
-      forward.getFunctionType().getResult(0) !=
-          RankedTensorType::get({}, Float32Type::get(&getContext()))) {
-    forward.emitError("autodiff: @forward must be one block returning the "
-                      "loss as tensor<f32>");
-    return signalPassFailure();
-  }
 
-  // Every microbatch's loss gradient is 1/M: the accumulated gradient is
-  // that of the mean loss over the batch.
-  int64_t microbatches = 1;
-  if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train"))
+  // Every microbatch's loss gradient is 1/(M D) for M microbatches on each
+  // of D data-parallel replicas: the accumulated gradient, summed over the
+  // replicas, is that of the mean loss over the batch.
+  int64_t microbatches = 1, replicas = 1;
+  std::string recompute;
+  if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train")) {
     if (auto m = train.getAs<IntegerAttr>("microbatches"))
       microbatches = std::max<int64_t>(1, m.getInt());
-
-  Block &body = forward.getBody().front();
-  auto ret = cast<func::ReturnOp>(body.getTerminator());
-  std::string recompute;
-  if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train"))
+    if (auto d = train.getAs<IntegerAttr>("dp"))
+      replicas = std::max<int64_t>(1, d.getInt());
     if (auto policy = train.getAs<StringAttr>("recompute"))
       if (policy.getValue() != "none")
         recompute = policy.getValue().str();
-  GradientBuilder grads(forward, ret, recompute);
-  grads.analyze();
-  if (failed(grads.differentiate(ret.getOperand(0), 1.0 / microbatches)))
-    return signalPassFailure();
+  }
+  int64_t lastChunk = 0;
+  for (func::FuncOp f : forwards)
+    if (auto k = f->getAttrOfType<IntegerAttr>("nn.chunk"))
+      lastChunk = std::max(lastChunk, k.getInt());
 
-  // Accumulate each parameter's gradient into its state.
-  OpBuilder &builder = grads.builder;
-  // The states go after the parameters, in their order.
-  OpBuilder moduleBuilder(forward);
-  auto &paramGrads = grads.parameterGradients();
-  for (ParamOp param : module.getOps<ParamOp>()) {
-    StringAttr name = param.getSymNameAttr();
-    Value grad = paramGrads.lookup(name);
-    if (!grad)
-      continue; // not used by the loss
-    std::string stateName = (name.getValue() + ":grad").str();
-    if (module.lookupSymbol(stateName)) {
-      module.emitError("autodiff: the module already has @") << stateName;
+  for (func::FuncOp forward : forwards) {
+    StringRef name = forward.getName();
+    std::string prefix = name.drop_back(StringRef("forward").size()).str();
+    if (!name.ends_with("forward"))
+      prefix.clear();
+    for (StringRef phase : {"backward", "backward_input", "backward_weight"})
+      if (module.lookupSymbol(prefix + phase.str())) {
+        module.emitError("autodiff: the module already has @")
+            << prefix << phase;
+        return signalPassFailure();
+      }
+    auto chunk = forward->getAttrOfType<IntegerAttr>("nn.chunk");
+    bool returnsLoss = !chunk || chunk.getInt() == lastChunk;
+    auto lossType = RankedTensorType::get({}, Float32Type::get(&getContext()));
+    if (!forward.getBody().hasOneBlock() ||
+        (returnsLoss && (forward.getFunctionType().getNumResults() != 1 ||
+                         forward.getFunctionType().getResult(0) != lossType))) {
+      forward.emitError("autodiff: @")
+          << name << " must be one block returning the loss as tensor<f32>";
       return signalPassFailure();
     }
-    StateOp::create(
-        moduleBuilder, param.getLoc(), moduleBuilder.getStringAttr(stateName),
-        TypeAttr::get(param.getType()), moduleBuilder.getStringAttr("grad"),
-        FlatSymbolRefAttr::get(name));
-    Location loc = grad.getLoc();
-    auto ref = FlatSymbolRefAttr::get(&getContext(), stateName);
-    Value old = StateRefOp::create(builder, loc, grad.getType(), ref);
-    Value sum = AddOp::create(builder, loc, grad.getType(), old, grad);
-    auto store = StoreOp::create(builder, loc, sum, ref);
-    for (Operation *op :
-         {old.getDefiningOp(), sum.getDefiningOp(), store.getOperation()})
-      op->setAttr(kPhaseAttr, builder.getStringAttr(phaseName(Phase::Weight)));
-  }
+    Block &body = forward.getBody().front();
+    auto ret = cast<func::ReturnOp>(body.getTerminator());
+    // A chunk before the last gets its outputs' gradients as arguments.
+    SmallVector<Value> seeds(ret.getNumOperands());
+    if (!returnsLoss)
+      for (auto [i, output] : llvm::enumerate(ret.getOperands())) {
+        unsigned index = forward.getNumArguments();
+        if (failed(forward.insertArgument(
+                index, output.getType(),
+                DictionaryAttr::get(
+                    &getContext(),
+                    {NamedAttribute(
+                        StringAttr::get(&getContext(), "nn.seed"),
+                        IntegerAttr::get(IntegerType::get(&getContext(), 64),
+                                         static_cast<int64_t>(i)))}),
+                forward.getLoc())))
+          return signalPassFailure();
+        seeds[i] = forward.getArgument(index);
+      }
 
-  if (failed(splitByPhase(forward, module, splitBackward)))
-    return signalPassFailure();
+    GradientBuilder grads(forward, ret, recompute,
+                          untieParameters(forward, module));
+    grads.analyze();
+    if (failed(grads.differentiate(SmallVector<Value>(ret.getOperands()), seeds,
+                                   1.0 / double(microbatches * replicas))))
+      return signalPassFailure();
+
+    // Accumulate each parameter's gradient into its state.
+    OpBuilder &builder = grads.builder;
+    // The states go after the parameters, in their order.
+    OpBuilder moduleBuilder(forward);
+    auto &paramGrads = grads.parameterGradients();
+    for (ParamOp param : module.getOps<ParamOp>()) {
+      StringAttr pname = param.getSymNameAttr();
+      // One accumulator, or one per atom (in atom order) when tied.
+      SmallVector<std::pair<int, Value>> uses;
+      for (auto &[use, grad] : paramGrads)
+        if (use.first == pname)
+          uses.push_back({use.second, grad});
+      llvm::sort(uses, [](auto &a, auto &b) { return a.first < b.first; });
+      for (auto [atom, grad] : uses) {
+        std::string stateName = (pname.getValue() + ":grad").str();
+        if (atom >= 0)
+          stateName += "@" + std::to_string(atom);
+        if (module.lookupSymbol(stateName)) {
+          module.emitError("autodiff: the module already has @") << stateName;
+          return signalPassFailure();
+        }
+        StateOp::create(moduleBuilder, param.getLoc(),
+                        moduleBuilder.getStringAttr(stateName),
+                        TypeAttr::get(param.getType()),
+                        moduleBuilder.getStringAttr("grad"),
+                        FlatSymbolRefAttr::get(pname));
+        Location loc = grad.getLoc();
+        auto ref = FlatSymbolRefAttr::get(&getContext(), stateName);
+        Value old = StateRefOp::create(builder, loc, grad.getType(), ref);
+        Value sum = AddOp::create(builder, loc, grad.getType(), old, grad);
+        auto store = StoreOp::create(builder, loc, sum, ref);
+        for (Operation *op :
+             {old.getDefiningOp(), sum.getDefiningOp(), store.getOperation()})
+          op->setAttr(kPhaseAttr,
+                      builder.getStringAttr(phaseName(Phase::Weight)));
+      }
+    }
+
+    // The gradients of the activations that entered the chunk, for the
+    // previous chunk's B.
+    SmallVector<Value> boundaryGrads;
+    for (BlockArgument arg : forward.getArguments()) {
+      if (!forward.getArgAttr(arg.getArgNumber(), "pipe.boundary"))
+        continue;
+      Value g = grads.gradientOf(arg);
+      if (!g) {
+        // Nothing this chunk computes from it reaches the loss.
+        auto type = tensorType(arg);
+        g = ConstantOp::create(
+            builder, arg.getLoc(),
+            DenseElementsAttr::get(type,
+                                   builder.getZeroAttr(type.getElementType())));
+        g.getDefiningOp()->setAttr(
+            kPhaseAttr, builder.getStringAttr(phaseName(Phase::Input)));
+      }
+      boundaryGrads.push_back(g);
+    }
+    if (failed(splitByPhase(forward, module, splitBackward, prefix,
+                            boundaryGrads)))
+      return signalPassFailure();
+  }
 }

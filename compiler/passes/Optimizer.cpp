@@ -17,6 +17,7 @@
 #include "mlir/IR/BuiltinAttributes.h"
 
 #include <cmath>
+#include <set>
 
 namespace hotstage {
 #define GEN_PASS_DEF_OPTIMIZER
@@ -100,7 +101,9 @@ struct Emitter {
 
 struct ParamState {
   ParamOp param;
-  StateOp grad;
+  /// Its gradient accumulators: one, or one per atom that reads a tied
+  /// parameter (nn-autodiff), in atom order.
+  SmallVector<StateOp, 1> grads;
   /// The last state declared for this parameter; the next goes after it.
   Operation *lastState = nullptr;
 };
@@ -126,10 +129,17 @@ void OptimizerPass::runOnOperation() {
 
   // Parameters with a gradient accumulator, in declaration order.
   SmallVector<ParamState> params;
-  for (auto state : module.getOps<StateOp>())
-    if (state.getRole() == "grad")
-      params.push_back(
-          {module.lookupSymbol<ParamOp>(state.getOfAttr()), state});
+  for (auto state : module.getOps<StateOp>()) {
+    if (state.getRole() != "grad")
+      continue;
+    auto param = module.lookupSymbol<ParamOp>(state.getOfAttr());
+    auto it = llvm::find_if(
+        params, [&](const ParamState &p) { return p.param == param; });
+    if (it != params.end())
+      it->grads.push_back(state);
+    else
+      params.push_back({param, {state}});
+  }
   if (params.empty()) {
     module.emitError("optimizer: no parameter has a gradient; run "
                      "nn-autodiff first");
@@ -147,117 +157,207 @@ void OptimizerPass::runOnOperation() {
   auto f32Scalar = RankedTensorType::get({}, builder.getF32Type());
 
   // The moments, declared after the last parameter state.
-  auto declareState = [&](ParamState &p, StringRef role) {
+  auto declareState = [&](ParamState &p, StringRef role, Type type) {
     OpBuilder declare(ctx);
-    declare.setInsertionPointAfter(p.lastState ? p.lastState : p.grad);
+    declare.setInsertionPointAfter(p.lastState ? p.lastState
+                                               : p.grads.back().getOperation());
     std::string name = (p.param.getSymName() + ":" + role).str();
-    auto state = StateOp::create(
-        declare, p.param.getLoc(), declare.getStringAttr(name),
-        TypeAttr::get(p.param.getType()), declare.getStringAttr(role),
-        FlatSymbolRefAttr::get(p.param.getSymNameAttr()));
+    auto state =
+        StateOp::create(declare, p.param.getLoc(), declare.getStringAttr(name),
+                        TypeAttr::get(type), declare.getStringAttr(role),
+                        FlatSymbolRefAttr::get(p.param.getSymNameAttr()));
     p.lastState = state;
     return state;
   };
-
-  auto func = func::FuncOp::create(
-      builder, loc, "optimizer_step",
-      builder.getFunctionType({i64Scalar, i64Scalar}, {f32Scalar, f32Scalar}));
-  func.setArgAttr(0, "nn.name", builder.getStringAttr("step"));
-  func.setArgAttr(1, "nn.name", builder.getStringAttr("total_steps"));
-  Block *entry = func.addEntryBlock();
-  builder.setInsertionPointToStart(entry);
-  Emitter e{builder, loc};
-  Value step = entry->getArgument(0), total = entry->getArgument(1);
-
-  Value lr = LrScheduleOp::create(
-      builder, loc, f32Scalar, step, total, builder.getStringAttr(s.schedule),
-      builder.getF64FloatAttr(s.lr), builder.getF64FloatAttr(s.minLr),
-      builder.getI64IntegerAttr(s.warmup));
-
-  // The global gradient norm over every parameter, summed in parameter
-  // order.
-  SmallVector<Value> grads;
-  Value sumSq;
-  for (ParamState &p : params) {
+  // A tied parameter's accumulators are summed last atom first, the order
+  // in which reverse mode meets them.
+  auto gradientOf = [&](ParamState &p) {
     Type type = p.param.getType();
-    Value g =
-        StateRefOp::create(builder, p.param.getLoc(), type,
-                           FlatSymbolRefAttr::get(p.grad.getSymNameAttr()));
-    grads.push_back(g);
-    Value sq = MulOp::create(builder, loc, type, g, g);
-    Value partial = ReduceSumOp::create(builder, loc, f32Scalar, sq,
-                                        builder.getDenseI64ArrayAttr({}),
-                                        /*keepdim=*/false);
-    sumSq = sumSq ? e.add(sumSq, partial) : partial;
-  }
-  Value gradNorm = e.sqrt(sumSq);
-
-  // clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).
-  if (s.clip > 0) {
-    Value coef = e.div(e.c(s.clip), e.add(gradNorm, e.c(1e-6)));
-    coef = MinimumOp::create(builder, loc, f32Scalar, coef, e.c(1.0));
-    for (Value &g : grads)
-      g = e.mul(g, coef);
-  }
-
-  // AdamW's bias corrections 1 - beta^t for t = step + 1.
-  Value bc1, bc2;
-  if (s.optimizer == "adamw") {
-    Value t = e.add(CastOp::create(builder, loc, f32Scalar, step), e.c(1.0));
-    bc1 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta1)))));
-    bc2 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta2)))));
-  }
-
-  for (auto [p, g] : llvm::zip(params, grads)) {
-    Location ploc = p.param.getLoc();
-    Type type = p.param.getType();
-    auto paramRef = FlatSymbolRefAttr::get(p.param.getSymNameAttr());
-    Value w = ParamRefOp::create(builder, ploc, type, paramRef);
-    // Norm scales, biases and other vectors are not decayed.
-    bool decay =
-        s.weightDecay != 0 && cast<RankedTensorType>(type).getRank() >= 2;
-    auto store = [&](Value v, StateOp state) {
-      StoreOp::create(builder, ploc, v,
-                      FlatSymbolRefAttr::get(state.getSymNameAttr()));
-    };
-    if (s.optimizer == "adamw") {
-      StateOp m = declareState(p, "exp_avg");
-      StateOp v = declareState(p, "exp_avg_sq");
-      Value mOld = StateRefOp::create(
-          builder, ploc, type, FlatSymbolRefAttr::get(m.getSymNameAttr()));
-      Value vOld = StateRefOp::create(
-          builder, ploc, type, FlatSymbolRefAttr::get(v.getSymNameAttr()));
-      if (decay)
-        w = e.mul(w, e.sub(e.c(1.0), e.mul(lr, e.c(s.weightDecay))));
-      // exp_avg.lerp_(g, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 -
-      // beta2)
-      Value mNew = e.add(mOld, e.mul(e.sub(g, mOld), e.c(1.0 - s.beta1)));
-      Value vNew = e.add(e.mul(vOld, e.c(s.beta2)),
-                         e.mul(e.mul(g, g), e.c(1.0 - s.beta2)));
-      Value denom = e.add(e.div(e.sqrt(vNew), e.sqrt(bc2)), e.c(s.eps));
-      Value stepSize = e.div(lr, bc1);
-      Value wNew = e.sub(w, e.mul(e.div(mNew, denom), stepSize));
-      StoreOp::create(builder, ploc, wNew, paramRef);
-      store(mNew, m);
-      store(vNew, v);
-    } else {
-      // SGD: d = g + wd * w; buf = momentum * buf + d; w -= lr * buf.
-      Value d = g;
-      if (decay)
-        d = e.add(d, e.mul(w, e.c(s.weightDecay)));
-      if (s.momentum != 0) {
-        StateOp buf = declareState(p, "momentum");
-        Value bOld = StateRefOp::create(
-            builder, ploc, type, FlatSymbolRefAttr::get(buf.getSymNameAttr()));
-        d = e.add(e.mul(bOld, e.c(s.momentum)), d);
-        store(d, buf);
-      }
-      StoreOp::create(builder, ploc, e.sub(w, e.mul(d, lr)), paramRef);
+    Value g;
+    for (StateOp acc : llvm::reverse(p.grads)) {
+      Value part =
+          StateRefOp::create(builder, p.param.getLoc(), type,
+                             FlatSymbolRefAttr::get(acc.getSymNameAttr()));
+      g = g ? AddOp::create(builder, p.param.getLoc(), type, g, part) : part;
     }
-    // The accumulator starts the next step at zero.
-    auto zeros = DenseElementsAttr::get(cast<ShapedType>(type),
-                                        builder.getF32FloatAttr(0));
-    store(ConstantOp::create(builder, ploc, zeros), p.grad);
+    return g;
+  };
+  auto squaredNorm = [&](Value g) {
+    Value sq = MulOp::create(builder, loc, g.getType(), g, g);
+    return ReduceSumOp::create(builder, loc, f32Scalar, sq,
+                               builder.getDenseI64ArrayAttr({}),
+                               /*keepdim=*/false)
+        .getResult();
+  };
+
+  // Which rank updates each parameter: all ranks of one pipeline
+  // (nn.chunk_ranks) or the only one.
+  auto chunkRanks = module->getAttrOfType<DenseI64ArrayAttr>("nn.chunk_ranks");
+  int numRanks = 1;
+  llvm::StringMap<std::set<int>> ranksOf; // parameter -> ranks reading it
+  if (chunkRanks) {
+    for (int64_t r : chunkRanks.asArrayRef())
+      numRanks = std::max<int>(numRanks, r + 1);
+    for (auto func : module.getOps<func::FuncOp>()) {
+      auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk");
+      if (!chunk || chunk.getInt() >= int64_t(chunkRanks.size()))
+        continue;
+      int rank = static_cast<int>(chunkRanks[chunk.getInt()]);
+      func.walk([&](Operation *op) {
+        if (auto ref = dyn_cast<ParamRefOp>(op))
+          ranksOf[ref.getName()].insert(rank);
+        if (auto ref = dyn_cast<StateRefOp>(op))
+          if (auto state = module.lookupSymbol<StateOp>(ref.getName()))
+            ranksOf[state.getOf()].insert(rank);
+      });
+    }
   }
-  func::ReturnOp::create(builder, loc, ValueRange{lr, gradNorm});
+  auto onRank = [&](ParamState &p, int rank) {
+    return !chunkRanks || ranksOf[p.param.getSymName()].count(rank);
+  };
+  auto ownedBy = [&](ParamState &p, int rank) {
+    if (!chunkRanks)
+      return true;
+    auto &ranks = ranksOf[p.param.getSymName()];
+    return !ranks.empty() && *ranks.begin() == rank;
+  };
+
+  // With a pipeline, each parameter's squared norm is a state of its own
+  // (`:norm`) that its owner's @grad_norms computes and the runtime hands
+  // to every rank, so that each rank sums all of them in one order.
+  SmallVector<StateOp> normStates;
+  if (chunkRanks)
+    for (ParamState &p : params)
+      normStates.push_back(declareState(p, "norm", f32Scalar));
+
+  for (int rank = 0; rank < numRanks; ++rank) {
+    std::string prefix = chunkRanks ? "r" + std::to_string(rank) + "." : "";
+    if (chunkRanks) {
+      auto norms = func::FuncOp::create(builder, loc, prefix + "grad_norms",
+                                        builder.getFunctionType({}, {}));
+      Block *entry = norms.addEntryBlock();
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(entry);
+      for (auto [p, norm] : llvm::zip(params, normStates))
+        if (ownedBy(p, rank))
+          StoreOp::create(builder, p.param.getLoc(), squaredNorm(gradientOf(p)),
+                          FlatSymbolRefAttr::get(norm.getSymNameAttr()));
+      func::ReturnOp::create(builder, loc);
+    }
+
+    auto func =
+        func::FuncOp::create(builder, loc, prefix + "optimizer_step",
+                             builder.getFunctionType({i64Scalar, i64Scalar},
+                                                     {f32Scalar, f32Scalar}));
+    func.setArgAttr(0, "nn.name", builder.getStringAttr("step"));
+    func.setArgAttr(1, "nn.name", builder.getStringAttr("total_steps"));
+    Block *entry = func.addEntryBlock();
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(entry);
+    Emitter e{builder, loc};
+    Value step = entry->getArgument(0), total = entry->getArgument(1);
+
+    Value lr = LrScheduleOp::create(
+        builder, loc, f32Scalar, step, total, builder.getStringAttr(s.schedule),
+        builder.getF64FloatAttr(s.lr), builder.getF64FloatAttr(s.minLr),
+        builder.getI64IntegerAttr(s.warmup));
+
+    // The global gradient norm over every parameter, summed in parameter
+    // order.
+    SmallVector<Value> grads;
+    Value sumSq;
+    for (auto [i, p] : llvm::enumerate(params)) {
+      Value partial;
+      if (chunkRanks) {
+        partial = StateRefOp::create(
+            builder, p.param.getLoc(), f32Scalar,
+            FlatSymbolRefAttr::get(normStates[i].getSymNameAttr()));
+        grads.push_back(onRank(p, rank) ? gradientOf(p) : Value());
+      } else {
+        grads.push_back(gradientOf(p));
+        partial = squaredNorm(grads.back());
+      }
+      sumSq = sumSq ? e.add(sumSq, partial) : partial;
+    }
+    Value gradNorm = e.sqrt(sumSq);
+
+    // clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).
+    if (s.clip > 0) {
+      Value coef = e.div(e.c(s.clip), e.add(gradNorm, e.c(1e-6)));
+      coef = MinimumOp::create(builder, loc, f32Scalar, coef, e.c(1.0));
+      for (Value &g : grads)
+        if (g)
+          g = e.mul(g, coef);
+    }
+
+    // AdamW's bias corrections 1 - beta^t for t = step + 1.
+    Value bc1, bc2;
+    if (s.optimizer == "adamw") {
+      Value t = e.add(CastOp::create(builder, loc, f32Scalar, step), e.c(1.0));
+      bc1 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta1)))));
+      bc2 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta2)))));
+    }
+
+    for (auto [p, g] : llvm::zip(params, grads)) {
+      if (!g)
+        continue; // another rank's
+      Location ploc = p.param.getLoc();
+      Type type = p.param.getType();
+      auto paramRef = FlatSymbolRefAttr::get(p.param.getSymNameAttr());
+      Value w = ParamRefOp::create(builder, ploc, type, paramRef);
+      // Norm scales, biases and other vectors are not decayed.
+      bool decay =
+          s.weightDecay != 0 && cast<RankedTensorType>(type).getRank() >= 2;
+      auto store = [&](Value v, StringRef state) {
+        StoreOp::create(builder, ploc, v,
+                        FlatSymbolRefAttr::get(builder.getContext(), state));
+      };
+      // Each moment is declared once, by the first rank that updates it.
+      auto moment = [&](StringRef role) {
+        std::string name = (p.param.getSymName() + ":" + role).str();
+        if (!module.lookupSymbol(name))
+          declareState(p, role, type);
+        return name;
+      };
+      if (s.optimizer == "adamw") {
+        std::string m = moment("exp_avg"), v = moment("exp_avg_sq");
+        Value mOld = StateRefOp::create(builder, ploc, type,
+                                        FlatSymbolRefAttr::get(ctx, m));
+        Value vOld = StateRefOp::create(builder, ploc, type,
+                                        FlatSymbolRefAttr::get(ctx, v));
+        if (decay)
+          w = e.mul(w, e.sub(e.c(1.0), e.mul(lr, e.c(s.weightDecay))));
+        // exp_avg.lerp_(g, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(g, g,
+        // 1 - beta2)
+        Value mNew = e.add(mOld, e.mul(e.sub(g, mOld), e.c(1.0 - s.beta1)));
+        Value vNew = e.add(e.mul(vOld, e.c(s.beta2)),
+                           e.mul(e.mul(g, g), e.c(1.0 - s.beta2)));
+        Value denom = e.add(e.div(e.sqrt(vNew), e.sqrt(bc2)), e.c(s.eps));
+        Value stepSize = e.div(lr, bc1);
+        Value wNew = e.sub(w, e.mul(e.div(mNew, denom), stepSize));
+        StoreOp::create(builder, ploc, wNew, paramRef);
+        store(mNew, m);
+        store(vNew, v);
+      } else {
+        // SGD: d = g + wd * w; buf = momentum * buf + d; w -= lr * buf.
+        Value d = g;
+        if (decay)
+          d = e.add(d, e.mul(w, e.c(s.weightDecay)));
+        if (s.momentum != 0) {
+          std::string buf = moment("momentum");
+          Value bOld = StateRefOp::create(builder, ploc, type,
+                                          FlatSymbolRefAttr::get(ctx, buf));
+          d = e.add(e.mul(bOld, e.c(s.momentum)), d);
+          store(d, buf);
+        }
+        StoreOp::create(builder, ploc, e.sub(w, e.mul(d, lr)), paramRef);
+      }
+      // The accumulators start the next step at zero.
+      auto zeros = DenseElementsAttr::get(cast<ShapedType>(type),
+                                          builder.getF32FloatAttr(0));
+      for (StateOp acc : p.grads)
+        store(ConstantOp::create(builder, ploc, zeros), acc.getSymName());
+    }
+    func::ReturnOp::create(builder, loc, ValueRange{lr, gradNorm});
+  }
 }

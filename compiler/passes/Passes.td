@@ -49,6 +49,21 @@ def Autodiff : Pass<"nn-autodiff", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+def SplitChunks : Pass<"nn-split-chunks", "::mlir::ModuleOp"> {
+  let summary = "cuts @forward into one function per pipeline chunk";
+  let description = [{
+    Reads `nn.chunks`, the first atom (compiler/partition) of every
+    pipeline chunk, and replaces `@forward` with `@"cK.forward"` per chunk
+    K: the chunk's ops, taking the model's inputs and then the activations
+    that enter the chunk (`pipe.boundary = i`), returning those that leave
+    it (the last chunk returns the loss). Ops of parameters alone are
+    cloned into each chunk that reads them; parameters read in more than
+    one atom get `nn.tied_atoms`. Without `nn.chunks` it does nothing.
+    Runs before `nn-autodiff`, which differentiates each chunk.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
 def Optimizer : Pass<"nn-optimizer", "::mlir::ModuleOp"> {
   let summary = "builds @optimizer_step from the module's train section";
   let description = [{

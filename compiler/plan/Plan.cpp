@@ -30,7 +30,7 @@ void plan::assignOffsets(Plan &plan) {
   for (auto [i, b] : llvm::enumerate(plan.buffers)) {
     if (b.kind != BufferKind::Temp) {
       b.offset = offset;
-      offset = alignUp(offset + b.bytes);
+      offset += alignUp(b.bytes) * std::max(1, b.slots);
     } else if (b.firstUse >= 0) {
       temps.push_back(static_cast<int>(i));
     }
@@ -78,6 +78,10 @@ static llvm::StringRef kindName(BufferKind kind) {
     return "scalar";
   case BufferKind::Temp:
     return "temp";
+  case BufferKind::Stash:
+    return "stash";
+  case BufferKind::Boundary:
+    return "boundary";
   }
   return "?";
 }
@@ -97,6 +101,15 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
   os << "batch " << plan.batch << "\n";
   os << "seq " << plan.seq << "\n";
   os << "vocab " << plan.vocab << "\n";
+  if (plan.replicas > 1 && !plan.pipeline)
+    os << "replicas " << plan.replicas << "\n";
+  if (const Pipeline *p = plan.pipeline ? &*plan.pipeline : nullptr) {
+    os << "pipeline " << p->stages << " " << p->dp << " " << p->rank << " "
+       << p->schedule << "\n";
+    for (size_t c = 0; c < p->chunkRank.size(); ++c)
+      os << "chunk " << c << " rank " << p->chunkRank[c] << " slots "
+         << p->chunkSlots[c] << "\n";
+  }
   os << "arena " << plan.arenaBytes << "\n";
   os << "persistent " << plan.persistentBytes << "\n";
   for (auto [i, b] : llvm::enumerate(plan.buffers)) {
@@ -113,6 +126,10 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
       os << " role " << b.role << " of " << b.of;
     if (b.kind == BufferKind::Temp)
       os << " live " << b.firstUse << " " << b.lastUse;
+    if (b.kind == BufferKind::Boundary)
+      os << " role " << b.role << " index " << b.index;
+    if (b.chunk >= 0)
+      os << " chunk " << b.chunk << " slots " << b.slots;
     os << "\n";
   }
   for (auto [i, k] : llvm::enumerate(plan.kernels))
@@ -134,11 +151,23 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
       os << " # " << a.note << "\n";
     }
   }
+  if (const Pipeline *p = plan.pipeline ? &*plan.pipeline : nullptr) {
+    for (const Pipeline::Send &s : p->sends)
+      os << "send " << s.chunk << " "
+         << (s.gradient ? "gradient" : "activation") << " " << s.index << " "
+         << s.buffer << "\n";
+    for (const Pipeline::Exchange &e : p->exchanges)
+      os << "exchange " << (e.send ? "send" : "receive") << " " << e.tag << " "
+         << e.buffer << " " << e.peer << "\n";
+    os << "steps " << p->steps.size() << "\n";
+    for (const Pipeline::Step &s : p->steps)
+      os << "  " << s.phase << " " << s.chunk << " " << s.microbatch << "\n";
+  }
   os << "end\n";
 }
 
 void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
-  int64_t params = 0, grads = 0, moments = 0, other = 0;
+  int64_t params = 0, grads = 0, moments = 0, other = 0, stashed = 0;
   for (const Buffer &b : plan.buffers) {
     if (b.kind == BufferKind::Param)
       params += b.bytes;
@@ -146,6 +175,8 @@ void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
       grads += b.bytes;
     else if (b.kind == BufferKind::State)
       moments += b.bytes;
+    else if (b.kind == BufferKind::Stash || b.kind == BufferKind::Boundary)
+      stashed += alignUp(b.bytes) * b.slots;
     else if (b.kind != BufferKind::Temp)
       other += b.bytes;
   }
@@ -159,6 +190,8 @@ void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
   line("gradients", grads);
   line("optimizer state", moments);
   line("inputs and scalars", other);
+  if (plan.pipeline)
+    line("microbatches in flight", stashed);
   line("activations (peak, packed)", plan.arenaBytes - plan.persistentBytes);
   line("arena (allocated once)", plan.arenaBytes);
 }

@@ -15,6 +15,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,14 @@ enum class BufferKind {
   Input,  // filled by the runtime before each forward (tokens, targets)
   Scalar, // a persistent scalar the runtime reads or writes (loss, lr, ...)
   Temp,   // an intermediate: lives from its first write to its last read
+  // Pipelines only: what one microbatch of a chunk hands from one of its
+  // functions to the next (saved activations, inputs, gradients for W),
+  // one copy per microbatch the schedule keeps in flight (`slots`).
+  Stash,
+  // Pipelines only: an activation received from the previous chunk or a
+  // gradient from the next one (role "activation" or "gradient", index),
+  // slotted like a stash.
+  Boundary,
 };
 
 struct Buffer {
@@ -41,6 +50,9 @@ struct Buffer {
   double initA = 0, initB = 0;
   // Liveness, as indices into the step's action order (temps only).
   int64_t firstUse = -1, lastUse = -1;
+  // Pipelines: the chunk whose microbatches own the buffer, the copies it
+  // has, and for a boundary buffer its index among the chunk's.
+  int chunk = -1, slots = 1, index = -1;
 };
 
 /// One action of a function: a kernel call over a parallel range, or a
@@ -63,9 +75,39 @@ struct Function {
   std::vector<Action> actions;
 };
 
+/// A pipeline rank's part of the step: its actions in schedule order, the
+/// ranks of all chunks, and what it sends and exchanges.
+struct Pipeline {
+  int stages = 1, dp = 1, rank = 0;
+  std::string schedule;
+  std::vector<int> chunkRank, chunkSlots; // every chunk of the model
+  struct Step {
+    char phase; // 'F', 'B' or 'W'
+    int chunk, microbatch;
+  };
+  std::vector<Step> steps;
+  /// After F (activation i of the next chunk) or B (gradient i of the
+  /// previous chunk's output): the buffer that holds it.
+  struct Send {
+    int chunk;
+    bool gradient;
+    int index, buffer;
+  };
+  std::vector<Send> sends;
+  /// A tied parameter's accumulator that another rank fills (receive) or
+  /// needs (send), before the gradient norms; `tag` is the same on both.
+  struct Exchange {
+    bool send;
+    int tag, buffer, peer;
+  };
+  std::vector<Exchange> exchanges;
+};
+
 struct Plan {
   std::string model;
   int64_t microbatches = 1, batch = 0, seq = 0, vocab = 0;
+  int64_t replicas = 1; // data-parallel replicas (one-stage plans)
+  std::optional<Pipeline> pipeline;
   std::vector<Buffer> buffers;
   std::vector<std::string> kernels; // symbol names, in table order
   std::vector<Function> functions;  // forward, backward_input, ...

@@ -58,6 +58,27 @@ LogicalResult NNDialect::verifyOperationAttribute(Operation *op,
              << attr.getValue();
     return success();
   }
+  // The pipeline split (nn-split-chunks): the first atom and the rank of
+  // every chunk on the module, each chunk's index and first atom on its
+  // functions, and the atoms that read a tied parameter on the parameter.
+  auto expect = [&](bool where, StringRef place, bool array) -> LogicalResult {
+    if (!where)
+      return op->emitError() << "'" << name << "' is only valid on " << place;
+    bool ok = array ? isa<DenseI64ArrayAttr>(attr.getValue())
+                    : isa<IntegerAttr>(attr.getValue());
+    if (!ok)
+      return op->emitError() << "'" << name << "' must be "
+                             << (array ? "an array<i64>" : "an integer")
+                             << ", got " << attr.getValue();
+    return success();
+  };
+  if (name == "nn.chunks" || name == "nn.chunk_ranks")
+    return expect(isa<ModuleOp>(op), "a module", true);
+  if (name == "nn.chunk" || name == "nn.atom_offset")
+    return expect(op->getName().getStringRef() == "func.func", "a function",
+                  false);
+  if (name == "nn.tied_atoms")
+    return expect(isa<ParamOp>(op), "nn.param", true);
   // Unknown names are rejected so that a typo does not pass silently; add
   // new attributes here and to docs/nn-dialect.md.
   if (name != kModelAttrName && name != kTrainAttrName)

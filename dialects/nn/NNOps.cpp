@@ -478,14 +478,22 @@ LogicalResult PadOp::verify() {
 
 LogicalResult StateOp::verify() {
   StringRef role = getRole();
-  if (!llvm::is_contained({"grad", "exp_avg", "exp_avg_sq", "momentum"}, role))
+  if (!llvm::is_contained({"grad", "exp_avg", "exp_avg_sq", "momentum", "norm"},
+                          role))
     return emitOpError() << "unknown role \"" << role
-                         << "\"; expected grad, exp_avg, exp_avg_sq or "
-                            "momentum";
+                         << "\"; expected grad, exp_avg, exp_avg_sq, "
+                            "momentum or norm";
   auto module = (*this)->getParentOfType<ModuleOp>();
   auto param = module.lookupSymbol<ParamOp>(getOfAttr());
   if (!param)
     return emitOpError() << "refers to an unknown parameter " << getOfAttr();
+  // A pipeline's per-parameter squared gradient norm is a scalar.
+  if (role == "norm") {
+    auto type = dyn_cast<RankedTensorType>(getType());
+    if (!type || type.getRank() != 0 || !type.getElementType().isF32())
+      return emitOpError() << "a norm state is tensor<f32>, got " << getType();
+    return success();
+  }
   if (param.getType() != getType())
     return emitOpError() << "type " << getType()
                          << " does not match the parameter type "

@@ -158,3 +158,19 @@ void Executor::runStep(Step &step) {
     pool_.parallelFor(a.parallel, invoke, &step);
   }
 }
+
+std::vector<float>
+hotstage::rt::sumGradients(Executor &exec,
+                           const std::vector<const PlanBuffer *> &grads) {
+  if (grads.empty())
+    return {};
+  size_t n = static_cast<size_t>(grads.back()->numElements());
+  const auto *last = static_cast<const float *>(exec.buffer(*grads.back()));
+  std::vector<float> sum(last, last + n);
+  for (size_t k = grads.size() - 1; k-- > 0;) {
+    const auto *g = static_cast<const float *>(exec.buffer(*grads[k]));
+    for (size_t i = 0; i < n; ++i)
+      sum[i] += g[i];
+  }
+  return sum;
+}

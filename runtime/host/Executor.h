@@ -67,6 +67,11 @@ private:
   std::string setupError_;
 };
 
+/// A parameter's gradient from its accumulators (Plan::gradients): their
+/// sum, last first, as the compiled optimizer forms it.
+std::vector<float> sumGradients(Executor &exec,
+                                const std::vector<const PlanBuffer *> &grads);
+
 } // namespace hotstage::rt
 
 #endif // HOTSTAGE_RUNTIME_HOST_EXECUTOR_H

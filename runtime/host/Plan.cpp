@@ -21,6 +21,15 @@ const PlanBuffer *Plan::find(const std::string &kind,
   return nullptr;
 }
 
+std::vector<const PlanBuffer *>
+Plan::gradients(const std::string &param) const {
+  std::vector<const PlanBuffer *> out;
+  for (auto &[id, b] : buffers)
+    if (b.kind == "state" && b.role == "grad" && b.of == param)
+      out.push_back(&b);
+  return out;
+}
+
 static std::vector<int64_t> parseShape(const std::string &s) {
   std::vector<int64_t> shape;
   if (s == "scalar")
@@ -32,10 +41,23 @@ static std::vector<int64_t> parseShape(const std::string &s) {
   return shape;
 }
 
-bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error) {
+bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
+                             int which) {
   std::istringstream in(text);
   std::string line;
   int lineNo = 0;
+  // Skip the plans before `which`.
+  for (int skipped = 0; skipped < which;) {
+    if (!std::getline(in, line)) {
+      error = "the executable holds no plan " + std::to_string(which);
+      return false;
+    }
+    ++lineNo;
+    if (line == "end")
+      ++skipped;
+  }
+  int first = lineNo + 1;
+  bool inSteps = false;
   std::vector<PlanAction> *function = nullptr;
   auto fail = [&](const std::string &what) {
     error = "plan line " + std::to_string(lineNo) + ": " + what + ": '" + line +
@@ -50,7 +72,7 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error) {
     std::string word;
     if (!(f >> word))
       continue;
-    if (lineNo == 1) {
+    if (lineNo == first) {
       int version = 0;
       if (word != "hotstage-plan" || !(f >> version) || version != 1)
         return fail("not a version 1 plan");
@@ -66,6 +88,47 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error) {
       f >> plan.seq;
     } else if (word == "vocab") {
       f >> plan.vocab;
+    } else if (word == "replicas") {
+      f >> plan.replicas;
+    } else if (word == "pipeline") {
+      PlanPipeline &p = plan.pipeline;
+      if (!(f >> p.stages >> p.dp >> p.rank >> p.schedule) || p.stages < 1 ||
+          p.dp < 1 || p.rank < 0 || p.rank >= p.stages)
+        return fail("bad pipeline");
+      plan.pipelined = true;
+    } else if (word == "chunk") {
+      int chunk, rank, slots;
+      std::string r, s;
+      if (!(f >> chunk >> r >> rank >> s >> slots) ||
+          chunk != static_cast<int>(plan.pipeline.chunkRank.size()) ||
+          slots < 1)
+        return fail("bad chunk");
+      plan.pipeline.chunkRank.push_back(rank);
+      plan.pipeline.chunkSlots.push_back(slots);
+    } else if (word == "send") {
+      PlanPipeline::Send send;
+      std::string kind;
+      if (!(f >> send.chunk >> kind >> send.index >> send.buffer) ||
+          !plan.buffers.count(send.buffer))
+        return fail("bad send");
+      send.gradient = kind == "gradient";
+      plan.pipeline.sends.push_back(send);
+    } else if (word == "exchange") {
+      PlanPipeline::Exchange e;
+      std::string kind;
+      if (!(f >> kind >> e.tag >> e.buffer >> e.peer) ||
+          !plan.buffers.count(e.buffer))
+        return fail("bad exchange");
+      e.send = kind == "send";
+      plan.pipeline.exchanges.push_back(e);
+    } else if (word == "steps") {
+      inSteps = true;
+    } else if (inSteps && (word == "F" || word == "B" || word == "W")) {
+      PlanPipeline::Step step{word[0], 0, 0};
+      if (!(f >> step.chunk >> step.microbatch) || step.chunk < 0 ||
+          step.chunk >= static_cast<int>(plan.pipeline.chunkRank.size()))
+        return fail("bad step");
+      plan.pipeline.steps.push_back(step);
     } else if (word == "arena") {
       f >> plan.arenaBytes;
     } else if (word == "persistent") {
@@ -89,12 +152,19 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error) {
         else if (key == "of")
           f >> b.of;
         else if (key == "live") {
-          int64_t first, last;
-          f >> first >> last;
-        } else
+          int64_t firstUse, lastUse;
+          f >> firstUse >> lastUse;
+        } else if (key == "index")
+          f >> b.index;
+        else if (key == "chunk")
+          f >> b.chunk;
+        else if (key == "slots")
+          f >> b.slots;
+        else
           return fail("unknown buffer field '" + key + "'");
       }
-      if (b.offset < 0 || b.bytes < 0 || b.offset + b.bytes > plan.arenaBytes)
+      if (b.offset < 0 || b.bytes < 0 || b.slots < 1 ||
+          b.offset + b.slotStride() * (b.slots - 1) + b.bytes > plan.arenaBytes)
         return fail("buffer outside the arena");
       plan.buffers[id] = b;
     } else if (word == "kernel") {

@@ -22,7 +22,35 @@ struct PlanBuffer {
   int64_t offset = 0, bytes = 0;
   std::string init, role, of; // params: initializer; states: role, param
   double initA = 0, initB = 0;
+  // Pipelines: the chunk whose microbatches own the buffer, its copies
+  // (one per microbatch in flight), and a boundary buffer's index.
+  int chunk = -1, slots = 1, index = -1;
   int64_t numElements() const;
+  /// Bytes from one slot to the next.
+  int64_t slotStride() const { return (bytes + 63) / 64 * 64; }
+};
+
+/// A pipeline rank's part of the step (docs/plan.md).
+struct PlanPipeline {
+  int stages = 1, dp = 1, rank = 0;
+  std::string schedule;
+  std::vector<int> chunkRank, chunkSlots;
+  struct Step {
+    char phase; // F, B, W
+    int chunk, microbatch;
+  };
+  std::vector<Step> steps;
+  struct Send {
+    int chunk;
+    bool gradient;
+    int index, buffer;
+  };
+  std::vector<Send> sends;
+  struct Exchange {
+    bool send;
+    int tag, buffer, peer;
+  };
+  std::vector<Exchange> exchanges;
 };
 
 struct PlanAction {
@@ -39,6 +67,9 @@ struct PlanAction {
 struct Plan {
   std::string model;
   int64_t microbatches = 1, batch = 0, seq = 0, vocab = 0;
+  int replicas = 1;       // data-parallel replicas of a one-stage plan
+  bool pipelined = false; // `pipeline` below is set
+  PlanPipeline pipeline;
   int64_t arenaBytes = 0, persistentBytes = 0;
   std::map<int, PlanBuffer> buffers;
   std::vector<std::string> kernels;
@@ -47,10 +78,16 @@ struct Plan {
   /// The buffer of kind `kind` named `name`, or nullptr.
   const PlanBuffer *find(const std::string &kind,
                          const std::string &name) const;
+  /// The gradient accumulators of a parameter in declaration order: one,
+  /// or one per atom of the model that reads a tied parameter (their sum,
+  /// last first, is the gradient).
+  std::vector<const PlanBuffer *> gradients(const std::string &param) const;
 };
 
-/// Parses `text`; on failure fills `error` with the line and what is wrong.
-bool parsePlan(const char *text, Plan &plan, std::string &error);
+/// Parses plan number `which` of `text` (a pipelined executable holds one
+/// per rank, one after the other); on failure fills `error` with the line
+/// and what is wrong.
+bool parsePlan(const char *text, Plan &plan, std::string &error, int which = 0);
 
 } // namespace hotstage::rt
 

@@ -79,17 +79,15 @@ int64_t runGradCheck(const Plan &plan, Executor &exec, BatchLoader &loader,
   for (auto &[id, b] : plan.buffers) {
     if (b.kind != "param")
       continue;
-    const PlanBuffer *gradBuf = nullptr;
-    for (auto &[gid, g] : plan.buffers)
-      if (g.kind == "state" && g.role == "grad" && g.of == b.name)
-        gradBuf = &g;
-    if (!gradBuf) {
+    std::vector<const PlanBuffer *> gradBufs = plan.gradients(b.name);
+    if (gradBufs.empty()) {
       error = "parameter '" + b.name + "' has no gradient buffer";
       return -1;
     }
     size_t n = size_t(b.numElements());
     auto *param = static_cast<float *>(exec.buffer(b));
-    const auto *grad = static_cast<const float *>(exec.buffer(*gradBuf));
+    std::vector<float> summed = sumGradients(exec, gradBufs);
+    const float *grad = summed.data();
     std::vector<float> saved(param, param + n);
 
     double gradNorm = 0;

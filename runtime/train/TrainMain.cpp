@@ -78,10 +78,9 @@ public:
     if (!losses_.empty())
       return;
     for (auto &[id, b] : plan_.buffers)
-      if (b.kind == "state" && b.role == "grad") {
-        const auto *g = static_cast<const float *>(exec_.buffer(b));
-        grads_.emplace_back(b.of, std::vector<float>(g, g + b.numElements()));
-      }
+      if (b.kind == "param" && !plan_.gradients(b.name).empty())
+        grads_.emplace_back(b.name,
+                            sumGradients(exec_, plan_.gradients(b.name)));
     loss0_ = loss;
   }
   void afterUpdate(float loss, float gradNorm, float lr) {
@@ -137,6 +136,12 @@ int main(int argc, char **argv) {
     fatal("the plan names " + std::to_string(plan.kernels.size()) +
           " kernels, the executable has " +
           std::to_string(hotstage_num_kernels));
+
+  if (plan.pipelined)
+    fatal("this executable was built for a " +
+          std::to_string(plan.pipeline.stages) +
+          "-stage pipeline, which this runtime cannot run yet; build with "
+          "-D stages=1");
 
   TrainOptions options;
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 ||

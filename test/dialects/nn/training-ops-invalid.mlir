@@ -51,7 +51,7 @@ func.func @f(%x: tensor<8x64xf32>) {
 
 module {
   nn.param @w : tensor<4xf32> init #nn.init<zeros>
-  // expected-error@+1 {{unknown role "velocity"; expected grad, exp_avg, exp_avg_sq or momentum}}
+  // expected-error@+1 {{unknown role "velocity"; expected grad, exp_avg, exp_avg_sq, momentum or norm}}
   nn.state @"w:v" : tensor<4xf32> role = "velocity" of @w
 }
 
