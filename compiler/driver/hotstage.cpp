@@ -256,6 +256,10 @@ static int linkExecutable(const std::string &object,
   llvm::SmallVector<llvm::StringRef> args{
       driver,  "-o",     executable, object,      runtimeMain,
       runtime, "-ldnnl", "-lgomp",   "-lpthread", "-lm"};
+  // The MPI libraries the runtime was built against (full paths).
+  llvm::SmallVector<llvm::StringRef> mpi;
+  llvm::StringRef(HOTSTAGE_MPI_LIBS).split(mpi, ',', -1, false);
+  args.append(mpi.begin(), mpi.end());
   std::string message;
   int rc =
       llvm::sys::ExecuteAndWait(driver, args, std::nullopt, {}, 0, 0, &message);

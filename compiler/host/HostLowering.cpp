@@ -1717,7 +1717,9 @@ int HostLowering::boundaryBuffer(int chunk, bool gradient, int index,
   b.role = gradient ? "gradient" : "activation";
   b.index = index;
   b.chunk = chunk;
-  b.slots = chunkSlots[chunk];
+  // A copy per microbatch of the step: the runtime posts every receive
+  // when the step starts, so a send never waits for its receiver's slot.
+  b.slots = static_cast<int>(plan.microbatches);
   it->second = plan.addBuffer(b);
   return it->second;
 }

@@ -65,20 +65,27 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
   if (!arena_)
     return;
   for (const auto &[name, actions] : plan.functions) {
-    std::vector<Step> &steps = functions_[name];
-    for (const PlanAction &a : actions) {
-      Step step{&a, a.gemm ? nullptr : kernels[a.kernel], {}, 0};
-      if (a.buffers.empty() || a.buffers.size() > 12) {
-        setupError_ = "an action of '" + name + "' has " +
-                      std::to_string(a.buffers.size()) +
-                      " buffers (1 to 12 supported)";
-        return;
+    // One resolution per microbatch slot of the function's chunk.
+    int slots = 1;
+    for (const PlanAction &a : actions)
+      for (int b : a.buffers)
+        slots = std::max(slots, plan.buffers.at(b).slots);
+    std::vector<std::vector<Step>> &variants = functions_[name];
+    variants.resize(slots);
+    for (int slot = 0; slot < slots; ++slot)
+      for (const PlanAction &a : actions) {
+        Step step{&a, a.gemm ? nullptr : kernels[a.kernel], {}, 0};
+        if (a.buffers.empty() || a.buffers.size() > 12) {
+          setupError_ = "an action of '" + name + "' has " +
+                        std::to_string(a.buffers.size()) +
+                        " buffers (1 to 12 supported)";
+          return;
+        }
+        step.numArgs = a.buffers.size();
+        for (size_t i = 0; i < step.numArgs; ++i)
+          step.args[i] = buffer(plan.buffers.at(a.buffers[i]), slot);
+        variants[slot].push_back(step);
       }
-      step.numArgs = a.buffers.size();
-      for (size_t i = 0; i < step.numArgs; ++i)
-        step.args[i] = buffer(plan.buffers.at(a.buffers[i]));
-      steps.push_back(step);
-    }
   }
 }
 
@@ -108,7 +115,7 @@ void Executor::printProfile() const {
                  static_cast<long long>(e->calls), key.c_str());
 }
 
-bool Executor::run(const std::string &name, std::string &error) {
+bool Executor::run(const std::string &name, std::string &error, int slot) {
   if (!setupError_.empty()) {
     error = setupError_;
     return false;
@@ -118,7 +125,8 @@ bool Executor::run(const std::string &name, std::string &error) {
     error = "the plan has no function '" + name + "'";
     return false;
   }
-  for (Step &step : it->second) {
+  std::vector<Step> &steps = it->second[slot % it->second.size()];
+  for (Step &step : steps) {
     const PlanAction &a = *step.action;
     auto start = profile_ ? std::chrono::steady_clock::now()
                           : std::chrono::steady_clock::time_point();

@@ -29,11 +29,16 @@ public:
   ~Executor();
 
   char *arena() { return arena_; }
-  /// The start of buffer `b` in the arena.
-  void *buffer(const PlanBuffer &b) { return arena_ + b.offset; }
+  /// The start of buffer `b` in the arena (of its copy for microbatch slot
+  /// `slot`, for the slotted buffers of a pipeline chunk).
+  void *buffer(const PlanBuffer &b, int slot = 0) {
+    return arena_ + b.offset + (slot % b.slots) * b.slotStride();
+  }
 
-  /// Runs function `name`; false (with `error`) if the plan lacks it.
-  bool run(const std::string &name, std::string &error);
+  /// Runs function `name` (on the buffers of `slot`); false (with
+  /// `error`) if the plan lacks it.
+  bool run(const std::string &name, std::string &error, int slot = 0);
+  bool has(const std::string &name) const { return functions_.count(name); }
   /// The backward of one microbatch: @backward, or @backward_input then
   /// @backward_weight where the compiler kept them apart.
   bool runBackward(std::string &error);
@@ -62,8 +67,8 @@ private:
 
   char *arena_ = nullptr;
   ThreadPool pool_;
-  // Resolved once at start: a step does no lookups.
-  std::map<std::string, std::vector<Step>> functions_;
+  // Resolved once at start, per slot: a step does no lookups.
+  std::map<std::string, std::vector<std::vector<Step>>> functions_;
   std::string setupError_;
 };
 

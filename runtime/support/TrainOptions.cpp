@@ -86,8 +86,8 @@ bool parseTrainOptions(int argc, char **argv, TrainOptions &options,
     }
     std::string shown = "--" + std::string(name);
     static const char *const trainOnly[] = {
-        "steps",  "metrics",   "ckpt", "ckpt-every",
-        "resume", "log-every", "trace"};
+        "steps",  "metrics",   "ckpt",  "ckpt-every",
+        "resume", "log-every", "trace", "comm-timeout"};
     static const char *const shared[] = {"data", "seed", "init-from",
                                          "threads"};
     bool isShared = false, isTrainOnly = false;
@@ -154,6 +154,14 @@ bool parseTrainOptions(int argc, char **argv, TrainOptions &options,
         return false;
       }
       options.logEvery = int64_t(n);
+    } else if (name == "comm-timeout") {
+      if (!number(INT64_MAX))
+        return false;
+      if (n == 0) {
+        error = "--comm-timeout must be at least 1 (seconds)";
+        return false;
+      }
+      options.commTimeout = int64_t(n);
     } else if (name == "threads") {
       if (!number(kMaxThreads))
         return false;
@@ -214,7 +222,14 @@ std::string trainUsage(const char *programName, const char *modelName) {
          "batches, step 1's\n"
          "                     loss and gradients, every step's loss, "
          "grad_norm and lr,\n"
-         "                     and the final weights\n"
+         "                     and the final weights; FILE.json: the "
+         "measured timeline of\n"
+         "                     every rank's actions (Chrome trace, opens in "
+         "Perfetto)\n"
+         "  --comm-timeout S   multi-rank runs: a peer that makes no progress "
+         "for S seconds\n"
+         "                     ends the job, naming the rank, action and "
+         "step (default 600)\n"
          "  --log-every K      print a progress line every K steps and after "
          "the first (default 1)\n"
          "  --threads N        CPU threads (default 0: $HOTSTAGE_NUM_THREADS, "

@@ -26,14 +26,15 @@ struct TrainOptions {
   std::string data;    // glob of llm.c token shards
   int64_t steps = 0;
   uint64_t seed = 1337;
-  std::string metrics;   // JSON lines file; empty: none
-  std::string ckptDir;   // empty: no checkpoints
-  int64_t ckptEvery = 0; // 0: only at the end
-  std::string resumeDir; // empty: start fresh
-  std::string initFrom;  // safetensors weights instead of the initializers
-  std::string trace;     // safetensors record of the run; empty: none
-  int64_t logEvery = 1;  // progress line every K steps
-  int threads = 0;       // 0: defaultThreadCount()
+  std::string metrics;       // JSON lines file; empty: none
+  std::string ckptDir;       // empty: no checkpoints
+  int64_t ckptEvery = 0;     // 0: only at the end
+  std::string resumeDir;     // empty: start fresh
+  std::string initFrom;      // safetensors weights instead of the initializers
+  std::string trace;         // safetensors record of the run; empty: none
+  int64_t logEvery = 1;      // progress line every K steps
+  int threads = 0;           // 0: defaultThreadCount()
+  int64_t commTimeout = 600; // seconds without progress that end the job
 };
 
 /// Parses argv (argv[0] is the program, argv[1] the command). On success

@@ -10,18 +10,23 @@
 
 #include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/checkpoint/SafeTensors.h"
+#include "runtime/comm/Comm.h"
 #include "runtime/data/TokenShards.h"
 #include "runtime/host/Executor.h"
 #include "runtime/host/Plan.h"
 #include "runtime/metrics/Metrics.h"
+#include "runtime/support/FileIO.h"
 #include "runtime/support/Random.h"
 #include "runtime/support/TrainOptions.h"
 #include "runtime/train/GradCheck.h"
+#include "runtime/train/PipelineStep.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,15 +44,23 @@ namespace {
   std::exit(1);
 }
 
+/// A parameter's random stream: a hash of its name (FNV-1a), so that its
+/// values depend on nothing but the seed and the name, not on the other
+/// parameters or on which pipeline rank holds it.
+uint64_t streamOf(const std::string &name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name)
+    h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
 void initParameters(const Plan &plan, Executor &exec, uint64_t seed) {
-  uint64_t stream = 0;
   for (auto &[id, b] : plan.buffers) {
     if (b.kind != "param")
       continue;
+    uint64_t stream = streamOf(b.name);
     auto *p = static_cast<float *>(exec.buffer(b));
     int64_t n = b.numElements();
-    // Each parameter has its own stream: its values do not depend on the
-    // others, the order of initialisation or the number of ranks.
     if (b.init == "normal")
       fillNormal(p, n, seed, stream, b.initA, b.initB);
     else if (b.init == "uniform")
@@ -59,7 +72,6 @@ void initParameters(const Plan &plan, Executor &exec, uint64_t seed) {
       for (int64_t i = 0; i < n; ++i)
         p[i] = v;
     }
-    ++stream;
   }
 }
 
@@ -125,6 +137,233 @@ private:
   float loss0_ = 0;
 };
 
+/// Gathers every rank's measured actions on rank 0, writes them as a Chrome
+/// trace (one lane per rank, as `hotstage plan --trace` has them) and
+/// prints each rank's idle share of the pipelined part of the steps.
+void writeTimeline(Comm &comm, const PipelineStep &pipeline,
+                   const std::string &path) {
+  std::vector<double> mine;
+  for (const ActionTime &t : pipeline.times())
+    mine.insert(mine.end(),
+                {double(t.phase), double(t.chunk), double(t.microbatch),
+                 double(t.step), t.start, t.end});
+  std::vector<std::vector<double>> all;
+  comm.gatherToLeader(mine, all);
+  if (comm.worldRank() != 0)
+    return;
+  std::string json = "{\"traceEvents\":[\n";
+  json += "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"tid\":0,"
+          "\"args\":{\"name\":\"measured\"}}";
+  // Per step, the window from the first action to the last of any rank.
+  std::map<int64_t, std::pair<double, double>> windows;
+  for (const std::vector<double> &rank : all)
+    for (size_t i = 0; i + 5 < rank.size(); i += 6) {
+      auto [it, fresh] =
+          windows.try_emplace(int64_t(rank[i + 3]), rank[i + 4], rank[i + 5]);
+      it->second.first = std::min(it->second.first, rank[i + 4]);
+      it->second.second = std::max(it->second.second, rank[i + 5]);
+    }
+  double window = 0;
+  for (auto &[step, w] : windows)
+    window += w.second - w.first;
+  std::string idle = "measured idle per rank (F, B and W of the steps):";
+  char buffer[256];
+  for (size_t r = 0; r < all.size(); ++r) {
+    std::snprintf(buffer, sizeof buffer,
+                  ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,"
+                  "\"tid\":%zu,\"args\":{\"name\":\"rank %zu\"}}",
+                  r, r);
+    json += buffer;
+    double busy = 0;
+    for (size_t i = 0; i + 5 < all[r].size(); i += 6) {
+      const double *e = &all[r][i];
+      busy += e[5] - e[4];
+      char phase = static_cast<char>(e[0]);
+      std::snprintf(buffer, sizeof buffer,
+                    ",\n{\"name\":\"%c mb%d chunk%d\",\"cat\":\"%c\","
+                    "\"ph\":\"X\",\"pid\":0,\"tid\":%zu,\"ts\":%.3f,"
+                    "\"dur\":%.3f,\"args\":{\"step\":%d,\"microbatch\":%d,"
+                    "\"chunk\":%d}}",
+                    phase, int(e[2]), int(e[1]), phase, r, e[4] * 1e6,
+                    (e[5] - e[4]) * 1e6, int(e[3]) + 1, int(e[2]), int(e[1]));
+      json += buffer;
+    }
+    std::snprintf(buffer, sizeof buffer, "  %zu: %.1f%%", r,
+                  window > 0 ? 100 * (1 - busy / window) : 0.0);
+    idle += buffer;
+  }
+  json += "\n]}\n";
+  std::string error;
+  if (!writeFileAtomically(path, {{json.data(), json.size()}}, error))
+    std::fprintf(stderr, "error: %s\n", error.c_str());
+  else
+    std::fprintf(stderr, "%s\nwrote %s (Chrome trace: open in Perfetto)\n",
+                 idle.c_str(), path.c_str());
+}
+
+/// A pipelined or data-parallel run: this rank's plan, the step of
+/// PipelineStep (or, for one stage, the forward and backward of each
+/// microbatch and a gradient all-reduce), metrics and progress on rank 0.
+int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
+                 char ***argv) {
+  int stages = firstPlan.pipelined ? firstPlan.pipeline.stages : 1;
+  int dp = firstPlan.pipelined ? firstPlan.pipeline.dp : firstPlan.replicas;
+  Comm comm;
+  std::string error;
+  if (!comm.init(argc, argv, stages, dp, error)) {
+    // Every rank knows; one says it.
+    if (comm.worldRank() == 0)
+      std::fprintf(stderr, "error: %s\n", error.c_str());
+    return 1;
+  }
+  comm.setTimeout(static_cast<double>(options.commTimeout));
+  bool leader = comm.worldRank() == 0;
+  auto fail = [&](const std::string &message) {
+    comm.abort("rank " + std::to_string(comm.worldRank()) + ": " + message);
+  };
+  bool jsonTrace =
+      options.trace.size() > 5 &&
+      options.trace.compare(options.trace.size() - 5, 5, ".json") == 0;
+  const char *unsupported = options.command == "gradcheck" ? "gradcheck"
+                            : !options.ckptDir.empty()     ? "--ckpt"
+                            : !options.resumeDir.empty()   ? "--resume"
+                            : !options.initFrom.empty()    ? "--init-from"
+                            : !options.trace.empty() && !jsonTrace
+                                ? "--trace FILE (safetensors; FILE.json works)"
+                                : nullptr;
+  if (unsupported)
+    fail(std::string(unsupported) +
+         " is not available on a pipelined or data-parallel build yet");
+
+  Plan plan;
+  if (!parsePlan(hotstage_plan, plan, error, comm.stage()))
+    fail("corrupt plan in this executable: " + error);
+  Executor exec(plan, hotstage_kernels, options.threads);
+  if (!exec.arena())
+    fail("cannot allocate the arena of " + std::to_string(plan.arenaBytes) +
+         " bytes");
+  auto data = TokenDataset::open(options.data, plan.vocab, error);
+  if (!data)
+    fail(error);
+  BatchLoader loader(*data, plan.batch, plan.seq, options.seed);
+  if (!loader.init(error))
+    fail(error);
+  initParameters(plan, exec, options.seed);
+
+  std::unique_ptr<PipelineStep> pipeline;
+  if (plan.pipelined) {
+    pipeline = std::make_unique<PipelineStep>(plan, exec, comm);
+    if (!pipeline->init(error))
+      fail(error);
+  }
+  auto bufferOf = [&](const char *kind, const char *name) -> void * {
+    const PlanBuffer *b = plan.find(kind, name);
+    if (!b)
+      fail(std::string("the plan has no ") + kind + " '" + name + "'");
+    return exec.buffer(*b);
+  };
+
+  MetricsWriter metrics;
+  if (leader && !options.metrics.empty() &&
+      !metrics.open(options.metrics, error, false))
+    fail(error);
+  ProgressLine progress(options.steps, stderr, leader && isTerminal(stderr));
+  int64_t M = plan.microbatches;
+  int64_t tokensPerStep = plan.batch * plan.seq * M * dp;
+  size_t rows = static_cast<size_t>(plan.batch * plan.seq);
+  std::vector<Microbatch> batches(M);
+  bool timeline = jsonTrace;
+  // One origin for every rank's timeline (they share the machine's
+  // monotonic clock, or nearly so after the barrier).
+  comm.barrier();
+  double origin = std::chrono::duration<double>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count();
+  if (pipeline)
+    pipeline->record(timeline, origin);
+  std::vector<int32_t> skip(rows);
+  for (int64_t step = 0; step < options.steps; ++step) {
+    auto start = std::chrono::steady_clock::now();
+    // Every rank draws the step's M x D microbatches in the seed's order and
+    // keeps its replica's.
+    for (int64_t r = 0; r < dp; ++r)
+      for (int64_t m = 0; m < M; ++m) {
+        if (r == comm.replica()) {
+          batches[m].tokens.resize(rows);
+          batches[m].targets.resize(rows);
+          loader.next(batches[m].tokens.data(), batches[m].targets.data());
+        } else {
+          loader.next(skip.data(), skip.data());
+        }
+      }
+    double lossSum = 0;
+    float lr = 0, gradNorm = 0;
+    if (pipeline) {
+      pipeline->run(step, options.steps, batches, lossSum);
+      lr = pipeline->lr();
+      gradNorm = pipeline->gradNorm();
+    } else {
+      auto *tokens = static_cast<int32_t *>(bufferOf("input", "tokens"));
+      auto *targets = static_cast<int32_t *>(bufferOf("input", "targets"));
+      auto *loss = static_cast<float *>(bufferOf("scalar", "loss"));
+      float localLoss = 0;
+      for (int64_t m = 0; m < M; ++m) {
+        std::memcpy(tokens, batches[m].tokens.data(), rows * 4);
+        std::memcpy(targets, batches[m].targets.data(), rows * 4);
+        if (!exec.run("forward", error) || !exec.runBackward(error))
+          fail("step " + std::to_string(step + 1) + ": " + error);
+        localLoss += *loss;
+      }
+      lossSum = localLoss;
+      for (auto &[id, b] : plan.buffers)
+        if (b.kind == "state" && b.role == "grad")
+          comm.allReduceReplicas(static_cast<float *>(exec.buffer(b)),
+                                 static_cast<size_t>(b.numElements()),
+                                 "the gradient all-reduce of " + b.name);
+      comm.allReduceWorld(&lossSum, 1, "the loss");
+      *static_cast<int64_t *>(bufferOf("scalar", "step")) = step;
+      *static_cast<int64_t *>(bufferOf("scalar", "total_steps")) =
+          options.steps;
+      if (!exec.run("optimizer_step", error))
+        fail("step " + std::to_string(step + 1) + ": " + error);
+      lr = *static_cast<float *>(bufferOf("scalar", "lr"));
+      gradNorm = *static_cast<float *>(bufferOf("scalar", "grad_norm"));
+    }
+    double ms = std::chrono::duration<double, std::milli>(
+                    std::chrono::steady_clock::now() - start)
+                    .count();
+    StepMetrics m;
+    m.step = step + 1;
+    // As one rank divides it: the f32 sum over the f32 count.
+    m.loss = static_cast<float>(lossSum) / static_cast<float>(M * dp);
+    m.lr = lr;
+    m.gradNorm = gradNorm;
+    m.milliseconds = ms;
+    m.tokensPerSecond = tokensPerStep / (ms / 1000.0);
+    // Every rank has the loss: all stop together on a bad one.
+    if (!std::isfinite(m.loss)) {
+      if (leader)
+        std::fprintf(stderr, "error: step %lld: the loss is %s\n",
+                     static_cast<long long>(m.step),
+                     formatFloat(m.loss).c_str());
+      return 1;
+    }
+    if (!leader)
+      continue;
+    if (metrics.isOpen())
+      metrics.write(m);
+    progress.observe(ms);
+    if (m.step % options.logEvery == 0 || m.step == options.steps ||
+        m.step == 1)
+      progress.update(m);
+  }
+  if (leader)
+    progress.finish();
+  if (timeline && pipeline)
+    writeTimeline(comm, *pipeline, options.trace);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -136,12 +375,6 @@ int main(int argc, char **argv) {
     fatal("the plan names " + std::to_string(plan.kernels.size()) +
           " kernels, the executable has " +
           std::to_string(hotstage_num_kernels));
-
-  if (plan.pipelined)
-    fatal("this executable was built for a " +
-          std::to_string(plan.pipeline.stages) +
-          "-stage pipeline, which this runtime cannot run yet; build with "
-          "-D stages=1");
 
   TrainOptions options;
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 ||
@@ -156,6 +389,16 @@ int main(int argc, char **argv) {
     std::fputs(trainUsage(argv[0], plan.model.c_str()).c_str(), stdout);
     return 0;
   }
+
+  // A pipeline or data-parallel build runs as a job of several ranks.
+  int jobSize = 1;
+  bool launched = launchedAsJob(jobSize);
+  if (plan.pipelined || plan.replicas > 1)
+    return runMultiRank(plan, options, &argc, &argv);
+  if (launched && jobSize > 1)
+    fatal("this model was compiled for one rank, but the job has " +
+          std::to_string(jobSize) +
+          "; build with -D stages=S and -D dp=D for S x D ranks");
 
   Executor exec(plan, hotstage_kernels, options.threads);
   if (!exec.arena())

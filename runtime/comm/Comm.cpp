@@ -1,0 +1,201 @@
+//===- Comm.cpp - Ranks and messages over MPI, with a watchdog ------------===//
+
+#include "runtime/comm/Comm.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mpi.h>
+#include <thread>
+
+using namespace hotstage::rt;
+
+static_assert(sizeof(MPI_Request) <= 8, "MPI_Request does not fit");
+static_assert(sizeof(MPI_Comm) <= 8, "MPI_Comm does not fit");
+
+template <typename T> static T &as(unsigned char *storage) {
+  return *reinterpret_cast<T *>(storage);
+}
+template <typename T> static const T &as(const unsigned char *storage) {
+  return *reinterpret_cast<const T *>(storage);
+}
+
+bool hotstage::rt::launchedAsJob(int &size) {
+  for (const char *name :
+       {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"}) {
+    const char *value = std::getenv(name);
+    if (value && std::atoi(value) > 0) {
+      size = std::atoi(value);
+      return true;
+    }
+  }
+  size = 1;
+  return false;
+}
+
+bool Comm::init(int *argc, char ***argv, int stages, int dp,
+                std::string &error) {
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) !=
+      MPI_SUCCESS) {
+    error = "MPI_Init failed";
+    return false;
+  }
+  active_ = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &worldRank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &worldSize_);
+  stages_ = stages;
+  dp_ = dp;
+  if (worldSize_ != stages * dp) {
+    error = "this model was compiled for " + std::to_string(stages * dp) +
+            " ranks (" + std::to_string(stages) + " pipeline stage(s) x " +
+            std::to_string(dp) + " data-parallel replica(s)) but the job has " +
+            std::to_string(worldSize_) + "; launch it with mpirun -np " +
+            std::to_string(stages * dp);
+    return false;
+  }
+  stage_ = worldRank_ % stages;
+  replica_ = worldRank_ / stages;
+  MPI_Comm_split(MPI_COMM_WORLD, replica_, stage_,
+                 &as<MPI_Comm>(pipelineComm_));
+  MPI_Comm_split(MPI_COMM_WORLD, stage_, replica_, &as<MPI_Comm>(replicaComm_));
+  return true;
+}
+
+Comm::~Comm() {
+  if (!active_)
+    return;
+  MPI_Comm_free(&as<MPI_Comm>(pipelineComm_));
+  MPI_Comm_free(&as<MPI_Comm>(replicaComm_));
+  MPI_Finalize();
+}
+
+Comm::Request Comm::isend(const void *data, size_t bytes, int peer, int tag,
+                          std::string what) {
+  Request r;
+  r.what = std::move(what);
+  r.peer = peer;
+  r.pending = true;
+  MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, MPI_COMM_WORLD,
+            &as<MPI_Request>(r.handle));
+  return r;
+}
+
+Comm::Request Comm::irecv(void *data, size_t bytes, int peer, int tag,
+                          std::string what) {
+  Request r;
+  r.what = std::move(what);
+  r.peer = peer;
+  r.pending = true;
+  MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, MPI_COMM_WORLD,
+            &as<MPI_Request>(r.handle));
+  return r;
+}
+
+bool Comm::done(Request &request) {
+  if (!request.pending)
+    return true;
+  int flag = 0;
+  MPI_Test(&as<MPI_Request>(request.handle), &flag, MPI_STATUS_IGNORE);
+  if (flag)
+    request.pending = false;
+  return flag != 0;
+}
+
+/// Polls `test` until it is true; past the timeout, ends the job naming
+/// what this rank waited for.
+template <typename Test>
+static void watch(Comm &comm, double timeout, const std::string &context,
+                  const std::string &what, Test test) {
+  auto start = std::chrono::steady_clock::now();
+  int spins = 0;
+  while (!test()) {
+    if (++spins > 1000)
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    if (waited > timeout)
+      comm.abort("rank " + std::to_string(comm.worldRank()) +
+                 " (pipeline stage " + std::to_string(comm.stage()) +
+                 ", replica " + std::to_string(comm.replica()) +
+                 "): no progress for " + std::to_string(int(timeout)) +
+                 " s waiting for " + what + " (" + context +
+                 "); the peer may be stopped, dead or deadlocked");
+  }
+}
+
+void Comm::wait(Request &request) {
+  if (!request.pending)
+    return;
+  std::string what = request.what;
+  if (request.peer >= 0)
+    what += " from/to rank " + std::to_string(request.peer);
+  watch(*this, timeout_, context_, what, [&] { return done(request); });
+}
+
+void Comm::allReduce(void *data, size_t n, bool isDouble, const void *comm,
+                     const std::string &what) {
+  MPI_Request request;
+  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n),
+                 isDouble ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
+                 *static_cast<const MPI_Comm *>(comm), &request);
+  watch(*this, timeout_, context_, what, [&] {
+    int flag = 0;
+    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
+  });
+}
+
+void Comm::allReducePipeline(float *data, size_t n, const std::string &what) {
+  allReduce(data, n, false, pipelineComm_, what);
+}
+
+void Comm::allReduceReplicas(float *data, size_t n, const std::string &what) {
+  allReduce(data, n, false, replicaComm_, what);
+}
+
+void Comm::allReduceWorld(double *data, size_t n, const std::string &what) {
+  MPI_Comm world = MPI_COMM_WORLD;
+  allReduce(data, n, true, &world, what);
+}
+
+void Comm::barrier() {
+  MPI_Request request;
+  MPI_Ibarrier(MPI_COMM_WORLD, &request);
+  watch(*this, timeout_, context_, "the other ranks (a barrier)", [&] {
+    int flag = 0;
+    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
+  });
+}
+
+void Comm::gatherToLeader(const std::vector<double> &data,
+                          std::vector<std::vector<double>> &all) {
+  int count = static_cast<int>(data.size());
+  std::vector<int> counts(worldSize_), offsets(worldSize_);
+  MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  int total = 0;
+  for (int r = 0; r < worldSize_; ++r) {
+    offsets[r] = total;
+    total += counts[r];
+  }
+  std::vector<double> flat(worldRank_ == 0 ? total : 0);
+  MPI_Gatherv(data.data(), count, MPI_DOUBLE, flat.data(), counts.data(),
+              offsets.data(), MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  if (worldRank_ != 0)
+    return;
+  all.assign(worldSize_, {});
+  for (int r = 0; r < worldSize_; ++r)
+    all[r].assign(flat.begin() + offsets[r],
+                  flat.begin() + offsets[r] + counts[r]);
+}
+
+void Comm::abort(const std::string &message, int code) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  std::fflush(stderr);
+  if (active_)
+    MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}

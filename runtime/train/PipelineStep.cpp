@@ -1,0 +1,278 @@
+//===- PipelineStep.cpp - One training step of a pipeline rank ------------===//
+
+#include "runtime/train/PipelineStep.h"
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+#include <tuple>
+
+using namespace hotstage::rt;
+
+PipelineStep::PipelineStep(const Plan &plan, Executor &exec, Comm &comm)
+    : plan_(plan), exec_(exec), comm_(comm) {}
+
+bool PipelineStep::init(std::string &error) {
+  const PlanPipeline &p = plan_.pipeline;
+  numChunks_ = static_cast<int>(p.chunkRank.size());
+  chunks_.assign(numChunks_, {});
+  for (int c = 0; c < numChunks_; ++c) {
+    if (!local(c))
+      continue;
+    ChunkBuffers &cb = chunks_[c];
+    std::string prefix = "c" + std::to_string(c) + ".";
+    cb.forward = prefix + "forward";
+    cb.backward = exec_.has(prefix + "backward") ? prefix + "backward"
+                                                 : prefix + "backward_input";
+    cb.weight =
+        exec_.has(prefix + "backward_weight") ? prefix + "backward_weight" : "";
+    if (!exec_.has(cb.forward) || !exec_.has(cb.backward)) {
+      error = "the plan lacks the functions of chunk " + std::to_string(c);
+      return false;
+    }
+  }
+  auto place = [](std::vector<const PlanBuffer *> &list, int index,
+                  const PlanBuffer *b) {
+    if (static_cast<int>(list.size()) <= index)
+      list.resize(index + 1, nullptr);
+    list[index] = b;
+  };
+  std::set<int> received;
+  for (const PlanPipeline::Exchange &e : p.exchanges)
+    if (!e.send)
+      received.insert(e.buffer);
+  for (auto &[id, b] : plan_.buffers) {
+    if (b.chunk >= 0 && b.chunk < numChunks_) {
+      ChunkBuffers &cb = chunks_[b.chunk];
+      if (b.kind == "input" && b.name == "tokens")
+        cb.tokens.push_back(&b);
+      if (b.kind == "input" && b.name == "targets")
+        cb.targets.push_back(&b);
+      if (b.kind == "boundary")
+        place(b.role == "gradient" ? cb.gradIn : cb.actIn, b.index, &b);
+      if (b.kind == "stash" && b.name == "loss")
+        loss_ = &b;
+    }
+    if (b.kind == "state" && b.role == "norm")
+      norms_.push_back(&b);
+    if (b.kind == "state" && b.role == "grad" && !received.count(id))
+      grads_.push_back(&b);
+  }
+  for (const PlanPipeline::Send &s : p.sends) {
+    if (s.chunk < 0 || s.chunk >= numChunks_) {
+      error = "a send of the plan names chunk " + std::to_string(s.chunk);
+      return false;
+    }
+    ChunkBuffers &cb = chunks_[s.chunk];
+    place(s.gradient ? cb.gradOut : cb.actOut, s.index,
+          &plan_.buffers.at(s.buffer));
+  }
+  lr_ = plan_.find("scalar", "lr");
+  gradNorm_ = plan_.find("scalar", "grad_norm");
+  stepBuf_ = plan_.find("scalar", "step");
+  totalBuf_ = plan_.find("scalar", "total_steps");
+  std::string rank = "r" + std::to_string(p.rank) + ".";
+  gradNorms_ = rank + "grad_norms";
+  optimizer_ = rank + "optimizer_step";
+  if (!lr_ || !gradNorm_ || !stepBuf_ || !totalBuf_ || !exec_.has(gradNorms_) ||
+      !exec_.has(optimizer_)) {
+    error = "the plan of rank " + std::to_string(p.rank) +
+            " lacks its optimizer step";
+    return false;
+  }
+  if (local(numChunks_ - 1) && !loss_) {
+    error = "the plan of the last stage has no loss buffer";
+    return false;
+  }
+  for (int c = 0; c < numChunks_; ++c) {
+    if (!local(c))
+      continue;
+    const ChunkBuffers &cb = chunks_[c];
+    for (auto *list : {&cb.actIn, &cb.gradIn, &cb.actOut, &cb.gradOut})
+      for (const PlanBuffer *b : *list)
+        if (!b) {
+          error = "chunk " + std::to_string(c) + " misses a boundary buffer";
+          return false;
+        }
+  }
+  return true;
+}
+
+int PipelineStep::tag(int chunk, int microbatch, bool gradient,
+                      int index) const {
+  // Unique within a step; a step's messages all complete before the next.
+  return ((chunk * static_cast<int>(plan_.microbatches) + microbatch) * 2 +
+          (gradient ? 1 : 0)) *
+             64 +
+         index;
+}
+
+void PipelineStep::runFunction(const std::string &name, int microbatch,
+                               const std::string &what) {
+  std::string error;
+  if (!exec_.run(name, error, microbatch))
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + what +
+                ": " + error);
+}
+
+void PipelineStep::run(int64_t step, int64_t totalSteps,
+                       const std::vector<Microbatch> &batches,
+                       double &lossSum) {
+  const PlanPipeline &p = plan_.pipeline;
+  int M = static_cast<int>(plan_.microbatches);
+  std::string stepName = "step " + std::to_string(step + 1);
+  using Key = std::tuple<int, int, bool>; // chunk, microbatch, gradient
+  std::map<Key, std::vector<Comm::Request>> receives;
+  std::vector<Comm::Request> sends;
+
+  // Every receive of the step, up front: boundary buffers have a slot per
+  // microbatch, so nothing a sender does can wait for a slot here.
+  comm_.setContext(stepName + ", posting receives");
+  for (int c = 0; c < numChunks_; ++c) {
+    if (!local(c))
+      continue;
+    const ChunkBuffers &cb = chunks_[c];
+    for (int m = 0; m < M; ++m) {
+      if (c > 0 && !local(c - 1))
+        for (size_t i = 0; i < cb.actIn.size(); ++i)
+          receives[{c, m, false}].push_back(comm_.irecv(
+              exec_.buffer(*cb.actIn[i], m), cb.actIn[i]->bytes,
+              comm_.stageRank(stageOf(c - 1)), tag(c - 1, m, false, i),
+              "the activation of chunk " + std::to_string(c) + ", microbatch " +
+                  std::to_string(m)));
+      if (c + 1 < numChunks_ && !local(c + 1))
+        for (size_t i = 0; i < cb.gradIn.size(); ++i)
+          receives[{c, m, true}].push_back(comm_.irecv(
+              exec_.buffer(*cb.gradIn[i], m), cb.gradIn[i]->bytes,
+              comm_.stageRank(stageOf(c + 1)), tag(c + 1, m, true, i),
+              "the gradient of chunk " + std::to_string(c) + ", microbatch " +
+                  std::to_string(m)));
+    }
+  }
+
+  // In f32 and microbatch order, as one rank sums it.
+  float localLoss = 0;
+  for (const PlanPipeline::Step &a : p.steps) {
+    int c = a.chunk, m = a.microbatch;
+    const ChunkBuffers &cb = chunks_[c];
+    std::string what = stepName + ", " + a.phase + " of chunk " +
+                       std::to_string(c) + " microbatch " + std::to_string(m);
+    comm_.setContext(what);
+    auto start = std::chrono::steady_clock::now();
+    if (a.phase == 'F') {
+      for (const PlanBuffer *b : cb.tokens)
+        std::memcpy(exec_.buffer(*b, m), batches[m].tokens.data(),
+                    static_cast<size_t>(b->bytes));
+      for (const PlanBuffer *b : cb.targets)
+        std::memcpy(exec_.buffer(*b, m), batches[m].targets.data(),
+                    static_cast<size_t>(b->bytes));
+      for (Comm::Request &r : receives[{c, m, false}])
+        comm_.wait(r);
+      runFunction(cb.forward, m, what);
+      if (c == numChunks_ - 1)
+        localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
+      else if (local(c + 1))
+        for (size_t i = 0; i < cb.actOut.size(); ++i)
+          std::memcpy(exec_.buffer(*chunks_[c + 1].actIn[i], m),
+                      exec_.buffer(*cb.actOut[i], m),
+                      static_cast<size_t>(cb.actOut[i]->bytes));
+      else
+        for (size_t i = 0; i < cb.actOut.size(); ++i)
+          sends.push_back(comm_.isend(
+              exec_.buffer(*cb.actOut[i], m), cb.actOut[i]->bytes,
+              comm_.stageRank(stageOf(c + 1)), tag(c, m, false, i),
+              "sending the activation of chunk " + std::to_string(c) +
+                  ", microbatch " + std::to_string(m)));
+    } else if (a.phase == 'B') {
+      for (Comm::Request &r : receives[{c, m, true}])
+        comm_.wait(r);
+      runFunction(cb.backward, m, what);
+      if (c > 0 && local(c - 1))
+        for (size_t i = 0; i < cb.gradOut.size(); ++i)
+          std::memcpy(exec_.buffer(*chunks_[c - 1].gradIn[i], m),
+                      exec_.buffer(*cb.gradOut[i], m),
+                      static_cast<size_t>(cb.gradOut[i]->bytes));
+      else if (c > 0)
+        for (size_t i = 0; i < cb.gradOut.size(); ++i)
+          sends.push_back(
+              comm_.isend(exec_.buffer(*cb.gradOut[i], m), cb.gradOut[i]->bytes,
+                          comm_.stageRank(stageOf(c - 1)), tag(c, m, true, i),
+                          "sending the gradient of chunk " + std::to_string(c) +
+                              ", microbatch " + std::to_string(m)));
+    } else {
+      runFunction(cb.weight, m, what);
+    }
+    if (recording_)
+      times_.push_back(
+          {a.phase, c, m, step,
+           std::chrono::duration<double>(start.time_since_epoch()).count() -
+               origin_,
+           std::chrono::duration<double>(
+               std::chrono::steady_clock::now().time_since_epoch())
+                   .count() -
+               origin_});
+    // Let MPI progress what is in flight between actions.
+    for (Comm::Request &r : sends)
+      comm_.done(r);
+  }
+  comm_.setContext(stepName + ", after the last backward");
+  for (Comm::Request &r : sends)
+    comm_.wait(r);
+
+  // Data parallel: the replicas' gradients summed (the loss seed already
+  // divides by every replica's microbatches).
+  if (p.dp > 1)
+    for (const PlanBuffer *g : grads_)
+      comm_.allReduceReplicas(static_cast<float *>(exec_.buffer(*g)),
+                              static_cast<size_t>(g->numElements()),
+                              "the gradient all-reduce of " + g->name);
+
+  // Tied parameters: every rank that holds one gets all its accumulators.
+  int base = numChunks_ * M * 2 * 64;
+  std::vector<Comm::Request> exchange;
+  for (const PlanPipeline::Exchange &e : p.exchanges) {
+    const PlanBuffer &b = plan_.buffers.at(e.buffer);
+    int peer = comm_.stageRank(e.peer);
+    exchange.push_back(
+        e.send ? comm_.isend(exec_.buffer(b), b.bytes, peer, base + e.tag,
+                             "sending the accumulator " + b.name)
+               : comm_.irecv(exec_.buffer(b), b.bytes, peer, base + e.tag,
+                             "the accumulator " + b.name));
+  }
+  for (Comm::Request &r : exchange)
+    comm_.wait(r);
+
+  // Each parameter's squared norm from the stage that owns it (the others
+  // hold zero, and x + 0 is exact), then the optimizer on every stage.
+  runFunction(gradNorms_, 0, stepName + ", gradient norms");
+  if (!norms_.empty()) {
+    std::vector<float> norms;
+    for (const PlanBuffer *b : norms_)
+      norms.push_back(*static_cast<const float *>(exec_.buffer(*b)));
+    comm_.allReducePipeline(norms.data(), norms.size(),
+                            stepName + ", the gradient norms");
+    for (size_t i = 0; i < norms_.size(); ++i)
+      *static_cast<float *>(exec_.buffer(*norms_[i])) = norms[i];
+  }
+  *static_cast<int64_t *>(exec_.buffer(*stepBuf_)) = step;
+  *static_cast<int64_t *>(exec_.buffer(*totalBuf_)) = totalSteps;
+  runFunction(optimizer_, 0, stepName + ", optimizer step");
+  // The owners' norms must not count twice next step.
+  for (const PlanBuffer *b : norms_)
+    *static_cast<float *>(exec_.buffer(*b)) = 0;
+
+  // The loss lives on the last stage of each replica (the others add 0).
+  lossSum = localLoss;
+  comm_.allReduceWorld(&lossSum, 1, stepName + ", the loss");
+}
+
+float PipelineStep::lr() const {
+  return *static_cast<const float *>(
+      const_cast<Executor &>(exec_).buffer(*lr_));
+}
+
+float PipelineStep::gradNorm() const {
+  return *static_cast<const float *>(
+      const_cast<Executor &>(exec_).buffer(*gradNorm_));
+}

@@ -1,0 +1,92 @@
+//===- PipelineStep.h - One training step of a pipeline rank ----*- C++ -*-===//
+//
+// Runs a rank's plan for one optimizer step: its schedule's F, B and W in
+// order, each on the buffers of its microbatch, with every receive of the
+// step posted up front and every send non-blocking (so compute and
+// transfers overlap); then the data-parallel gradient all-reduce, the
+// exchange of tied accumulators, the gradient norms of every stage and the
+// optimizer. No graph logic: what runs, on which buffers, and what goes
+// where, all come from the plan (docs/plan.md).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_RUNTIME_TRAIN_PIPELINESTEP_H
+#define HOTSTAGE_RUNTIME_TRAIN_PIPELINESTEP_H
+
+#include "runtime/comm/Comm.h"
+#include "runtime/host/Executor.h"
+#include "runtime/host/Plan.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hotstage::rt {
+
+/// The tokens and targets of one microbatch (batch x seq each).
+struct Microbatch {
+  std::vector<int32_t> tokens, targets;
+};
+
+/// When an action ran, for the measured timeline (`--trace FILE.json`).
+struct ActionTime {
+  char phase;
+  int chunk, microbatch;
+  int64_t step;
+  double start, end; // seconds since the run began
+};
+
+class PipelineStep {
+public:
+  PipelineStep(const Plan &plan, Executor &exec, Comm &comm);
+
+  /// Checks that the plan has what a step needs; false with `error`.
+  bool init(std::string &error);
+
+  /// One optimizer step over `batches` (this replica's microbatches).
+  /// `lossSum` is the sum of the microbatch losses of every replica (the
+  /// same on every rank). Errors end the job through the communicator.
+  void run(int64_t step, int64_t totalSteps,
+           const std::vector<Microbatch> &batches, double &lossSum);
+
+  float lr() const;
+  float gradNorm() const;
+
+  /// Measured action times of the steps so far, when recording.
+  void record(bool on, double origin) {
+    recording_ = on;
+    origin_ = origin;
+  }
+  const std::vector<ActionTime> &times() const { return times_; }
+
+private:
+  int stageOf(int chunk) const { return plan_.pipeline.chunkRank[chunk]; }
+  bool local(int chunk) const { return stageOf(chunk) == plan_.pipeline.rank; }
+  int tag(int chunk, int microbatch, bool gradient, int index) const;
+  void runFunction(const std::string &name, int microbatch,
+                   const std::string &what);
+
+  const Plan &plan_;
+  Executor &exec_;
+  Comm &comm_;
+  int numChunks_ = 0;
+  // Per chunk: its input buffers (tokens, targets), the boundary buffers
+  // by index, and what its F and B send.
+  struct ChunkBuffers {
+    std::vector<const PlanBuffer *> tokens, targets;
+    std::vector<const PlanBuffer *> actIn, gradIn, actOut, gradOut;
+    std::string forward, backward, weight;
+  };
+  std::vector<ChunkBuffers> chunks_;
+  const PlanBuffer *loss_ = nullptr, *lr_ = nullptr, *gradNorm_ = nullptr;
+  const PlanBuffer *stepBuf_ = nullptr, *totalBuf_ = nullptr;
+  std::vector<const PlanBuffer *> norms_, grads_;
+  std::string gradNorms_, optimizer_;
+  bool recording_ = false;
+  double origin_ = 0;
+  std::vector<ActionTime> times_;
+};
+
+} // namespace hotstage::rt
+
+#endif // HOTSTAGE_RUNTIME_TRAIN_PIPELINESTEP_H
