@@ -67,3 +67,16 @@ def has_cuda_gpu():
 
 if has_cuda_gpu():
     config.available_features.add("cuda-gpu")
+
+# Multi-rank tests launch Open MPI's mpirun (scripts/setup.sh installs it):
+# more ranks than cores, as root in CI containers, shared-memory transport
+# without cross-process copies (which containers often forbid).
+config.substitutions.append(("%mpirun", "mpirun --oversubscribe"))
+for name, value in {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_btl": "self,vader",
+    "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+}.items():
+    config.environment[name] = value

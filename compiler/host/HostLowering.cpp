@@ -356,8 +356,10 @@ public:
   /// Lowers into `kernels`, appending to the kernel table `table` (shared
   /// by the ranks of a pipeline).
   HostLowering(ModuleOp module, ModuleOp kernels,
-               std::vector<std::string> table)
-      : module(module), ctx(module.getContext()), kernels(kernels) {
+               std::vector<std::string> table,
+               std::map<std::string, int> &kernelByText)
+      : module(module), ctx(module.getContext()), kernels(kernels),
+        kernelByText(kernelByText) {
     ctx->loadDialect<arith::ArithDialect, func::FuncDialect,
                      linalg::LinalgDialect, math::MathDialect,
                      memref::MemRefDialect, scf::SCFDialect>();
@@ -437,6 +439,8 @@ private:
   /// Pipelines: slots per chunk, and the boundary buffers made so far.
   std::vector<int> chunkSlots;
   std::map<std::tuple<int, bool, int>, int> boundaries;
+  /// Finished kernels by their text, to reuse instead of repeating.
+  std::map<std::string, int> &kernelByText;
   plan::Function *current = nullptr;
   llvm::DenseMap<Value, int> buffers;
   llvm::DenseMap<Value, int> storeTargets; // results written in place
@@ -588,6 +592,23 @@ Kernel HostLowering::startKernel(StringRef name, Location loc,
 
 int HostLowering::finishKernel(Kernel &k) {
   func::ReturnOp::create(k.b, k.loc);
+  // The layers of a stack make the same kernels again and again: keep one
+  // of each text (printed under a fixed name), which is most of LLVM's
+  // time saved on a deep model.
+  std::string text;
+  {
+    StringAttr name = k.func.getSymNameAttr();
+    k.func.setSymName("kernel");
+    llvm::raw_string_ostream os(text);
+    k.func->print(os, OpPrintingFlags().elideLargeElementsAttrs(~0u));
+    k.func.setSymNameAttr(name);
+  }
+  auto [it, fresh] =
+      kernelByText.try_emplace(text, static_cast<int>(plan.kernels.size()));
+  if (!fresh) {
+    k.func.erase();
+    return it->second;
+  }
   plan.kernels.push_back(k.func.getSymName().str());
   return static_cast<int>(plan.kernels.size()) - 1;
 }
@@ -2023,7 +2044,8 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline) {
 FailureOr<host::HostProgram> host::lowerToHost(ModuleOp module) {
   host::HostProgram program;
   program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
-  HostLowering lowering(module, *program.kernels, {});
+  std::map<std::string, int> kernelByText;
+  HostLowering lowering(module, *program.kernels, {}, kernelByText);
   FailureOr<plan::Plan> plan = lowering.run();
   if (failed(plan))
     return failure();
@@ -2036,8 +2058,9 @@ host::lowerPipelineToHost(ModuleOp module, ArrayRef<plan::Pipeline> ranks) {
   host::HostProgram program;
   program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
   std::vector<std::string> table;
+  std::map<std::string, int> kernelByText; // shared: ranks reuse kernels
   for (const plan::Pipeline &rank : ranks) {
-    HostLowering lowering(module, *program.kernels, table);
+    HostLowering lowering(module, *program.kernels, table, kernelByText);
     FailureOr<plan::Plan> plan = lowering.runRank(rank);
     if (failed(plan))
       return failure();

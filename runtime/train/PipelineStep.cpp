@@ -124,7 +124,17 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   std::string stepName = "step " + std::to_string(step + 1);
   using Key = std::tuple<int, int, bool>; // chunk, microbatch, gradient
   std::map<Key, std::vector<Comm::Request>> receives;
-  std::vector<Comm::Request> sends;
+  // Sends in flight, by the chunk, slot and direction of the buffers they
+  // read: the next microbatch that writes that slot waits for them.
+  std::map<Key, std::vector<Comm::Request>> sends;
+  auto slotOf = [&](const std::vector<const PlanBuffer *> &buffers, int m) {
+    return buffers.empty() ? 0 : m % buffers.front()->slots;
+  };
+  auto drain = [&](std::vector<Comm::Request> &requests) {
+    for (Comm::Request &r : requests)
+      comm_.wait(r);
+    requests.clear();
+  };
 
   // Every receive of the step, up front: boundary buffers have a slot per
   // microbatch, so nothing a sender does can wait for a slot here.
@@ -169,6 +179,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                     static_cast<size_t>(b->bytes));
       for (Comm::Request &r : receives[{c, m, false}])
         comm_.wait(r);
+      drain(sends[{c, slotOf(cb.actOut, m), false}]);
       runFunction(cb.forward, m, what);
       if (c == numChunks_ - 1)
         localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
@@ -179,7 +190,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                       static_cast<size_t>(cb.actOut[i]->bytes));
       else
         for (size_t i = 0; i < cb.actOut.size(); ++i)
-          sends.push_back(comm_.isend(
+          sends[{c, slotOf(cb.actOut, m), false}].push_back(comm_.isend(
               exec_.buffer(*cb.actOut[i], m), cb.actOut[i]->bytes,
               comm_.stageRank(stageOf(c + 1)), tag(c, m, false, i),
               "sending the activation of chunk " + std::to_string(c) +
@@ -187,6 +198,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
     } else if (a.phase == 'B') {
       for (Comm::Request &r : receives[{c, m, true}])
         comm_.wait(r);
+      drain(sends[{c, slotOf(cb.gradOut, m), true}]);
       runFunction(cb.backward, m, what);
       if (c > 0 && local(c - 1))
         for (size_t i = 0; i < cb.gradOut.size(); ++i)
@@ -195,7 +207,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                       static_cast<size_t>(cb.gradOut[i]->bytes));
       else if (c > 0)
         for (size_t i = 0; i < cb.gradOut.size(); ++i)
-          sends.push_back(
+          sends[{c, slotOf(cb.gradOut, m), true}].push_back(
               comm_.isend(exec_.buffer(*cb.gradOut[i], m), cb.gradOut[i]->bytes,
                           comm_.stageRank(stageOf(c - 1)), tag(c, m, true, i),
                           "sending the gradient of chunk " + std::to_string(c) +
@@ -213,12 +225,13 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                    .count() -
                origin_});
     // Let MPI progress what is in flight between actions.
-    for (Comm::Request &r : sends)
-      comm_.done(r);
+    for (auto &[key, requests] : sends)
+      for (Comm::Request &r : requests)
+        comm_.done(r);
   }
   comm_.setContext(stepName + ", after the last backward");
-  for (Comm::Request &r : sends)
-    comm_.wait(r);
+  for (auto &[key, requests] : sends)
+    drain(requests);
 
   // Data parallel: the replicas' gradients summed (the loss seed already
   // divides by every replica's microbatches).
