@@ -120,11 +120,11 @@ bool hotstage::parseByteCount(StringRef text, int64_t &bytes) {
   return true;
 }
 
-int hotstage::runPlanCommand(ModuleOp module, const PlanCommandOptions &options,
+int hotstage::runPlanCommand(ModuleOp module, const PipelineSetup &pipeline,
+                             const std::vector<plan::Plan> &plans,
+                             const PlanCommandOptions &options,
                              llvm::raw_ostream &os) {
-  FailureOr<PipelineSetup> setup = setUpPipeline(module);
-  if (failed(setup))
-    return 1;
+  const PipelineSetup *setup = &pipeline;
   const TrainConfig &train = setup->train;
   const MachineModel &machine = setup->machine;
   const ModelAnalysis &model = setup->model;
@@ -164,7 +164,6 @@ int hotstage::runPlanCommand(ModuleOp module, const PlanCommandOptions &options,
   struct RankMemory {
     int64_t weights = 0, activations = 0, peakMicrobatches = 0;
     std::set<std::string> params;
-    std::vector<std::pair<int64_t, std::string>> biggest;
   };
   std::vector<RankMemory> memory(ranks);
   int moments = train.optimizer == "adamw" ? 2 : (train.momentum > 0 ? 1 : 0);
@@ -173,13 +172,8 @@ int hotstage::runPlanCommand(ModuleOp module, const PlanCommandOptions &options,
                                              chunks[c].params.end());
   for (int r = 0; r < ranks; ++r) {
     RankMemory &mem = memory[r];
-    for (const std::string &p : mem.params) {
-      int64_t bytes = model.paramBytes(p);
-      mem.weights += bytes;
-      mem.biggest.push_back(
-          {bytes * (2 + moments), p + " (weights, gradient "
-                                      "and optimizer state)"});
-    }
+    for (const std::string &p : mem.params)
+      mem.weights += model.paramBytes(p);
     int64_t held = 0, inFlight = 0;
     for (const schedule::Action &a : sched.ranks[r]) {
       const ChunkCost &cc = chunks[a.chunk];
@@ -200,9 +194,6 @@ int hotstage::runPlanCommand(ModuleOp module, const PlanCommandOptions &options,
       mem.activations = std::max(mem.activations, held);
       mem.peakMicrobatches = std::max(mem.peakMicrobatches, inFlight);
     }
-    mem.biggest.push_back({mem.activations, "activations held for the "
-                                            "backward"});
-    std::sort(mem.biggest.rbegin(), mem.biggest.rend());
   }
 
   schedule::Costs costs;
@@ -255,22 +246,26 @@ int hotstage::runPlanCommand(ModuleOp module, const PlanCommandOptions &options,
   }
 
   os << "\nmemory per rank (weights, gradients, optimizer moments x" << moments
-     << ", activations held for the backward at the peak)\n";
-  os << llvm::formatv("{0,4} {1,12} {2,12} {3,12} {4,14} {5,12} {6,12}\n",
-                      "rank", "weights", "gradients", "optimizer",
-                      "activations", "in flight", "total");
-  int failedRank = -1;
+     << ", activations held for the backward at the peak; the arena is the\n"
+        "exact allocation of the rank's memory plan, working buffers and "
+        "transfer slots included)\n";
+  os << llvm::formatv(
+      "{0,4} {1,12} {2,12} {3,12} {4,14} {5,12} {6,12} {7,12}\n", "rank",
+      "weights", "gradients", "optimizer", "activations", "in flight", "total",
+      "arena");
+  std::string overBudget;
   for (int r = 0; r < ranks; ++r) {
     const RankMemory &mem = memory[r];
     int64_t total = mem.weights * (2 + moments) + mem.activations;
-    os << llvm::formatv("{0,4} {1,12} {2,12} {3,12} {4,14} {5,12} {6,12}\n", r,
-                        mib(mem.weights), mib(mem.weights),
-                        mib(mem.weights * moments), mib(mem.activations),
-                        std::to_string(mem.peakMicrobatches) + " mb",
-                        mib(total));
-    if (options.memoryBudget > 0 && total > options.memoryBudget &&
-        failedRank < 0)
-      failedRank = r;
+    const plan::Plan *compiled =
+        r < static_cast<int>(plans.size()) ? &plans[r] : nullptr;
+    os << llvm::formatv(
+        "{0,4} {1,12} {2,12} {3,12} {4,14} {5,12} {6,12} {7,12}\n", r,
+        mib(mem.weights), mib(mem.weights), mib(mem.weights * moments),
+        mib(mem.activations), std::to_string(mem.peakMicrobatches) + " mb",
+        mib(total), compiled ? mib(compiled->arenaBytes) : "-");
+    if (compiled && options.memoryBudget > 0 && overBudget.empty())
+      overBudget = plan::overBudget(*compiled, options.memoryBudget);
   }
 
   double makespan = timeline.makespan;
@@ -305,16 +300,8 @@ int hotstage::runPlanCommand(ModuleOp module, const PlanCommandOptions &options,
        << " (Chrome trace: open in Perfetto or chrome://tracing)\n";
   }
 
-  if (failedRank >= 0) {
-    const RankMemory &mem = memory[failedRank];
-    InFlightDiagnostic diag = emitError(module.getLoc());
-    diag << "rank " << failedRank << " needs "
-         << mib(mem.weights * (2 + moments) + mem.activations)
-         << ", over the memory budget of " << mib(options.memoryBudget)
-         << "; its biggest buffers:";
-    for (size_t i = 0; i < std::min<size_t>(3, mem.biggest.size()); ++i)
-      diag << (i ? "," : "") << " " << mem.biggest[i].second << " "
-           << mib(mem.biggest[i].first);
+  if (!overBudget.empty()) {
+    emitError(module.getLoc()) << overBudget;
     return 1;
   }
   return 0;

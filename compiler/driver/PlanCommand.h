@@ -11,6 +11,8 @@
 #ifndef HOTSTAGE_COMPILER_DRIVER_PLANCOMMAND_H
 #define HOTSTAGE_COMPILER_DRIVER_PLANCOMMAND_H
 
+#include "compiler/plan/Plan.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -19,16 +21,21 @@
 
 namespace hotstage {
 
+struct PipelineSetup;
+
 struct PlanCommandOptions {
   std::string traceFile;    // Chrome trace JSON, "" for none
   int64_t memoryBudget = 0; // bytes per rank, 0 for none
   int timelineWidth = 100;
 };
 
-/// Plans `module` (the nn module, before nn-autodiff). Returns the exit
-/// status: 1 with an error printed for a configuration that cannot run.
-int runPlanCommand(mlir::ModuleOp module, const PlanCommandOptions &options,
-                   llvm::raw_ostream &os);
+/// Prints the plan of `module`: its partition and schedule (`setup`) and
+/// the compiled plan of each rank (`plans`, for their exact arenas).
+/// Returns the exit status: 1 with an error printed for a rank over the
+/// memory budget.
+int runPlanCommand(mlir::ModuleOp module, const PipelineSetup &setup,
+                   const std::vector<plan::Plan> &plans,
+                   const PlanCommandOptions &options, llvm::raw_ostream &os);
 
 /// Parses a byte count with an optional K, M, G (powers of 1024, with or
 /// without "iB") suffix; false for anything else.

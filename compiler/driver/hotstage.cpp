@@ -105,8 +105,8 @@ static cl::opt<std::string>
               cl::value_desc("file.json"), cl::init(""), cl::cat(category));
 static cl::opt<std::string> memoryBudget(
     "memory-budget",
-    cl::desc("plan: the bytes one rank may use (suffixes K, M, G); a rank "
-             "over it is an error"),
+    cl::desc("plan and build: the bytes one rank's arena may use (suffixes "
+             "K, M, G); a rank over it is an error"),
     cl::value_desc("bytes"), cl::init(""), cl::cat(category));
 // Shortcuts for the train fields `hotstage plan` is most often asked about.
 static cl::opt<std::string> stagesFlag("stages", cl::desc("plan: -D stages=S"),
@@ -349,6 +349,14 @@ int main(int argc, char **argv) {
   options.stdlibDir = stdlibDir;
   options.defines = defines;
   PlanCommandOptions planOptions;
+  if (!memoryBudget.empty() &&
+      !parseByteCount(memoryBudget, planOptions.memoryBudget)) {
+    llvm::errs() << "hotstage " << command
+                 << ": --memory-budget takes bytes, with an optional K, M or "
+                    "G suffix, not '"
+                 << memoryBudget << "'\n";
+    return 1;
+  }
   if (command == "plan") {
     for (auto [flag, field] : {std::pair{&stagesFlag, "stages"},
                                {&scheduleFlag, "schedule"},
@@ -357,13 +365,6 @@ int main(int argc, char **argv) {
       if (!flag->empty())
         options.defines.push_back(std::string(field) + "=" + flag->getValue());
     planOptions.traceFile = traceFile;
-    if (!memoryBudget.empty() &&
-        !parseByteCount(memoryBudget, planOptions.memoryBudget)) {
-      llvm::errs() << "hotstage plan: --memory-budget takes bytes, with an "
-                      "optional K, M or G suffix, not '"
-                   << memoryBudget << "'\n";
-      return 1;
-    }
   }
   lang::Frontend frontend(sourceMgr, diags, options);
 
@@ -423,11 +424,6 @@ int main(int argc, char **argv) {
   pm.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
   if (mlir::failed(pm.run(*module)))
     return 1;
-  if (command == "plan") {
-    int rc = runPlanCommand(*module, planOptions, output->os());
-    output->keep();
-    return rc;
-  }
   if (command == "build" && emit == Emit::NN) {
     module->print(output->os());
     output->os() << "\n";
@@ -437,12 +433,17 @@ int main(int argc, char **argv) {
 
   // A pipeline: the cut and the schedule first, then each chunk is its own
   // set of functions.
+  // (`hotstage plan` partitions and schedules one stage too.)
   std::optional<PipelineSetup> pipeline;
-  if (program->trainInt("stages") * program->trainInt("virtual_stages") > 1) {
+  bool pipelined =
+      program->trainInt("stages") * program->trainInt("virtual_stages") > 1;
+  if (pipelined || command == "plan") {
     mlir::FailureOr<PipelineSetup> setup = setUpPipeline(*module);
     if (mlir::failed(setup))
       return 1;
     pipeline = std::move(*setup);
+  }
+  if (pipelined) {
     llvm::SmallVector<int64_t> starts, ranks;
     for (const partition::Chunk &c : pipeline->cut.chunks)
       starts.push_back(c.first);
@@ -458,12 +459,12 @@ int main(int argc, char **argv) {
   if (mlir::failed(mlir::applyPassManagerCLOptions(train)))
     return 1;
   train.enableTiming(passTiming);
-  if (pipeline)
+  if (pipelined)
     train.addPass(createSplitChunks());
   // Only the zero-bubble schedules of a pipeline run W apart from B;
   // everything else wants them interleaved (what W reads dies early).
   AutodiffOptions autodiff;
-  autodiff.splitBackward = pipeline && pipeline->schedule.splitBackward;
+  autodiff.splitBackward = pipelined && pipeline->schedule.splitBackward;
   train.addPass(createAutodiff(autodiff));
   train.addPass(createOptimizer());
   train.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
@@ -483,7 +484,7 @@ int main(int argc, char **argv) {
 
   mlir::TimingScope lowerTiming = rootTiming.nest("host lowering");
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
-  if (pipeline) {
+  if (pipelined) {
     std::vector<plan::Pipeline> ranks;
     for (int r = 0; r < pipeline->schedule.numRanks(); ++r)
       ranks.push_back(pipeline->rankPipeline(r));
@@ -494,6 +495,20 @@ int main(int argc, char **argv) {
   if (mlir::failed(lowered))
     return 1;
   lowerTiming.stop();
+  if (command == "plan") {
+    int rc = runPlanCommand(*module, *pipeline, lowered->plans, planOptions,
+                            output->os());
+    output->keep();
+    return rc;
+  }
+  // Each rank's exact arena against the budget.
+  if (planOptions.memoryBudget > 0)
+    for (const plan::Plan &plan : lowered->plans)
+      if (std::string over = plan::overBudget(plan, planOptions.memoryBudget);
+          !over.empty()) {
+        mlir::emitError((*module).getLoc()) << over;
+        return 1;
+      }
   if (command == "info") {
     for (const plan::Plan &plan : lowered->plans) {
       if (plan.pipeline)

@@ -260,7 +260,9 @@ Value GradientBuilder::sumToShape(Location loc, Value grad,
 LogicalResult GradientBuilder::differentiate(ArrayRef<Value> outputs,
                                              ArrayRef<Value> seeds,
                                              double lossSeed) {
-  for (auto [output, seed] : llvm::zip(outputs, seeds)) {
+  for (auto [out, given] : llvm::zip(outputs, seeds)) {
+    // Named copies: lambdas cannot capture structured bindings in C++17.
+    Value output = out, seed = given;
     if (seed) {
       contribute(output, [&] { return seed; });
       continue;

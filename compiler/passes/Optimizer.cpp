@@ -298,7 +298,10 @@ void OptimizerPass::runOnOperation() {
       bc2 = e.sub(e.c(1.0), e.exp(e.mul(t, e.c(std::log(s.beta2)))));
     }
 
-    for (auto [p, g] : llvm::zip(params, grads)) {
+    for (auto [param, grad] : llvm::zip(params, grads)) {
+      // Named references: lambdas cannot capture structured bindings.
+      ParamState &p = param;
+      Value g = grad;
       if (!g)
         continue; // another rank's
       Location ploc = p.param.getLoc();

@@ -4,8 +4,10 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
+#include <map>
 
 using namespace hotstage;
 using namespace hotstage::plan;
@@ -194,4 +196,55 @@ void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
     line("microbatches in flight", stashed);
   line("activations (peak, packed)", plan.arenaBytes - plan.persistentBytes);
   line("arena (allocated once)", plan.arenaBytes);
+}
+
+std::string plan::overBudget(const Plan &plan, int64_t budget) {
+  if (plan.arenaBytes <= budget)
+    return "";
+  auto mib = [](int64_t bytes) {
+    return llvm::formatv("{0:F1} MiB", bytes / 1048576.0).str();
+  };
+  // By what they hold: the categories a user can act on.
+  std::map<std::string, int64_t> byWhat;
+  for (const Buffer &b : plan.buffers) {
+    std::string what;
+    switch (b.kind) {
+    case BufferKind::Temp:
+      continue;
+    case BufferKind::Param:
+      what = "parameters";
+      break;
+    case BufferKind::State:
+      what = b.role == "grad" ? "gradient accumulators" : "optimizer state";
+      break;
+    case BufferKind::Stash:
+      what = "saved activations of chunk " + std::to_string(b.chunk) + " (x" +
+             std::to_string(b.slots) + " microbatches)";
+      break;
+    case BufferKind::Boundary:
+      what = "received " + b.role + "s of chunk " + std::to_string(b.chunk) +
+             " (x" + std::to_string(b.slots) + ")";
+      break;
+    case BufferKind::Input:
+    case BufferKind::Scalar:
+      what = "inputs and scalars";
+      break;
+    }
+    byWhat[what] += alignUp(b.bytes) * b.slots;
+  }
+  std::vector<std::pair<int64_t, std::string>> biggest;
+  for (auto &[what, bytes] : byWhat)
+    biggest.push_back({bytes, what});
+  biggest.push_back(
+      {plan.arenaBytes - plan.persistentBytes, "working buffers (packed)"});
+  llvm::sort(biggest, [](auto &a, auto &b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::string out =
+      "rank " + std::to_string(plan.pipeline ? plan.pipeline->rank : 0) +
+      " needs " + mib(plan.arenaBytes) + ", over the memory budget of " +
+      mib(budget) + "; its biggest buffers:";
+  for (size_t i = 0; i < std::min<size_t>(3, biggest.size()); ++i)
+    out += (i ? ", " : " ") + biggest[i].second + " " + mib(biggest[i].first);
+  return out;
 }

@@ -134,6 +134,10 @@ void printMemorySummary(const Plan &plan, llvm::raw_ostream &os);
 
 void print(const Plan &plan, llvm::raw_ostream &os);
 
+/// "" when the plan's arena fits in `budget` bytes; else the error: the
+/// rank, its arena, the budget and its three biggest buffers.
+std::string overBudget(const Plan &plan, int64_t budget);
+
 } // namespace hotstage::plan
 
 #endif // HOTSTAGE_COMPILER_PLAN_PLAN_H

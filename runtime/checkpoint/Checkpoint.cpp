@@ -20,7 +20,9 @@ constexpr const char *kFormat = "hotstage-checkpoint/1";
 /// Parameters and optimizer states; gradients are zero between steps and
 /// are not saved.
 bool isSaved(const PlanBuffer &b) {
-  return b.kind == "param" || (b.kind == "state" && b.role != "grad");
+  // Gradients and a pipeline's per-parameter norms live within a step.
+  return b.kind == "param" ||
+         (b.kind == "state" && b.role != "grad" && b.role != "norm");
 }
 
 std::string shapeText(const std::vector<int64_t> &shape) {
@@ -76,14 +78,19 @@ bool parseUnsigned(const std::string &text, uint64_t &value) {
 
 } // namespace
 
-std::string checkpointName(int64_t step) {
+std::string checkpointName(int64_t step, int stage) {
   char name[64];
-  std::snprintf(name, sizeof name, "step_%08lld.safetensors",
-                static_cast<long long>(step));
+  if (stage >= 0)
+    std::snprintf(name, sizeof name, "step_%08lld.stage_%d.safetensors",
+                  static_cast<long long>(step), stage);
+  else
+    std::snprintf(name, sizeof name, "step_%08lld.safetensors",
+                  static_cast<long long>(step));
   return name;
 }
 
-std::string newestCheckpoint(const std::string &dir, std::string &error) {
+std::string newestCheckpoint(const std::string &dir, std::string &error,
+                             int stage) {
   DIR *d = opendir(dir.c_str());
   if (!d) {
     error =
@@ -91,12 +98,13 @@ std::string newestCheckpoint(const std::string &dir, std::string &error) {
     return "";
   }
   std::string best;
-  const size_t size = checkpointName(0).size();
+  const std::string example = checkpointName(0, stage);
+  const std::string suffix = example.substr(13); // after step_NNNNNNNN
   while (dirent *e = readdir(d)) {
     std::string name = e->d_name;
     // Temporary files of an interrupted write end in .tmp.<pid>: skipped.
-    if (name.size() == size && name.rfind("step_", 0) == 0 &&
-        name.compare(name.size() - 12, 12, ".safetensors") == 0 && name > best)
+    if (name.size() == example.size() && name.rfind("step_", 0) == 0 &&
+        name.compare(13, std::string::npos, suffix) == 0 && name > best)
       best = name;
   }
   closedir(d);
@@ -108,7 +116,8 @@ std::string newestCheckpoint(const std::string &dir, std::string &error) {
 }
 
 bool saveCheckpoint(const Plan &plan, Executor &exec, const std::string &dir,
-                    const CheckpointState &state, std::string &error) {
+                    const CheckpointState &state, std::string &error,
+                    int stage) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     error =
         dir + ": cannot create the checkpoint folder: " + std::strerror(errno);
@@ -125,7 +134,8 @@ bool saveCheckpoint(const Plan &plan, Executor &exec, const std::string &dir,
   writer.setMetadata("seed", std::to_string(state.seed));
   writer.setMetadata("data_epoch", std::to_string(state.dataEpoch));
   writer.setMetadata("data_position", std::to_string(state.dataPosition));
-  return writer.writeAtomically(dir + "/" + checkpointName(state.step), error);
+  return writer.writeAtomically(dir + "/" + checkpointName(state.step, stage),
+                                error);
 }
 
 bool loadCheckpoint(const Plan &plan, Executor &exec, const std::string &path,

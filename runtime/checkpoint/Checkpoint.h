@@ -1,6 +1,7 @@
 //===- Checkpoint.h - Training checkpoints and weight files -----*- C++ -*-===//
 //
-// A checkpoint is one safetensors file, DIR/step_NNNNNNNN.safetensors,
+// A checkpoint is one safetensors file, DIR/step_NNNNNNNN.safetensors (or
+// one per pipeline stage, DIR/step_NNNNNNNN.stage_S.safetensors),
 // holding every parameter and optimizer state (not the gradients) under
 // its plan name, with metadata: format, model, step, seed, data_epoch,
 // data_position. Writes are atomic (SafeTensorsWriter); reads check the
@@ -27,16 +28,20 @@ struct CheckpointState {
   uint64_t dataEpoch = 0, dataPosition = 0;
 };
 
-/// "step_00000042.safetensors".
-std::string checkpointName(int64_t step);
+/// "step_00000042.safetensors"; a pipeline stage's own part of the
+/// checkpoint (its parameters and moments) is
+/// "step_00000042.stage_1.safetensors".
+std::string checkpointName(int64_t step, int stage = -1);
 
-/// The newest step_N.safetensors in `dir`; "" (with `error`) if there is
-/// none or the folder cannot be read.
-std::string newestCheckpoint(const std::string &dir, std::string &error);
+/// The newest checkpointName(N, stage) in `dir`; "" (with `error`) if there
+/// is none or the folder cannot be read.
+std::string newestCheckpoint(const std::string &dir, std::string &error,
+                             int stage = -1);
 
-/// Writes DIR/checkpointName(state.step), creating DIR if needed.
+/// Writes DIR/checkpointName(state.step, stage), creating DIR if needed.
 bool saveCheckpoint(const Plan &plan, Executor &exec, const std::string &dir,
-                    const CheckpointState &state, std::string &error);
+                    const CheckpointState &state, std::string &error,
+                    int stage = -1);
 
 /// Restores parameters and optimizer states from `path`. Nothing in the
 /// arena changes unless the whole file fits the model.

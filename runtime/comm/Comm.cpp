@@ -161,6 +161,19 @@ void Comm::allReduceWorld(double *data, size_t n, const std::string &what) {
   allReduce(data, n, true, &world, what);
 }
 
+int64_t Comm::minimumWorld(int64_t value, const std::string &what) {
+  MPI_Request request;
+  int64_t result = value;
+  MPI_Iallreduce(&value, &result, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD,
+                 &request);
+  watch(*this, timeout_, context_, what, [&] {
+    int flag = 0;
+    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
+  });
+  return result;
+}
+
 void Comm::barrier() {
   MPI_Request request;
   MPI_Ibarrier(MPI_COMM_WORLD, &request);

@@ -225,8 +225,6 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
       options.trace.size() > 5 &&
       options.trace.compare(options.trace.size() - 5, 5, ".json") == 0;
   const char *unsupported = options.command == "gradcheck" ? "gradcheck"
-                            : !options.ckptDir.empty()     ? "--ckpt"
-                            : !options.resumeDir.empty()   ? "--resume"
                             : !options.initFrom.empty()    ? "--init-from"
                             : !options.trace.empty() && !jsonTrace
                                 ? "--trace FILE (safetensors; FILE.json works)"
@@ -245,10 +243,45 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   auto data = TokenDataset::open(options.data, plan.vocab, error);
   if (!data)
     fail(error);
-  BatchLoader loader(*data, plan.batch, plan.seq, options.seed);
+  // Checkpoints: one file per pipeline stage, written by replica 0 (a
+  // one-stage data-parallel run writes the one-rank checkpoint).
+  int ckptStage = stages > 1 ? comm.stage() : -1;
+  CheckpointState state;
+  state.seed = options.seed;
+  if (!options.resumeDir.empty()) {
+    std::string path = newestCheckpoint(options.resumeDir, error, ckptStage);
+    int64_t newest = -1;
+    if (!path.empty())
+      newest = std::atoll(path.c_str() + path.rfind("step_") + 5);
+    // Every stage resumes from the same step: the newest all of them have.
+    int64_t agreed = comm.minimumWorld(newest, "agreeing on the checkpoint");
+    if (agreed < 0)
+      fail(path.empty()
+               ? error
+               : "another rank has no checkpoint in " + options.resumeDir);
+    path = options.resumeDir + "/" + checkpointName(agreed, ckptStage);
+    if (!loadCheckpoint(plan, exec, path, state, error))
+      fail(error);
+    if (leader)
+      std::fprintf(stderr, "resumed from %s at step %lld\n", path.c_str(),
+                   static_cast<long long>(state.step));
+  } else {
+    initParameters(plan, exec, options.seed);
+  }
+  BatchLoader loader(*data, plan.batch, plan.seq, state.seed);
   if (!loader.init(error))
     fail(error);
-  initParameters(plan, exec, options.seed);
+  if (!options.resumeDir.empty() &&
+      !loader.seek({state.dataEpoch, state.dataPosition}, error))
+    fail(error);
+  auto checkpoint = [&] {
+    BatchLoader::Cursor cursor = loader.cursor();
+    state.dataEpoch = cursor.epoch;
+    state.dataPosition = cursor.position;
+    if (comm.replica() == 0 &&
+        !saveCheckpoint(plan, exec, options.ckptDir, state, error, ckptStage))
+      fail(error);
+  };
 
   std::unique_ptr<PipelineStep> pipeline;
   if (plan.pipelined) {
@@ -265,7 +298,7 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
 
   MetricsWriter metrics;
   if (leader && !options.metrics.empty() &&
-      !metrics.open(options.metrics, error, false))
+      !metrics.open(options.metrics, error, state.step > 0))
     fail(error);
   ProgressLine progress(options.steps, stderr, leader && isTerminal(stderr));
   int64_t M = plan.microbatches;
@@ -282,7 +315,7 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   if (pipeline)
     pipeline->record(timeline, origin);
   std::vector<int32_t> skip(rows);
-  for (int64_t step = 0; step < options.steps; ++step) {
+  for (int64_t step = state.step; step < options.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
     // Every rank draws the step's M x D microbatches in the seed's order and
     // keeps its replica's.
@@ -348,6 +381,10 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
                      formatFloat(m.loss).c_str());
       return 1;
     }
+    state.step = m.step;
+    if (!options.ckptDir.empty() && options.ckptEvery > 0 &&
+        state.step % options.ckptEvery == 0 && state.step < options.steps)
+      checkpoint();
     if (!leader)
       continue;
     if (metrics.isOpen())
@@ -359,6 +396,8 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   }
   if (leader)
     progress.finish();
+  if (!options.ckptDir.empty())
+    checkpoint();
   if (timeline && pipeline)
     writeTimeline(comm, *pipeline, options.trace);
   return 0;
