@@ -2,6 +2,7 @@
 
 #include "compiler/driver/Pipelining.h"
 #include "compiler/passes/Passes.h"
+#include "dialects/pipe/PipeDialect.h"
 
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Diagnostics.h"
@@ -115,4 +116,74 @@ FailureOr<PipelineSetup> hotstage::setUpPipeline(ModuleOp module) {
         --open[a.chunk];
     }
   return setup;
+}
+
+OwningOpRef<ModuleOp> hotstage::emitPipe(MLIRContext &context,
+                                         const PipelineSetup &setup,
+                                         const std::vector<plan::Plan> &plans) {
+  context.loadDialect<pipe::PipeDialect>();
+  Location loc = UnknownLoc::get(&context);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  OpBuilder b = OpBuilder::atBlockEnd(module->getBody());
+  const schedule::Schedule &s = setup.schedule;
+  std::vector<int64_t> ranks(s.chunkRank.begin(), s.chunkRank.end());
+  auto pipeline = pipe::PipelineOp::create(
+      b, loc, b.getStringAttr(schedule::kindName(s.config.kind)),
+      b.getI64IntegerAttr(setup.train.stages),
+      b.getI64IntegerAttr(setup.train.dp),
+      b.getI64IntegerAttr(setup.train.microbatches),
+      b.getDenseI64ArrayAttr(ranks));
+  pipeline.getBody().emplaceBlock();
+  int numChunks = s.numChunks();
+  for (int r = 0; r < s.numRanks(); ++r) {
+    OpBuilder pb = OpBuilder::atBlockEnd(&pipeline.getBody().front());
+    auto rank = pipe::RankOp::create(pb, loc, b.getI64IntegerAttr(r));
+    rank.getBody().emplaceBlock();
+    OpBuilder rb = OpBuilder::atBlockEnd(&rank.getBody().front());
+    auto i64 = [&](int64_t v) { return rb.getI64IntegerAttr(v); };
+    auto transfer = [&](bool send, StringRef kind, int chunk, int mb,
+                        int peer) {
+      if (send)
+        pipe::SendOp::create(rb, loc, rb.getStringAttr(kind), i64(chunk),
+                             i64(mb), i64(peer));
+      else
+        pipe::RecvOp::create(rb, loc, rb.getStringAttr(kind), i64(chunk),
+                             i64(mb), i64(peer));
+    };
+    for (const schedule::Action &a : s.ranks[r]) {
+      int c = a.chunk, m = a.microbatch;
+      switch (a.phase) {
+      case schedule::Phase::F:
+        if (c > 0 && ranks[c - 1] != r)
+          transfer(false, "activation", c - 1, m, ranks[c - 1]);
+        pipe::ForwardOp::create(rb, loc, i64(c), i64(m));
+        if (c + 1 < numChunks && ranks[c + 1] != r)
+          transfer(true, "activation", c, m, ranks[c + 1]);
+        break;
+      case schedule::Phase::B:
+        if (c + 1 < numChunks && ranks[c + 1] != r)
+          transfer(false, "gradient", c + 1, m, ranks[c + 1]);
+        if (s.splitBackward)
+          pipe::BackwardInputOp::create(rb, loc, i64(c), i64(m));
+        else
+          pipe::BackwardOp::create(rb, loc, i64(c), i64(m));
+        if (c > 0 && ranks[c - 1] != r)
+          transfer(true, "gradient", c, m, ranks[c - 1]);
+        break;
+      case schedule::Phase::W:
+        pipe::BackwardWeightOp::create(rb, loc, i64(c), i64(m));
+        break;
+      }
+    }
+    if (setup.train.dp > 1)
+      pipe::AllReduceOp::create(rb, loc, i64(setup.train.dp));
+    if (r < static_cast<int>(plans.size()) && plans[r].pipeline)
+      for (const plan::Pipeline::Exchange &e : plans[r].pipeline->exchanges)
+        pipe::ExchangeOp::create(
+            rb, loc, rb.getStringAttr(plans[r].buffers[e.buffer].name),
+            rb.getStringAttr(e.send ? "to" : "from"), i64(e.peer));
+    pipe::GradNormsOp::create(rb, loc);
+    pipe::OptimizerStepOp::create(rb, loc);
+  }
+  return module;
 }

@@ -46,6 +46,13 @@ struct PipelineSetup {
   plan::Pipeline rankPipeline(int rank) const;
 };
 
+/// The pipe dialect's picture of the step (`--emit=pipe`): per rank, its
+/// actions in order with the transfers around them, then the step's end;
+/// from the compiled plans (their sends and tied exchanges).
+mlir::OwningOpRef<mlir::ModuleOp>
+emitPipe(mlir::MLIRContext &context, const PipelineSetup &setup,
+         const std::vector<plan::Plan> &plans);
+
 /// Partitions and schedules `module` (the nn module before nn-autodiff).
 /// Errors (a schedule that cannot run, a bad layout, too few units) are
 /// emitted at the module and say what would work.

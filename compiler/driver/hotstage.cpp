@@ -27,6 +27,7 @@
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Support/Timing.h"
@@ -56,7 +57,7 @@ static cl::opt<bool>
                    cl::desc("data: one token per byte (vocabulary 256)"),
                    cl::cat(category));
 
-enum class Emit { None, AST, NN, Train, Fused, Plan, Kernels, LLVM, Obj };
+enum class Emit { None, AST, NN, Train, Fused, Pipe, Plan, Kernels, LLVM, Obj };
 static cl::opt<Emit> emit(
     "emit", cl::desc("Stage to print instead of building an executable"),
     cl::init(Emit::None),
@@ -67,6 +68,8 @@ static cl::opt<Emit> emit(
                clEnumValN(Emit::Fused, "fused",
                           "the training step after fusion (nn.fused groups, "
                           "GEMM epilogues)"),
+               clEnumValN(Emit::Pipe, "pipe",
+                          "each pipeline rank's step in the pipe dialect"),
                clEnumValN(Emit::Plan, "plan",
                           "the plan: buffers, offsets and actions"),
                clEnumValN(Emit::Kernels, "kernels", "the host kernels in MLIR"),
@@ -136,8 +139,9 @@ Commands:
                   (the forward graph, which `hotstage-opt` reads back),
                   `train` (forward, backward B and W, optimizer step),
                   `fused` (the same after fusion: nn.fused groups and
-                  GEMM epilogue marks), `plan` (buffers, arena offsets,
-                  actions), `kernels`,
+                  GEMM epilogue marks), `pipe` (a pipeline's ranks and
+                  their steps with transfers), `plan` (buffers, arena
+                  offsets, actions; one per rank), `kernels`,
                   `llvm` or `obj`.
   info FILE.hot   Check the model and print its parameter table, the total
                   parameter count, the train configuration and the memory
@@ -500,6 +504,24 @@ int main(int argc, char **argv) {
                             output->os());
     output->keep();
     return rc;
+  }
+  if (emit == Emit::Pipe) {
+    if (!pipeline) {
+      llvm::errs() << "hotstage: --emit=pipe needs a pipeline (-D stages=S "
+                      "with S > 1, or virtual_stages > 1)\n";
+      return 1;
+    }
+    mlir::OwningOpRef<mlir::ModuleOp> pipe =
+        emitPipe(context, *pipeline, lowered->plans);
+    if (mlir::failed(mlir::verify(*pipe))) {
+      llvm::errs() << "hotstage: internal error: the pipe IR does not "
+                      "verify\n";
+      return 1;
+    }
+    pipe->print(output->os());
+    output->os() << "\n";
+    output->keep();
+    return 0;
   }
   // Each rank's exact arena against the budget.
   if (planOptions.memoryBudget > 0)

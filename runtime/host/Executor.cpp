@@ -131,6 +131,8 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
     auto start = profile_ ? std::chrono::steady_clock::now()
                           : std::chrono::steady_clock::time_point();
     runStep(step);
+    if (progress_)
+      progress_(progressContext_);
     if (profile_) {
       ProfileEntry &e =
           profileEntries_[name + " / " + (a.gemm ? "gemm " : "") + a.note];

@@ -45,6 +45,13 @@ public:
 
   int threads() const { return pool_.size(); }
 
+  /// Called between a function's actions (multi-rank runs: MPI moves the
+  /// messages in flight only when the process calls into it).
+  void setProgress(void (*hook)(void *), void *context) {
+    progress_ = hook;
+    progressContext_ = context;
+  }
+
   /// One action with its buffers resolved to arena pointers.
   struct Step {
     const PlanAction *action;
@@ -65,6 +72,8 @@ private:
   bool profile_ = false;
   std::map<std::string, ProfileEntry> profileEntries_;
 
+  void (*progress_)(void *) = nullptr;
+  void *progressContext_ = nullptr;
   char *arena_ = nullptr;
   ThreadPool pool_;
   // Resolved once at start, per slot: a step does no lookups.

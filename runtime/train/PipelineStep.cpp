@@ -99,6 +99,12 @@ bool PipelineStep::init(std::string &error) {
   return true;
 }
 
+void PipelineStep::progress(void *self) {
+  auto *step = static_cast<PipelineStep *>(self);
+  for (Comm::Request *r : step->inFlight_)
+    step->comm_.done(*r);
+}
+
 int PipelineStep::tag(int chunk, int microbatch, bool gradient,
                       int index) const {
   // Unique within a step; a step's messages all complete before the next.
@@ -161,6 +167,19 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
     }
   }
 
+  // Between the kernels of an action, MPI moves what is in flight (a
+  // large send waits for its receiver's reply, which needs a call into
+  // MPI on this side too).
+  exec_.setProgress(&PipelineStep::progress, this);
+  auto track = [&] {
+    inFlight_.clear();
+    for (auto *group : {&receives, &sends})
+      for (auto &[key, requests] : *group)
+        for (Comm::Request &r : requests)
+          if (r.pending)
+            inFlight_.push_back(&r);
+  };
+  track();
   // In f32 and microbatch order, as one rank sums it.
   float localLoss = 0;
   for (const PlanPipeline::Step &a : p.steps) {
@@ -169,6 +188,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
     std::string what = stepName + ", " + a.phase + " of chunk " +
                        std::to_string(c) + " microbatch " + std::to_string(m);
     comm_.setContext(what);
+    // The action's own time: after its inputs arrived.
     auto start = std::chrono::steady_clock::now();
     if (a.phase == 'F') {
       for (const PlanBuffer *b : cb.tokens)
@@ -180,6 +200,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
       for (Comm::Request &r : receives[{c, m, false}])
         comm_.wait(r);
       drain(sends[{c, slotOf(cb.actOut, m), false}]);
+      start = std::chrono::steady_clock::now();
       runFunction(cb.forward, m, what);
       if (c == numChunks_ - 1)
         localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
@@ -199,6 +220,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
       for (Comm::Request &r : receives[{c, m, true}])
         comm_.wait(r);
       drain(sends[{c, slotOf(cb.gradOut, m), true}]);
+      start = std::chrono::steady_clock::now();
       runFunction(cb.backward, m, what);
       if (c > 0 && local(c - 1))
         for (size_t i = 0; i < cb.gradOut.size(); ++i)
@@ -224,11 +246,11 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                std::chrono::steady_clock::now().time_since_epoch())
                    .count() -
                origin_});
-    // Let MPI progress what is in flight between actions.
-    for (auto &[key, requests] : sends)
-      for (Comm::Request &r : requests)
-        comm_.done(r);
+    // What is still in flight, for the next action's kernels to progress.
+    track();
   }
+  inFlight_.clear();
+  exec_.setProgress(nullptr, nullptr);
   comm_.setContext(stepName + ", after the last backward");
   for (auto &[key, requests] : sends)
     drain(requests);

@@ -82,6 +82,9 @@ private:
   const PlanBuffer *stepBuf_ = nullptr, *totalBuf_ = nullptr;
   std::vector<const PlanBuffer *> norms_, grads_;
   std::string gradNorms_, optimizer_;
+  /// Requests in flight during a step, tested between actions.
+  std::vector<Comm::Request *> inFlight_;
+  static void progress(void *self);
   bool recording_ = false;
   double origin_ = 0;
   std::vector<ActionTime> times_;
