@@ -161,6 +161,16 @@ void Comm::allReduceWorld(double *data, size_t n, const std::string &what) {
   allReduce(data, n, true, &world, what);
 }
 
+Comm::Request Comm::startAllReduceReplicas(float *data, size_t n,
+                                           std::string what) {
+  Request r;
+  r.what = std::move(what);
+  r.pending = true;
+  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM,
+                 as<MPI_Comm>(replicaComm_), &as<MPI_Request>(r.handle));
+  return r;
+}
+
 int64_t Comm::minimumWorld(int64_t value, const std::string &what) {
   MPI_Request request;
   int64_t result = value;

@@ -64,6 +64,8 @@ public:
   void allReducePipeline(float *data, size_t n, const std::string &what);
   void allReduceReplicas(float *data, size_t n, const std::string &what);
   void allReduceWorld(double *data, size_t n, const std::string &what);
+  /// Starts summing `n` floats across this stage's replicas, in place.
+  Request startAllReduceReplicas(float *data, size_t n, std::string what);
   /// The smallest `value` of any rank.
   int64_t minimumWorld(int64_t value, const std::string &what);
   /// Waits for every rank (under the watchdog).

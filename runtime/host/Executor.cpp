@@ -126,13 +126,14 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
     return false;
   }
   std::vector<Step> &steps = it->second[slot % it->second.size()];
-  for (Step &step : steps) {
+  for (size_t i = 0; i < steps.size(); ++i) {
+    Step &step = steps[i];
     const PlanAction &a = *step.action;
     auto start = profile_ ? std::chrono::steady_clock::now()
                           : std::chrono::steady_clock::time_point();
     runStep(step);
     if (progress_)
-      progress_(progressContext_);
+      progress_(progressContext_, i);
     if (profile_) {
       ProfileEntry &e =
           profileEntries_[name + " / " + (a.gemm ? "gemm " : "") + a.note];

@@ -45,9 +45,10 @@ public:
 
   int threads() const { return pool_.size(); }
 
-  /// Called between a function's actions (multi-rank runs: MPI moves the
-  /// messages in flight only when the process calls into it).
-  void setProgress(void (*hook)(void *), void *context) {
+  /// Called after each action of a function with the action's index
+  /// (multi-rank runs: MPI moves the messages in flight only when the
+  /// process calls into it, and a gradient is final after its last write).
+  void setProgress(void (*hook)(void *, size_t), void *context) {
     progress_ = hook;
     progressContext_ = context;
   }
@@ -72,7 +73,7 @@ private:
   bool profile_ = false;
   std::map<std::string, ProfileEntry> profileEntries_;
 
-  void (*progress_)(void *) = nullptr;
+  void (*progress_)(void *, size_t) = nullptr;
   void *progressContext_ = nullptr;
   char *arena_ = nullptr;
   ThreadPool pool_;

@@ -68,6 +68,25 @@ bool PipelineStep::init(std::string &error) {
     place(s.gradient ? cb.gradOut : cb.actOut, s.index,
           &plan_.buffers.at(s.buffer));
   }
+  // Where each accumulator is last written in its chunk's accumulating
+  // function: its all-reduce can start right after.
+  finalAt_.assign(numChunks_, {});
+  for (int c = 0; c < numChunks_; ++c) {
+    if (!local(c))
+      continue;
+    const std::string &name =
+        chunks_[c].weight.empty() ? chunks_[c].backward : chunks_[c].weight;
+    const std::vector<PlanAction> &actions = plan_.functions.at(name);
+    for (const PlanBuffer *g : grads_) {
+      int64_t last = -1;
+      for (size_t i = 0; i < actions.size(); ++i)
+        for (int b : actions[i].buffers)
+          if (&plan_.buffers.at(b) == g)
+            last = static_cast<int64_t>(i);
+      if (last >= 0)
+        finalAt_[c][static_cast<size_t>(last)].push_back(g);
+    }
+  }
   lr_ = plan_.find("scalar", "lr");
   gradNorm_ = plan_.find("scalar", "grad_norm");
   stepBuf_ = plan_.find("scalar", "step");
@@ -99,8 +118,21 @@ bool PipelineStep::init(std::string &error) {
   return true;
 }
 
-void PipelineStep::progress(void *self) {
+void PipelineStep::progress(void *self, size_t action) {
   auto *step = static_cast<PipelineStep *>(self);
+  if (step->bucketing_) {
+    auto it = step->bucketing_->find(action);
+    if (it != step->bucketing_->end())
+      for (const PlanBuffer *g : it->second) {
+        step->allReduces_.push_back(step->comm_.startAllReduceReplicas(
+            static_cast<float *>(step->exec_.buffer(*g)),
+            static_cast<size_t>(g->numElements()),
+            "the gradient all-reduce of " + g->name));
+        step->reduced_.insert(g);
+      }
+    for (Comm::Request &r : step->allReduces_)
+      step->comm_.done(r);
+  }
   for (Comm::Request *r : step->inFlight_)
     step->comm_.done(*r);
 }
@@ -221,7 +253,10 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
         comm_.wait(r);
       drain(sends[{c, slotOf(cb.gradOut, m), true}]);
       start = std::chrono::steady_clock::now();
+      if (p.dp > 1 && cb.weight.empty() && m == M - 1)
+        bucketing_ = &finalAt_[c];
       runFunction(cb.backward, m, what);
+      bucketing_ = nullptr;
       if (c > 0 && local(c - 1))
         for (size_t i = 0; i < cb.gradOut.size(); ++i)
           std::memcpy(exec_.buffer(*chunks_[c - 1].gradIn[i], m),
@@ -235,7 +270,10 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                           "sending the gradient of chunk " + std::to_string(c) +
                               ", microbatch " + std::to_string(m)));
     } else {
+      if (p.dp > 1 && m == M - 1)
+        bucketing_ = &finalAt_[c];
       runFunction(cb.weight, m, what);
+      bucketing_ = nullptr;
     }
     if (recording_)
       times_.push_back(
@@ -256,12 +294,21 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
     drain(requests);
 
   // Data parallel: the replicas' gradients summed (the loss seed already
-  // divides by every replica's microbatches).
-  if (p.dp > 1)
+  // divides by every replica's microbatches). Most all-reduces started
+  // during the last backward; the rest (accumulators no action wrote)
+  // start now.
+  if (p.dp > 1) {
     for (const PlanBuffer *g : grads_)
-      comm_.allReduceReplicas(static_cast<float *>(exec_.buffer(*g)),
-                              static_cast<size_t>(g->numElements()),
-                              "the gradient all-reduce of " + g->name);
+      if (!reduced_.count(g))
+        allReduces_.push_back(comm_.startAllReduceReplicas(
+            static_cast<float *>(exec_.buffer(*g)),
+            static_cast<size_t>(g->numElements()),
+            "the gradient all-reduce of " + g->name));
+    for (Comm::Request &r : allReduces_)
+      comm_.wait(r);
+    allReduces_.clear();
+    reduced_.clear();
+  }
 
   // Tied parameters: every rank that holds one gets all its accumulators.
   int base = numChunks_ * M * 2 * 64;

@@ -18,6 +18,8 @@
 #include "runtime/host/Plan.h"
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -84,7 +86,15 @@ private:
   std::string gradNorms_, optimizer_;
   /// Requests in flight during a step, tested between actions.
   std::vector<Comm::Request *> inFlight_;
-  static void progress(void *self);
+  static void progress(void *self, size_t action);
+  /// Data parallel: per chunk, the gradient accumulators whose last write
+  /// is each action of its accumulating function (W, or B unsplit); while
+  /// that function runs for the step's last microbatch, each bucket's
+  /// all-reduce starts as soon as its action is done.
+  std::vector<std::map<size_t, std::vector<const PlanBuffer *>>> finalAt_;
+  const std::map<size_t, std::vector<const PlanBuffer *>> *bucketing_ = nullptr;
+  std::vector<Comm::Request> allReduces_;
+  std::set<const PlanBuffer *> reduced_;
   bool recording_ = false;
   double origin_ = 0;
   std::vector<ActionTime> times_;
