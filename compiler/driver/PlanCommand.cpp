@@ -22,16 +22,6 @@ using namespace hotstage::partition;
 
 namespace {
 
-std::string withCommas(int64_t n) {
-  std::string digits = std::to_string(n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0)
-      out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
 std::string mib(int64_t bytes) {
   return llvm::formatv("{0:F1} MiB", bytes / 1048576.0).str();
 }
@@ -91,6 +81,16 @@ const char *textbookFormula(schedule::Kind kind) {
 }
 
 } // namespace
+
+std::string hotstage::withCommas(int64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0)
+      out += ',';
+    out += digits[i];
+  }
+  return out;
+}
 
 bool hotstage::parseByteCount(StringRef text, int64_t &bytes) {
   text = text.trim();

@@ -37,6 +37,9 @@ int runPlanCommand(mlir::ModuleOp module, const PipelineSetup &setup,
                    const std::vector<plan::Plan> &plans,
                    const PlanCommandOptions &options, llvm::raw_ostream &os);
 
+/// Formats 124439808 as 124,439,808.
+std::string withCommas(int64_t n);
+
 /// Parses a byte count with an optional K, M, G (powers of 1024, with or
 /// without "iB") suffix; false for anything else.
 bool parseByteCount(llvm::StringRef text, int64_t &bytes);

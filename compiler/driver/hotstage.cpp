@@ -168,17 +168,6 @@ Exit status: 0 on success, 1 when the model has errors (each printed as
 file:line:col: error: message, with the source line and a caret).
 )";
 
-/// Formats 124439808 as 124,439,808.
-static std::string withCommas(int64_t n) {
-  std::string digits = std::to_string(n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0)
-      out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
 static void printInfo(const lang::Program &program, llvm::raw_ostream &os) {
   size_t width = 9;
   for (const lang::Param &p : program.params)

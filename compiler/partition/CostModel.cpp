@@ -19,12 +19,12 @@ static double elements(Value v) {
   return static_cast<double>(type.getNumElements());
 }
 
-static double bytesOf(Value v) {
+int64_t partition::bytesOf(Value v) {
   auto type = dyn_cast<RankedTensorType>(v.getType());
-  if (!type)
+  if (!type || !type.hasStaticShape())
     return 0;
   unsigned bits = type.getElementType().getIntOrFloatBitWidth();
-  return elements(v) * std::max(1u, bits / 8);
+  return type.getNumElements() * std::max(1u, bits / 8);
 }
 
 /// Rows times columns times depth of a (batched) GEMM producing `result`

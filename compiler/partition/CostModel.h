@@ -47,6 +47,9 @@ struct MachineModel {
 /// The cost of one op of the nn dialect.
 OpCost costOf(mlir::Operation *op);
 
+/// The bytes of a statically shaped tensor value (0 for anything else).
+int64_t bytesOf(mlir::Value value);
+
 } // namespace hotstage::partition
 
 #endif // HOTSTAGE_COMPILER_PARTITION_COSTMODEL_H

@@ -16,14 +16,6 @@ using namespace hotstage;
 using namespace hotstage::partition;
 using namespace hotstage::nn;
 
-static int64_t bytesOf(Value v) {
-  auto type = dyn_cast<RankedTensorType>(v.getType());
-  if (!type || !type.hasStaticShape())
-    return 0;
-  unsigned bits = type.getElementType().getIntOrFloatBitWidth();
-  return type.getNumElements() * std::max(1u, bits / 8);
-}
-
 /// The instance an op belongs to: the first component of its NameLoc, and
 /// the layer index when one follows (`blocks.3.mlp.fc` -> `blocks.3`); ""
 /// for the model's own ops.

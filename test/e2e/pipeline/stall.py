@@ -1,10 +1,10 @@
-"""Stops one rank of a running pipeline and checks that the job ends.
+"""Stops (or kills) one rank of a running pipeline; checks the job ends.
 
-    stall.py EXE DATA --ranks N --stop R --timeout S
+    stall.py EXE DATA --ranks N --stop R --timeout S [--kill]
 
 Launches `mpirun -np N EXE train` with `--comm-timeout S`, waits until a
-few steps are done, sends SIGSTOP to rank R, and waits (at most a minute)
-for the whole job to end. Prints the job's exit status, how long it took
+few steps are done, sends SIGSTOP (SIGKILL with --kill) to rank R, and
+waits (at most a minute) for the whole job to end. Prints the job's exit status, how long it took
 after the stop, and its stderr, for FileCheck. Any rank left over is
 killed, so a failing run cannot hang the test suite.
 """
@@ -21,6 +21,7 @@ p.add_argument("data")
 p.add_argument("--ranks", type=int, default=2)
 p.add_argument("--stop", type=int, default=1)
 p.add_argument("--timeout", type=int, default=3)
+p.add_argument("--kill", action="store_true")
 args = p.parse_args()
 
 metrics = args.exe + ".stall.jsonl"
@@ -74,7 +75,7 @@ try:
     victim = ranks().get(args.stop)
     if victim is None:
         sys.exit(f"no rank {args.stop} found")
-    os.kill(victim, signal.SIGSTOP)
+    os.kill(victim, signal.SIGKILL if args.kill else signal.SIGSTOP)
     stopped = time.time()
     try:
         _, err = job.communicate(timeout=60)
