@@ -155,9 +155,23 @@ void writeTimeline(Comm &comm, const PipelineStep &pipeline,
   json += "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"tid\":0,"
           "\"args\":{\"name\":\"measured\"}}";
   // Per step, the window from the first action to the last of any rank.
+  // The idle shares leave out the first step (first touches of the arena,
+  // MPI's connections) when there are others.
+  int64_t firstStep = -1, lastStep = -1;
+  for (const std::vector<double> &rank : all)
+    for (size_t i = 0; i + 5 < rank.size(); i += 6) {
+      int64_t step = int64_t(rank[i + 3]);
+      firstStep = firstStep < 0 ? step : std::min(firstStep, step);
+      lastStep = std::max(lastStep, step);
+    }
+  auto counted = [&](double step) {
+    return firstStep == lastStep || int64_t(step) != firstStep;
+  };
   std::map<int64_t, std::pair<double, double>> windows;
   for (const std::vector<double> &rank : all)
     for (size_t i = 0; i + 5 < rank.size(); i += 6) {
+      if (!counted(rank[i + 3]))
+        continue;
       auto [it, fresh] =
           windows.try_emplace(int64_t(rank[i + 3]), rank[i + 4], rank[i + 5]);
       it->second.first = std::min(it->second.first, rank[i + 4]);
@@ -166,7 +180,9 @@ void writeTimeline(Comm &comm, const PipelineStep &pipeline,
   double window = 0;
   for (auto &[step, w] : windows)
     window += w.second - w.first;
-  std::string idle = "measured idle per rank (F, B and W of the steps):";
+  std::string idle =
+      "measured idle per rank (F, B and W of the steps" +
+      std::string(firstStep != lastStep ? " after the first" : "") + "):";
   char buffer[256];
   for (size_t r = 0; r < all.size(); ++r) {
     std::snprintf(buffer, sizeof buffer,
@@ -177,7 +193,8 @@ void writeTimeline(Comm &comm, const PipelineStep &pipeline,
     double busy = 0;
     for (size_t i = 0; i + 5 < all[r].size(); i += 6) {
       const double *e = &all[r][i];
-      busy += e[5] - e[4];
+      if (counted(e[3]))
+        busy += e[5] - e[4];
       char phase = static_cast<char>(e[0]);
       std::snprintf(buffer, sizeof buffer,
                     ",\n{\"name\":\"%c mb%d chunk%d\",\"cat\":\"%c\","
