@@ -120,17 +120,16 @@ bool hotstage::parseByteCount(StringRef text, int64_t &bytes) {
   return true;
 }
 
-int hotstage::runPlanCommand(ModuleOp module, const PipelineSetup &pipeline,
+int hotstage::runPlanCommand(ModuleOp module, const PipelineSetup &setup,
                              const std::vector<plan::Plan> &plans,
                              const PlanCommandOptions &options,
                              llvm::raw_ostream &os) {
-  const PipelineSetup *setup = &pipeline;
-  const TrainConfig &train = setup->train;
-  const MachineModel &machine = setup->machine;
-  const ModelAnalysis &model = setup->model;
-  const schedule::Schedule &sched = setup->schedule;
+  const TrainConfig &train = setup.train;
+  const MachineModel &machine = setup.machine;
+  const ModelAnalysis &model = setup.model;
+  const schedule::Schedule &sched = setup.schedule;
   const schedule::Config &config = sched.config;
-  const Partition &cut = setup->cut;
+  const Partition &cut = setup.cut;
   int numChunks = sched.numChunks();
 
   // Per chunk: the sums of its atoms.

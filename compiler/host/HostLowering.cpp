@@ -371,7 +371,8 @@ public:
   FailureOr<plan::Plan> run();
   /// One rank of a pipeline: its chunks' functions and its optimizer step.
   /// `pipeline` has the schedule; sends and exchanges are filled in.
-  FailureOr<plan::Plan> runRank(plan::Pipeline pipeline);
+  FailureOr<plan::Plan> runRank(plan::Pipeline pipeline,
+                                const host::PipelineUse &use);
 
 private:
   // Buffers.
@@ -1923,7 +1924,37 @@ FailureOr<plan::Plan> HostLowering::run() {
   return std::move(plan);
 }
 
-FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline) {
+host::PipelineUse host::findPipelineUse(ModuleOp module,
+                                        ArrayRef<int> chunkRank) {
+  host::PipelineUse use;
+  int numChunks = static_cast<int>(chunkRank.size());
+  for (auto func : module.getOps<func::FuncOp>()) {
+    int r = -1;
+    auto chunkAttr = func->getAttrOfType<IntegerAttr>("nn.chunk");
+    int chunk = chunkAttr ? static_cast<int>(chunkAttr.getInt()) : -1;
+    if (chunk >= 0 && chunk < numChunks)
+      r = chunkRank[chunk];
+    else if (func.getName().starts_with("r"))
+      func.getName().drop_front().split('.').first.getAsInteger(10, r);
+    if (r < 0)
+      continue;
+    func.walk([&](Operation *op) {
+      if (auto ref = dyn_cast<ParamRefOp>(op))
+        use.readers[ref.getName()].insert(r);
+      if (auto ref = dyn_cast<StateRefOp>(op))
+        use.readers[ref.getName()].insert(r);
+      if (auto store = dyn_cast<StoreOp>(op)) {
+        use.readers[store.getTarget()].insert(r);
+        if (chunk >= 0)
+          use.storedBy[store.getTarget()] = r;
+      }
+    });
+  }
+  return use;
+}
+
+FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
+                                            const host::PipelineUse &use) {
   describeModel();
   int rank = pipeline.rank;
   chunkSlots = pipeline.chunkSlots;
@@ -1949,34 +1980,13 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline) {
     return module.emitError("host lowering: rank ")
            << rank << " of the pipeline has no chunk";
 
-  // Which ranks read each parameter and state; which chunk stores each
-  // state (the rank that accumulates it).
-  llvm::StringMap<std::set<int>> readers;
-  llvm::StringMap<int> storedBy;
-  for (auto func : module.getOps<func::FuncOp>()) {
-    int r = -1;
-    int chunk = chunkOf(func);
-    if (chunk >= 0 && chunk < numChunks)
-      r = pipeline.chunkRank[chunk];
-    else if (func.getName().starts_with("r"))
-      func.getName().drop_front().split('.').first.getAsInteger(10, r);
-    if (r < 0)
-      continue;
-    func.walk([&](Operation *op) {
-      if (auto ref = dyn_cast<ParamRefOp>(op))
-        readers[ref.getName()].insert(r);
-      if (auto ref = dyn_cast<StateRefOp>(op))
-        readers[ref.getName()].insert(r);
-      if (auto store = dyn_cast<StoreOp>(op)) {
-        readers[store.getTarget()].insert(r);
-        if (chunk >= 0)
-          storedBy[store.getTarget()] = r;
-      }
-    });
-  }
+  const llvm::StringMap<std::set<int>> &readers = use.readers;
+  const llvm::StringMap<int> &storedBy = use.storedBy;
   addPersistentBuffers([&](StringRef name) {
     auto state = module.lookupSymbol<StateOp>(name);
-    return readers[name].count(rank) || (state && state.getRole() == "norm");
+    auto it = readers.find(name);
+    return (it != readers.end() && it->second.count(rank)) ||
+           (state && state.getRole() == "norm");
   });
 
   for (func::FuncOp func : funcs)
@@ -2014,7 +2024,10 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline) {
       continue;
     int owner = storedBy.lookup(state.getSymName());
     int buffer = plan.find(state.getSymName(), BufferKind::State);
-    for (int reader : readers[state.getSymName()]) {
+    auto it = readers.find(state.getSymName());
+    if (it == readers.end())
+      continue;
+    for (int reader : it->second) {
       if (reader == owner)
         continue;
       if (rank == owner)
@@ -2059,9 +2072,12 @@ host::lowerPipelineToHost(ModuleOp module, ArrayRef<plan::Pipeline> ranks) {
   program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
   std::vector<std::string> table;
   std::map<std::string, int> kernelByText; // shared: ranks reuse kernels
+  host::PipelineUse use = ranks.empty()
+                              ? host::PipelineUse()
+                              : findPipelineUse(module, ranks[0].chunkRank);
   for (const plan::Pipeline &rank : ranks) {
     HostLowering lowering(module, *program.kernels, table, kernelByText);
-    FailureOr<plan::Plan> plan = lowering.runRank(rank);
+    FailureOr<plan::Plan> plan = lowering.runRank(rank, use);
     if (failed(plan))
       return failure();
     table = plan->kernels;

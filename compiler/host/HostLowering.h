@@ -16,6 +16,9 @@
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <set>
 
 namespace hotstage::host {
 
@@ -29,6 +32,15 @@ struct HostProgram {
 /// Builds the kernels and the plan of `module`. Errors are emitted at the
 /// op that cannot be lowered.
 mlir::FailureOr<HostProgram> lowerToHost(mlir::ModuleOp module);
+
+/// Which ranks read each parameter and state of a pipelined module, and
+/// which rank accumulates each state (stores it from a chunk's function).
+struct PipelineUse {
+  llvm::StringMap<std::set<int>> readers;
+  llvm::StringMap<int> storedBy;
+};
+PipelineUse findPipelineUse(mlir::ModuleOp module,
+                            llvm::ArrayRef<int> chunkRank);
 
 /// The same for a module split into pipeline chunks (nn-split-chunks): one
 /// plan per rank, each holding its chunks' functions, its optimizer step,

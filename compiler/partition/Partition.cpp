@@ -65,9 +65,11 @@ Atoms partition::findAtoms(func::FuncOp forward) {
     std::string name = key.empty() ? "(model)" : key;
     if (atoms.names.empty() || atoms.names.back() != name) {
       atoms.names.push_back(name);
+      atoms.ops.emplace_back();
       layer.push_back(isLayer);
     }
     atoms.atomOf[&op] = static_cast<int>(atoms.names.size()) - 1;
+    atoms.ops.back().push_back(&op);
   }
   auto first = std::find(layer.begin(), layer.end(), true);
   auto last = std::find(layer.rbegin(), layer.rend(), true);
@@ -127,15 +129,8 @@ FailureOr<ModelAnalysis> partition::analyzeModel(ModuleOp module,
   for (size_t i = 0; i < found.size(); ++i) {
     model.atoms[i].name = found.names[i];
     model.atoms[i].role = found.roles[i];
+    model.atoms[i].ops = found.ops[i];
   }
-  llvm::DenseSet<Value> dependent(forward.getArguments().begin(),
-                                  forward.getArguments().end());
-  for (Operation *op : order)
-    if (llvm::any_of(op->getOperands(),
-                     [&](Value v) { return dependent.contains(v); })) {
-      dependent.insert(op->getResults().begin(), op->getResults().end());
-      model.atoms[atomOf[op]].ops.push_back(op);
-    }
   llvm::DenseMap<Location, int> atomOfLoc;
   for (Operation *op : order)
     if (atomOf.count(op))
@@ -201,20 +196,16 @@ FailureOr<ModelAnalysis> partition::analyzeModel(ModuleOp module,
       model.atoms[a].weightInputBytes += bytesOf(v);
 
   // Activations crossing each cut: defined at or before it, read after.
-  for (Operation *op : order) {
-    auto it = atomOf.find(op);
-    if (it == atomOf.end() || op->getNumResults() == 0 ||
-        !dependent.contains(op->getResult(0)))
-      continue;
-    for (Value r : op->getResults()) {
-      int last = it->second;
-      for (Operation *user : r.getUsers())
-        if (atomOf.count(user))
-          last = std::max(last, atomOf[user]);
-      for (int cut = it->second; cut < last; ++cut)
-        model.atoms[cut].outBytes += bytesOf(r);
-    }
-  }
+  for (auto [atom, ops] : llvm::enumerate(found.ops))
+    for (Operation *op : ops)
+      for (Value r : op->getResults()) {
+        int last = static_cast<int>(atom);
+        for (Operation *user : r.getUsers())
+          if (atomOf.count(user))
+            last = std::max(last, atomOf[user]);
+        for (int cut = static_cast<int>(atom); cut < last; ++cut)
+          model.atoms[cut].outBytes += bytesOf(r);
+      }
   return model;
 }
 

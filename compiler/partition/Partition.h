@@ -65,6 +65,8 @@ struct Atoms {
   /// their run, ops of parameters alone by their first reader's atom (-1
   /// when nothing input-dependent reads them).
   llvm::DenseMap<mlir::Operation *, int> atomOf;
+  /// Each atom's input-dependent ops, in program order.
+  std::vector<std::vector<mlir::Operation *>> ops;
   size_t size() const { return names.size(); }
 };
 Atoms findAtoms(mlir::func::FuncOp forward);

@@ -75,21 +75,16 @@ void SplitChunksPass::runOnOperation() {
 
   Block &body = forward.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
-  llvm::DenseSet<Value> dependent(forward.getArguments().begin(),
-                                  forward.getArguments().end());
   // Chunk of each input-dependent op; the last chunk that reads each
   // input-dependent value.
   llvm::DenseMap<Operation *, int> chunkOf;
   llvm::DenseMap<Value, int> lastReader;
+  for (auto [atom, ops] : llvm::enumerate(atoms.ops))
+    for (Operation *op : ops)
+      chunkOf[op] = chunkOfAtom(static_cast<int>(atom));
   SmallVector<Operation *> order;
-  for (Operation &op : body.without_terminator()) {
+  for (Operation &op : body.without_terminator())
     order.push_back(&op);
-    if (!llvm::any_of(op.getOperands(),
-                      [&](Value v) { return dependent.contains(v); }))
-      continue;
-    dependent.insert(op.getResults().begin(), op.getResults().end());
-    chunkOf[&op] = chunkOfAtom(atoms.atomOf.lookup(&op));
-  }
   for (Operation *op : order) {
     auto it = chunkOf.find(op);
     if (it == chunkOf.end())

@@ -106,8 +106,8 @@ bool Comm::done(Request &request) {
 /// Polls `test` until it is true; past the timeout, ends the job naming
 /// what this rank waited for.
 template <typename Test>
-static void watch(Comm &comm, double timeout, const std::string &context,
-                  const std::string &what, Test test) {
+static void watch(Comm &comm, const std::string &what, Test test) {
+  double timeout = comm.timeout();
   auto start = std::chrono::steady_clock::now();
   int spins = 0;
   while (!test()) {
@@ -121,9 +121,18 @@ static void watch(Comm &comm, double timeout, const std::string &context,
                  " (pipeline stage " + std::to_string(comm.stage()) +
                  ", replica " + std::to_string(comm.replica()) +
                  "): no progress for " + std::to_string(int(timeout)) +
-                 " s waiting for " + what + " (" + context +
+                 " s waiting for " + what + " (" + comm.context() +
                  "); the peer may be stopped, dead or deadlocked");
   }
+}
+
+/// Waits for a collective's request under the watchdog.
+static void waitFor(Comm &comm, MPI_Request &request, const std::string &what) {
+  watch(comm, what, [&] {
+    int flag = 0;
+    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
+  });
 }
 
 void Comm::wait(Request &request) {
@@ -132,7 +141,7 @@ void Comm::wait(Request &request) {
   std::string what = request.what;
   if (request.peer >= 0)
     what += " from/to rank " + std::to_string(request.peer);
-  watch(*this, timeout_, context_, what, [&] { return done(request); });
+  watch(*this, what, [&] { return done(request); });
 }
 
 void Comm::allReduce(void *data, size_t n, bool isDouble, const void *comm,
@@ -141,11 +150,7 @@ void Comm::allReduce(void *data, size_t n, bool isDouble, const void *comm,
   MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n),
                  isDouble ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
                  *static_cast<const MPI_Comm *>(comm), &request);
-  watch(*this, timeout_, context_, what, [&] {
-    int flag = 0;
-    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
-    return flag != 0;
-  });
+  waitFor(*this, request, what);
 }
 
 void Comm::allReducePipeline(float *data, size_t n, const std::string &what) {
@@ -176,22 +181,14 @@ int64_t Comm::minimumWorld(int64_t value, const std::string &what) {
   int64_t result = value;
   MPI_Iallreduce(&value, &result, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD,
                  &request);
-  watch(*this, timeout_, context_, what, [&] {
-    int flag = 0;
-    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
-    return flag != 0;
-  });
+  waitFor(*this, request, what);
   return result;
 }
 
 void Comm::barrier() {
   MPI_Request request;
   MPI_Ibarrier(MPI_COMM_WORLD, &request);
-  watch(*this, timeout_, context_, "the other ranks (a barrier)", [&] {
-    int flag = 0;
-    MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
-    return flag != 0;
-  });
+  waitFor(*this, request, "the other ranks (a barrier)");
 }
 
 void Comm::gatherToLeader(const std::vector<double> &data,

@@ -41,6 +41,8 @@ public:
   int stageRank(int stage) const { return replica_ * stages_ + stage; }
 
   void setTimeout(double seconds) { timeout_ = seconds; }
+  double timeout() const { return timeout_; }
+  const std::string &context() const { return context_; }
   /// What the rank is doing, for the watchdog's error ("step 12, F chunk 1
   /// microbatch 3").
   void setContext(const std::string &what) { context_ = what; }

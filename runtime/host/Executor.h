@@ -34,6 +34,9 @@ public:
   void *buffer(const PlanBuffer &b, int slot = 0) {
     return arena_ + b.offset + (slot % b.slots) * b.slotStride();
   }
+  const void *buffer(const PlanBuffer &b, int slot = 0) const {
+    return arena_ + b.offset + (slot % b.slots) * b.slotStride();
+  }
 
   /// Runs function `name` (on the buffers of `slot`); false (with
   /// `error`) if the plan lacks it.

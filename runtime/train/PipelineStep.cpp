@@ -351,10 +351,10 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
 
 float PipelineStep::lr() const {
   return *static_cast<const float *>(
-      const_cast<Executor &>(exec_).buffer(*lr_));
+      static_cast<const Executor &>(exec_).buffer(*lr_));
 }
 
 float PipelineStep::gradNorm() const {
   return *static_cast<const float *>(
-      const_cast<Executor &>(exec_).buffer(*gradNorm_));
+      static_cast<const Executor &>(exec_).buffer(*gradNorm_));
 }

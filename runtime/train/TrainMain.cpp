@@ -306,12 +306,31 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
     if (!pipeline->init(error))
       fail(error);
   }
-  auto bufferOf = [&](const char *kind, const char *name) -> void * {
-    const PlanBuffer *b = plan.find(kind, name);
-    if (!b)
-      fail(std::string("the plan has no ") + kind + " '" + name + "'");
-    return exec.buffer(*b);
-  };
+  // A one-stage data-parallel plan's buffers, resolved once.
+  struct {
+    int32_t *tokens = nullptr, *targets = nullptr;
+    float *loss = nullptr, *lr = nullptr, *gradNorm = nullptr;
+    int64_t *step = nullptr, *total = nullptr;
+    std::vector<const PlanBuffer *> grads;
+  } one;
+  if (!pipeline) {
+    auto bufferOf = [&](const char *kind, const char *name) -> void * {
+      const PlanBuffer *b = plan.find(kind, name);
+      if (!b)
+        fail(std::string("the plan has no ") + kind + " '" + name + "'");
+      return exec.buffer(*b);
+    };
+    one.tokens = static_cast<int32_t *>(bufferOf("input", "tokens"));
+    one.targets = static_cast<int32_t *>(bufferOf("input", "targets"));
+    one.loss = static_cast<float *>(bufferOf("scalar", "loss"));
+    one.lr = static_cast<float *>(bufferOf("scalar", "lr"));
+    one.gradNorm = static_cast<float *>(bufferOf("scalar", "grad_norm"));
+    one.step = static_cast<int64_t *>(bufferOf("scalar", "step"));
+    one.total = static_cast<int64_t *>(bufferOf("scalar", "total_steps"));
+    for (auto &[id, b] : plan.buffers)
+      if (b.kind == "state" && b.role == "grad")
+        one.grads.push_back(&b);
+  }
 
   MetricsWriter metrics;
   if (leader && !options.metrics.empty() &&
@@ -353,31 +372,26 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
       lr = pipeline->lr();
       gradNorm = pipeline->gradNorm();
     } else {
-      auto *tokens = static_cast<int32_t *>(bufferOf("input", "tokens"));
-      auto *targets = static_cast<int32_t *>(bufferOf("input", "targets"));
-      auto *loss = static_cast<float *>(bufferOf("scalar", "loss"));
       float localLoss = 0;
       for (int64_t m = 0; m < M; ++m) {
-        std::memcpy(tokens, batches[m].tokens.data(), rows * 4);
-        std::memcpy(targets, batches[m].targets.data(), rows * 4);
+        std::memcpy(one.tokens, batches[m].tokens.data(), rows * 4);
+        std::memcpy(one.targets, batches[m].targets.data(), rows * 4);
         if (!exec.run("forward", error) || !exec.runBackward(error))
           fail("step " + std::to_string(step + 1) + ": " + error);
-        localLoss += *loss;
+        localLoss += *one.loss;
       }
       lossSum = localLoss;
-      for (auto &[id, b] : plan.buffers)
-        if (b.kind == "state" && b.role == "grad")
-          comm.allReduceReplicas(static_cast<float *>(exec.buffer(b)),
-                                 static_cast<size_t>(b.numElements()),
-                                 "the gradient all-reduce of " + b.name);
+      for (const PlanBuffer *g : one.grads)
+        comm.allReduceReplicas(static_cast<float *>(exec.buffer(*g)),
+                               static_cast<size_t>(g->numElements()),
+                               "the gradient all-reduce of " + g->name);
       comm.allReduceWorld(&lossSum, 1, "the loss");
-      *static_cast<int64_t *>(bufferOf("scalar", "step")) = step;
-      *static_cast<int64_t *>(bufferOf("scalar", "total_steps")) =
-          options.steps;
+      *one.step = step;
+      *one.total = options.steps;
       if (!exec.run("optimizer_step", error))
         fail("step " + std::to_string(step + 1) + ": " + error);
-      lr = *static_cast<float *>(bufferOf("scalar", "lr"));
-      gradNorm = *static_cast<float *>(bufferOf("scalar", "grad_norm"));
+      lr = *one.lr;
+      gradNorm = *one.gradNorm;
     }
     double ms = std::chrono::duration<double, std::milli>(
                     std::chrono::steady_clock::now() - start)
