@@ -74,8 +74,7 @@ Comm::~Comm() {
 Comm::Request Comm::isend(const void *data, size_t bytes, int peer, int tag,
                           std::string what) {
   Request r;
-  r.what = std::move(what);
-  r.peer = peer;
+  r.what = "to send " + what + " to rank " + std::to_string(peer);
   r.pending = true;
   MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, MPI_COMM_WORLD,
             &as<MPI_Request>(r.handle));
@@ -85,8 +84,7 @@ Comm::Request Comm::isend(const void *data, size_t bytes, int peer, int tag,
 Comm::Request Comm::irecv(void *data, size_t bytes, int peer, int tag,
                           std::string what) {
   Request r;
-  r.what = std::move(what);
-  r.peer = peer;
+  r.what = "for " + what + " from rank " + std::to_string(peer);
   r.pending = true;
   MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, MPI_COMM_WORLD,
             &as<MPI_Request>(r.handle));
@@ -121,14 +119,47 @@ static void watch(Comm &comm, const std::string &what, Test test) {
                  " (pipeline stage " + std::to_string(comm.stage()) +
                  ", replica " + std::to_string(comm.replica()) +
                  "): no progress for " + std::to_string(int(timeout)) +
-                 " s waiting for " + what + " (" + comm.context() +
+                 " s waiting " + what + " (" + comm.context() +
                  "); the peer may be stopped, dead or deadlocked");
   }
 }
 
+/// " with rank 1" or " with ranks 1, 3": the other members of a collective,
+/// so a stall names whom this rank waited on.
+static std::string withPeers(int self, const std::vector<int> &members) {
+  std::string text;
+  int others = 0;
+  for (int rank : members)
+    if (rank != self)
+      text += (others++ ? ", " : "") + std::to_string(rank);
+  return others ? (others == 1 ? " with rank " : " with ranks ") + text : "";
+}
+
+std::vector<int> Comm::pipelineRanks() const {
+  std::vector<int> ranks;
+  for (int s = 0; s < stages_; ++s)
+    ranks.push_back(stageRank(s));
+  return ranks;
+}
+
+std::vector<int> Comm::replicaRanks() const {
+  std::vector<int> ranks;
+  for (int r = 0; r < dp_; ++r)
+    ranks.push_back(r * stages_ + stage_);
+  return ranks;
+}
+
+std::vector<int> Comm::worldRanks() const {
+  std::vector<int> ranks(worldSize_);
+  for (int r = 0; r < worldSize_; ++r)
+    ranks[r] = r;
+  return ranks;
+}
+
 /// Waits for a collective's request under the watchdog.
-static void waitFor(Comm &comm, MPI_Request &request, const std::string &what) {
-  watch(comm, what, [&] {
+static void waitFor(Comm &comm, MPI_Request &request, const std::string &what,
+                    const std::vector<int> &members) {
+  watch(comm, "for " + what + withPeers(comm.worldRank(), members), [&] {
     int flag = 0;
     MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
     return flag != 0;
@@ -138,38 +169,35 @@ static void waitFor(Comm &comm, MPI_Request &request, const std::string &what) {
 void Comm::wait(Request &request) {
   if (!request.pending)
     return;
-  std::string what = request.what;
-  if (request.peer >= 0)
-    what += " from/to rank " + std::to_string(request.peer);
-  watch(*this, what, [&] { return done(request); });
+  watch(*this, request.what, [&] { return done(request); });
 }
 
 void Comm::allReduce(void *data, size_t n, bool isDouble, const void *comm,
-                     const std::string &what) {
+                     const std::string &what, const std::vector<int> &members) {
   MPI_Request request;
   MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n),
                  isDouble ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
                  *static_cast<const MPI_Comm *>(comm), &request);
-  waitFor(*this, request, what);
+  waitFor(*this, request, what, members);
 }
 
 void Comm::allReducePipeline(float *data, size_t n, const std::string &what) {
-  allReduce(data, n, false, pipelineComm_, what);
+  allReduce(data, n, false, pipelineComm_, what, pipelineRanks());
 }
 
 void Comm::allReduceReplicas(float *data, size_t n, const std::string &what) {
-  allReduce(data, n, false, replicaComm_, what);
+  allReduce(data, n, false, replicaComm_, what, replicaRanks());
 }
 
 void Comm::allReduceWorld(double *data, size_t n, const std::string &what) {
   MPI_Comm world = MPI_COMM_WORLD;
-  allReduce(data, n, true, &world, what);
+  allReduce(data, n, true, &world, what, worldRanks());
 }
 
 Comm::Request Comm::startAllReduceReplicas(float *data, size_t n,
                                            std::string what) {
   Request r;
-  r.what = std::move(what);
+  r.what = "for " + what + withPeers(worldRank_, replicaRanks());
   r.pending = true;
   MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM,
                  as<MPI_Comm>(replicaComm_), &as<MPI_Request>(r.handle));
@@ -181,14 +209,14 @@ int64_t Comm::minimumWorld(int64_t value, const std::string &what) {
   int64_t result = value;
   MPI_Iallreduce(&value, &result, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD,
                  &request);
-  waitFor(*this, request, what);
+  waitFor(*this, request, what, worldRanks());
   return result;
 }
 
 void Comm::barrier() {
   MPI_Request request;
   MPI_Ibarrier(MPI_COMM_WORLD, &request);
-  waitFor(*this, request, "the other ranks (a barrier)");
+  waitFor(*this, request, "a barrier", worldRanks());
 }
 
 void Comm::gatherToLeader(const std::vector<double> &data,

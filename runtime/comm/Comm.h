@@ -51,8 +51,9 @@ public:
   struct Request {
     alignas(8) unsigned char handle[8] = {}; // an MPI_Request
     bool pending = false;
+    /// What a stall waits for: "for the loss from rank 1", "to send ... to
+    /// rank 0".
     std::string what;
-    int peer = -1;
   };
   Request isend(const void *data, size_t bytes, int peer, int tag,
                 std::string what);
@@ -78,9 +79,15 @@ public:
   /// Ends the job: every rank exits with `code`.
   [[noreturn]] void abort(const std::string &message, int code = 1);
 
+  /// World ranks of this replica's stages, of this stage's replicas, and
+  /// of the job: the members of each collective.
+  std::vector<int> pipelineRanks() const;
+  std::vector<int> replicaRanks() const;
+  std::vector<int> worldRanks() const;
+
 private:
   void allReduce(void *data, size_t n, bool isDouble, const void *comm,
-                 const std::string &what);
+                 const std::string &what, const std::vector<int> &members);
 
   bool active_ = false;
   int worldRank_ = 0, worldSize_ = 1, stage_ = 0, replica_ = 0;

@@ -243,11 +243,11 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                       static_cast<size_t>(cb.actOut[i]->bytes));
       else
         for (size_t i = 0; i < cb.actOut.size(); ++i)
-          sends[{c, slotOf(cb.actOut, m), false}].push_back(comm_.isend(
-              exec_.buffer(*cb.actOut[i], m), cb.actOut[i]->bytes,
-              comm_.stageRank(stageOf(c + 1)), tag(c, m, false, i),
-              "sending the activation of chunk " + std::to_string(c) +
-                  ", microbatch " + std::to_string(m)));
+          sends[{c, slotOf(cb.actOut, m), false}].push_back(
+              comm_.isend(exec_.buffer(*cb.actOut[i], m), cb.actOut[i]->bytes,
+                          comm_.stageRank(stageOf(c + 1)), tag(c, m, false, i),
+                          "the activation of chunk " + std::to_string(c) +
+                              ", microbatch " + std::to_string(m)));
     } else if (a.phase == 'B') {
       for (Comm::Request &r : receives[{c, m, true}])
         comm_.wait(r);
@@ -267,7 +267,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
           sends[{c, slotOf(cb.gradOut, m), true}].push_back(
               comm_.isend(exec_.buffer(*cb.gradOut[i], m), cb.gradOut[i]->bytes,
                           comm_.stageRank(stageOf(c - 1)), tag(c, m, true, i),
-                          "sending the gradient of chunk " + std::to_string(c) +
+                          "the gradient of chunk " + std::to_string(c) +
                               ", microbatch " + std::to_string(m)));
     } else {
       if (p.dp > 1 && m == M - 1)
@@ -318,7 +318,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
     int peer = comm_.stageRank(e.peer);
     exchange.push_back(
         e.send ? comm_.isend(exec_.buffer(b), b.bytes, peer, base + e.tag,
-                             "sending the accumulator " + b.name)
+                             "the accumulator " + b.name)
                : comm_.irecv(exec_.buffer(b), b.bytes, peer, base + e.tag,
                              "the accumulator " + b.name));
   }
@@ -332,8 +332,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
     std::vector<float> norms;
     for (const PlanBuffer *b : norms_)
       norms.push_back(*static_cast<const float *>(exec_.buffer(*b)));
-    comm_.allReducePipeline(norms.data(), norms.size(),
-                            stepName + ", the gradient norms");
+    comm_.allReducePipeline(norms.data(), norms.size(), "the gradient norms");
     for (size_t i = 0; i < norms_.size(); ++i)
       *static_cast<float *>(exec_.buffer(*norms_[i])) = norms[i];
   }
@@ -346,7 +345,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
 
   // The loss lives on the last stage of each replica (the others add 0).
   lossSum = localLoss;
-  comm_.allReduceWorld(&lossSum, 1, stepName + ", the loss");
+  comm_.allReduceWorld(&lossSum, 1, "the loss");
 }
 
 float PipelineStep::lr() const {
