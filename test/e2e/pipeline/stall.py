@@ -45,7 +45,12 @@ def ranks():
                 cmd = f.read().split(b"\0")
         except OSError:
             continue
-        if not cmd or os.path.basename(cmd[0]) != os.path.basename(args.exe).encode():
+        # This job's executable only, by its full path: other tests may run
+        # executables of the same name at the same time.
+        if not cmd:
+            continue
+        exe = cmd[0].decode(errors="replace")
+        if os.path.realpath(exe) != os.path.realpath(args.exe):
             continue
         for item in env:
             if item.startswith(b"OMPI_COMM_WORLD_RANK="):
