@@ -10,5 +10,6 @@ build=${HOTSTAGE_BUILD_DIR:-$root/build}
 ninja -C "$build"
 # A short, reproducible fuzzing run of the front end under ASan and UBSan.
 "$root/scripts/fuzz.sh" 20 1
-# GPU tests say REQUIRES: cuda-gpu; lit lists them as UNSUPPORTED here.
+# GPU tests (test/gpu, REQUIRES: cuda-gpu) are ctest tests of their own:
+# without a GPU the summary lists each as skipped.
 ctest --test-dir "$build" --output-on-failure

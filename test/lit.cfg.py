@@ -67,6 +67,10 @@ def has_cuda_gpu():
 
 if has_cuda_gpu():
     config.available_features.add("cuda-gpu")
+# The compiler was built with the CUDA toolkit: --target cuda builds (PTX,
+# ptxas, fatbinary, cuBLASLt); running them needs cuda-gpu.
+if config.hotstage_cuda_toolkit.upper() in ("TRUE", "ON", "1", "YES"):
+    config.available_features.add("cuda-toolkit")
 
 # Multi-rank tests launch Open MPI's mpirun (scripts/setup.sh installs it):
 # more ranks than cores, as root in CI containers, shared-memory transport

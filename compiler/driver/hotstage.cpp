@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/cuda/CudaKernels.h"
 #include "compiler/driver/DataCommand.h"
 #include "compiler/driver/Pipelining.h"
 #include "compiler/driver/PlanCommand.h"
@@ -57,7 +58,19 @@ static cl::opt<bool>
                    cl::desc("data: one token per byte (vocabulary 256)"),
                    cl::cat(category));
 
-enum class Emit { None, AST, NN, Train, Fused, Pipe, Plan, Kernels, LLVM, Obj };
+enum class Emit {
+  None,
+  AST,
+  NN,
+  Train,
+  Fused,
+  Pipe,
+  Plan,
+  Kernels,
+  PTX,
+  LLVM,
+  Obj
+};
 static cl::opt<Emit> emit(
     "emit", cl::desc("Stage to print instead of building an executable"),
     cl::init(Emit::None),
@@ -72,10 +85,19 @@ static cl::opt<Emit> emit(
                           "each pipeline rank's step in the pipe dialect"),
                clEnumValN(Emit::Plan, "plan",
                           "the plan: buffers, offsets and actions"),
-               clEnumValN(Emit::Kernels, "kernels", "the host kernels in MLIR"),
+               clEnumValN(Emit::Kernels, "kernels", "the kernels in MLIR"),
+               clEnumValN(Emit::PTX, "ptx",
+                          "the kernels as PTX (with --target cuda)"),
                clEnumValN(Emit::LLVM, "llvm", "the optimized LLVM IR"),
                clEnumValN(Emit::Obj, "obj", "the object file")),
     cl::cat(category));
+
+static cl::opt<std::string>
+    targetFlag("target",
+               cl::desc("Where the model trains: host (this CPU; the "
+                        "default), cuda (NVIDIA H100/H200: sm_90a) or "
+                        "cuda:sm_XY"),
+               cl::value_desc("target"), cl::init("host"), cl::cat(category));
 
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
@@ -130,10 +152,11 @@ static const char *overview =
     R"(Hotstage: compiles a model file into a program that trains it
 
 Commands:
-  build FILE.hot [-o OUT]
+  build FILE.hot [-o OUT] [--target cuda[:sm_XY]]
                   Compile the model into an executable that trains it on
-                  this machine's CPU (OUT defaults to the file's name
-                  without .hot). Run `OUT --help` for its options.
+                  this machine's CPU, or with --target cuda on an NVIDIA
+                  GPU (OUT defaults to the file's name without .hot). Run
+                  `OUT --help` for its options.
   build FILE.hot --emit=STAGE [-o OUT]
                   Print one stage instead: `ast` (the syntax tree), `nn`
                   (the forward graph, which `hotstage-opt` reads back),
@@ -141,8 +164,8 @@ Commands:
                   `fused` (the same after fusion: nn.fused groups and
                   GEMM epilogue marks), `pipe` (a pipeline's ranks and
                   their steps with transfers), `plan` (buffers, arena
-                  offsets, actions; one per rank), `kernels`,
-                  `llvm` or `obj`.
+                  offsets, actions; one per rank), `kernels`, `ptx`
+                  (--target cuda: what ptxas assembles), `llvm` or `obj`.
   info FILE.hot   Check the model and print its parameter table, the total
                   parameter count, the train configuration and the memory
                   plan of one training step (exact arena bytes).
@@ -219,7 +242,8 @@ static void printInfo(const lang::Program &program, llvm::raw_ostream &os) {
 /// Links `object` with the runtime library into `executable`, with the
 /// system's C++ compiler driver (`$HOTSTAGE_CXX`, else c++ on PATH).
 static int linkExecutable(const std::string &object,
-                          const std::string &executable, const char *argv0) {
+                          const std::string &executable, const char *argv0,
+                          bool cuda) {
   std::string self = llvm::sys::fs::getMainExecutable(
       argv0, reinterpret_cast<void *>(&linkExecutable));
   llvm::SmallString<256> lib(
@@ -227,7 +251,11 @@ static int linkExecutable(const std::string &object,
   llvm::sys::path::append(lib, "lib");
   std::string runtimeMain = (lib + "/libHotstageRuntimeMain.a").str();
   std::string runtime = (lib + "/libHotstageRuntime.a").str();
-  for (const std::string &path : {runtimeMain, runtime})
+  // Where the kernels run: this CPU, or a GPU (runtime/host/Device.h).
+  std::string device =
+      (lib + (cuda ? "/libHotstageRuntimeCuda.a" : "/libHotstageRuntimeHost.a"))
+          .str();
+  for (const std::string &path : {runtimeMain, device, runtime})
     if (!llvm::sys::fs::exists(path)) {
       llvm::errs() << "hotstage: cannot find the runtime library " << path
                    << "\n";
@@ -247,8 +275,16 @@ static int linkExecutable(const std::string &object,
     return 1;
   }
   llvm::SmallVector<llvm::StringRef> args{
-      driver,  "-o",     executable, object,      runtimeMain,
+      driver,  "-o",     executable, object,      runtimeMain, device,
       runtime, "-ldnnl", "-lgomp",   "-lpthread", "-lm"};
+#ifdef HOTSTAGE_HAVE_CUDA
+  // cuBLASLt from the toolkit the runtime was built against; the driver is
+  // opened at run time (CudaDevice.cpp).
+  std::string cudaLibs = "-L" HOTSTAGE_CUDA_LIB_DIR;
+  std::string cudaRpath = "-Wl,-rpath," HOTSTAGE_CUDA_LIB_DIR;
+  if (cuda)
+    args.append({cudaLibs, cudaRpath, "-lcublasLt", "-ldl"});
+#endif
   // The MPI libraries the runtime was built against (full paths).
   llvm::SmallVector<llvm::StringRef> mpi;
   llvm::StringRef(HOTSTAGE_MPI_LIBS).split(mpi, ',', -1, false);
@@ -319,6 +355,28 @@ int main(int argc, char **argv) {
   }
   if (command == "data")
     return runDataCommand();
+  std::optional<cuda::Target> target;
+  if (targetFlag != "host") {
+    std::string problem;
+    cuda::Target parsed;
+    if (!cuda::parseTarget(targetFlag, parsed, problem)) {
+      llvm::errs() << "hotstage: " << problem << "\n";
+      return 1;
+    }
+#ifndef HOTSTAGE_HAVE_CUDA
+    if (command == "build" && emit == Emit::None) {
+      llvm::errs() << "hotstage: this hotstage was built without the CUDA "
+                      "toolkit, so it cannot link a --target cuda executable; "
+                      "install CUDA and rebuild it\n";
+      return 1;
+    }
+#endif
+    target = parsed;
+  }
+  if (emit == Emit::PTX && !target) {
+    llvm::errs() << "hotstage: --emit=ptx needs --target cuda\n";
+    return 1;
+  }
   // Text goes to stdout by default; an executable next to the model's
   // name.
   std::string executable;
@@ -546,21 +604,59 @@ int main(int argc, char **argv) {
     output->keep();
     return 0;
   }
-  mlir::TimingScope llvmTiming = rootTiming.nest("llvm");
-  if (mlir::failed(host::lowerKernelsToLLVM(*lowered->kernels)))
-    return 1;
-  if (mlir::failed(host::emitHostObject(
-          *lowered->kernels, lowered->plans.front().kernels, planText,
-          output->os(), emit != Emit::LLVM, error))) {
-    llvm::errs() << "hotstage: " << error << "\n";
-    return 1;
+  const std::vector<std::string> &table = lowered->plans.front().kernels;
+  if (target) {
+    // The kernels run on the GPU: PTX, then a cubin per architecture; the
+    // host object holds the plan and the image.
+    if (lowered->plans.size() > 1 || lowered->plans.front().replicas > 1) {
+      llvm::errs() << "hotstage: --target " << targetFlag
+                   << " trains on one GPU for now; pipeline and "
+                      "data-parallel builds (NCCL) are not built yet: use "
+                      "-D stages=1 -D dp=1\n";
+      return 1;
+    }
+    mlir::TimingScope gpuTiming = rootTiming.nest("gpu kernels");
+    mlir::FailureOr<std::string> ptx =
+        cuda::lowerKernelsToPTX(*lowered->kernels, table, *target, error);
+    if (mlir::failed(ptx)) {
+      llvm::errs() << "hotstage: " << error << "\n";
+      return 1;
+    }
+    if (emit == Emit::PTX) {
+      output->os() << *ptx;
+      output->keep();
+      return 0;
+    }
+    mlir::FailureOr<std::string> image = cuda::buildImage(*ptx, *target, error);
+    if (mlir::failed(image)) {
+      llvm::errs() << "hotstage: " << error << "\n";
+      return 1;
+    }
+    gpuTiming.stop();
+    mlir::OwningOpRef<mlir::ModuleOp> none =
+        mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
+    if (mlir::failed(host::emitHostObject(*none, table, planText, output->os(),
+                                          emit != Emit::LLVM, error,
+                                          &*image))) {
+      llvm::errs() << "hotstage: " << error << "\n";
+      return 1;
+    }
+  } else {
+    mlir::TimingScope llvmTiming = rootTiming.nest("llvm");
+    if (mlir::failed(host::lowerKernelsToLLVM(*lowered->kernels)))
+      return 1;
+    if (mlir::failed(host::emitHostObject(*lowered->kernels, table, planText,
+                                          output->os(), emit != Emit::LLVM,
+                                          error))) {
+      llvm::errs() << "hotstage: " << error << "\n";
+      return 1;
+    }
   }
   output->keep();
-  llvmTiming.stop();
   if (!executable.empty()) {
     output.reset();
     mlir::TimingScope linkTiming = rootTiming.nest("link");
-    return linkExecutable(outputFile, executable, argv[0]);
+    return linkExecutable(outputFile, executable, argv[0], target.has_value());
   }
   return 0;
 }

@@ -82,7 +82,8 @@ LogicalResult host::emitHostObject(ModuleOp kernels,
                                    const std::vector<std::string> &table,
                                    const std::string &planText,
                                    llvm::raw_pwrite_stream &os, bool emitObject,
-                                   std::string &error) {
+                                   std::string &error,
+                                   const std::string *deviceImage) {
   registerBuiltinDialectTranslation(*kernels.getContext());
   registerLLVMDialectTranslation(*kernels.getContext());
   llvm::LLVMContext llvmContext;
@@ -119,9 +120,13 @@ LogicalResult host::emitHostObject(ModuleOp kernels,
           }
 
   // The kernel table and the plan.
-  llvm::Type *ptr = llvm::PointerType::getUnqual(llvmContext);
+  llvm::PointerType *ptr = llvm::PointerType::getUnqual(llvmContext);
   std::vector<llvm::Constant *> entries;
   for (const std::string &name : table) {
+    if (deviceImage) {
+      entries.push_back(llvm::ConstantPointerNull::get(ptr));
+      continue;
+    }
     llvm::Function *f = module->getFunction(name);
     if (!f) {
       error = "kernel " + name + " is missing";
@@ -141,6 +146,19 @@ LogicalResult host::emitHostObject(ModuleOp kernels,
   new llvm::GlobalVariable(*module, text->getType(), true,
                            llvm::GlobalValue::ExternalLinkage, text,
                            "hotstage_plan");
+  if (deviceImage) {
+    // 16-byte aligned: the driver reads the fatbin's header in place.
+    auto *image = llvm::ConstantDataArray::getRaw(
+        *deviceImage, deviceImage->size(), llvm::Type::getInt8Ty(llvmContext));
+    auto *global = new llvm::GlobalVariable(*module, image->getType(), true,
+                                            llvm::GlobalValue::ExternalLinkage,
+                                            image, "hotstage_device_image");
+    global->setAlignment(llvm::Align(16));
+    new llvm::GlobalVariable(*module, i64, true,
+                             llvm::GlobalValue::ExternalLinkage,
+                             llvm::ConstantInt::get(i64, deviceImage->size()),
+                             "hotstage_device_image_size");
+  }
 
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();

@@ -24,11 +24,17 @@ mlir::LogicalResult lowerKernelsToLLVM(mlir::ModuleOp kernels);
 /// Translates the LLVM-dialect `kernels` to LLVM IR with the kernel table
 /// and the plan, optimized for the host. With `emitObject` false, writes
 /// the LLVM IR text instead of an object file.
+///
+/// With a `deviceImage` (the CUDA target's fatbin), the kernels run on the
+/// GPU: `kernels` is empty, the table holds null entries (the runtime
+/// looks the kernels up in the image by name) and the image is embedded
+/// as `hotstage_device_image` / `hotstage_device_image_size`.
 mlir::LogicalResult emitHostObject(mlir::ModuleOp kernels,
                                    const std::vector<std::string> &table,
                                    const std::string &planText,
                                    llvm::raw_pwrite_stream &os, bool emitObject,
-                                   std::string &error);
+                                   std::string &error,
+                                   const std::string *deviceImage = nullptr);
 
 } // namespace hotstage::host
 

@@ -56,14 +56,26 @@ void invoke(void *ctx, int64_t begin, int64_t end) {
 }
 } // namespace
 
-Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads)
-    : profile_(std::getenv("HOTSTAGE_PROFILE") != nullptr), pool_(threads) {
+Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
+                   std::unique_ptr<Device> device)
+    : profile_(std::getenv("HOTSTAGE_PROFILE") != nullptr),
+      device_(std::move(device)), persistentBytes_(plan.persistentBytes),
+      pool_(device_ ? 1 : threads) {
   size_t bytes = (static_cast<size_t>(plan.arenaBytes) + 63) / 64 * 64;
   arena_ = static_cast<char *>(std::aligned_alloc(64, bytes ? bytes : 64));
   if (arena_)
     std::memset(arena_, 0, bytes);
   if (!arena_)
     return;
+  if (device_) {
+    for (const auto &[id, b] : plan.buffers)
+      if (b.kind == "input" || b.kind == "scalar")
+        (b.kind == "input" ? inputs_ : scalars_)
+            .push_back({b.offset, b.slotStride() * b.slots});
+    for (const auto &[name, actions] : plan.functions)
+      actions_[name] = &actions;
+    return;
+  }
   for (const auto &[name, actions] : plan.functions) {
     // One resolution per microbatch slot of the function's chunk.
     int slots = 1;
@@ -115,10 +127,39 @@ void Executor::printProfile() const {
                  static_cast<long long>(e->calls), key.c_str());
 }
 
+bool Executor::toDevice(std::string &error) {
+  return !device_ || device_->upload(arena_, 0, persistentBytes_, error);
+}
+
+bool Executor::toHost(std::string &error) {
+  return !device_ || device_->download(arena_, 0, persistentBytes_, error);
+}
+
 bool Executor::run(const std::string &name, std::string &error, int slot) {
   if (!setupError_.empty()) {
     error = setupError_;
     return false;
+  }
+  if (device_) {
+    auto it = actions_.find(name);
+    if (it == actions_.end()) {
+      error = "the plan has no function '" + name + "'";
+      return false;
+    }
+    if (syncEveryRun_ && !toDevice(error))
+      return false;
+    for (auto [offset, bytes] : inputs_)
+      if (!device_->upload(arena_ + offset, offset, bytes, error))
+        return false;
+    for (auto [offset, bytes] : scalars_)
+      if (!device_->upload(arena_ + offset, offset, bytes, error))
+        return false;
+    if (!device_->run(name, *it->second, slot, error))
+      return false;
+    for (auto [offset, bytes] : scalars_)
+      if (!device_->download(arena_ + offset, offset, bytes, error))
+        return false;
+    return !syncEveryRun_ || toHost(error);
   }
   auto it = functions_.find(name);
   if (it == functions_.end()) {
@@ -147,7 +188,7 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
 }
 
 bool Executor::runBackward(std::string &error) {
-  if (functions_.count("backward"))
+  if (has("backward"))
     return run("backward", error);
   return run("backward_input", error) && run("backward_weight", error);
 }

@@ -4,11 +4,19 @@
 // actions in order: kernel calls split over the thread pool, GEMMs through
 // oneDNN (the same threads: see ThreadPool.h).
 //
+// With a device (a GPU build, Device.h) the actions run there, on the
+// device's arena; `buffer()` is then the host copy. Each run uploads the
+// inputs and scalars and downloads the scalars (the loss, the learning
+// rate, the gradient norm); parameters and optimizer state move only on
+// `toDevice()` (after initialising or loading them) and `toHost()`
+// (before saving them), or around every run with `syncEveryRun`.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef HOTSTAGE_RUNTIME_HOST_EXECUTOR_H
 #define HOTSTAGE_RUNTIME_HOST_EXECUTOR_H
 
+#include "runtime/host/Device.h"
 #include "runtime/host/Plan.h"
 #include "runtime/support/ThreadPool.h"
 
@@ -25,8 +33,20 @@ using KernelFn = void (*)();
 
 class Executor {
 public:
-  Executor(const Plan &plan, const KernelFn *kernels, int threads);
+  Executor(const Plan &plan, const KernelFn *kernels, int threads,
+           std::unique_ptr<Device> device = nullptr);
   ~Executor();
+
+  /// The device the actions run on, or nullptr for this CPU.
+  Device *device() { return device_.get(); }
+  /// The host copy's persistent buffers (parameters, state, inputs,
+  /// scalars) to the device, or back; no-ops without a device.
+  bool toDevice(std::string &error);
+  bool toHost(std::string &error);
+  /// Moves every persistent buffer to the device before each run and back
+  /// after it (gradcheck and --trace, which read and write them between
+  /// runs; small models only).
+  void syncEveryRun(bool on) { syncEveryRun_ = on; }
 
   char *arena() { return arena_; }
   /// The start of buffer `b` in the arena (of its copy for microbatch slot
@@ -41,7 +61,9 @@ public:
   /// Runs function `name` (on the buffers of `slot`); false (with
   /// `error`) if the plan lacks it.
   bool run(const std::string &name, std::string &error, int slot = 0);
-  bool has(const std::string &name) const { return functions_.count(name); }
+  bool has(const std::string &name) const {
+    return functions_.count(name) || actions_.count(name);
+  }
   /// The backward of one microbatch: @backward, or @backward_input then
   /// @backward_weight where the compiler kept them apart.
   bool runBackward(std::string &error);
@@ -75,6 +97,13 @@ private:
   // HOTSTAGE_PROFILE=1: time per function and op, printed at exit.
   bool profile_ = false;
   std::map<std::string, ProfileEntry> profileEntries_;
+
+  std::unique_ptr<Device> device_;
+  bool syncEveryRun_ = false;
+  int64_t persistentBytes_ = 0;
+  // With a device: the [offset, bytes) of the inputs and of the scalars.
+  std::vector<std::pair<int64_t, int64_t>> inputs_, scalars_;
+  std::map<std::string, const std::vector<PlanAction> *> actions_;
 
   void (*progress_)(void *, size_t) = nullptr;
   void *progressContext_ = nullptr;

@@ -253,6 +253,10 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   Plan plan;
   if (!parsePlan(hotstage_plan, plan, error, comm.stage()))
     fail("corrupt plan in this executable: " + error);
+  std::unique_ptr<Device> device = createDevice(plan, error);
+  if (device || !error.empty())
+    fail("a GPU build trains on one rank for now (pipelines and data "
+         "parallelism over NCCL are not built yet)");
   Executor exec(plan, hotstage_kernels, options.threads);
   if (!exec.arena())
     fail("cannot allocate the arena of " + std::to_string(plan.arenaBytes) +
@@ -470,7 +474,12 @@ int main(int argc, char **argv) {
           std::to_string(jobSize) +
           "; build with -D stages=S and -D dp=D for S x D ranks");
 
-  Executor exec(plan, hotstage_kernels, options.threads);
+  std::unique_ptr<Device> device = createDevice(plan, error);
+  if (!device && !error.empty())
+    fatal(error);
+  if (device)
+    std::fprintf(stderr, "training on %s\n", device->name().c_str());
+  Executor exec(plan, hotstage_kernels, options.threads, std::move(device));
   if (!exec.arena())
     fatal("cannot allocate the arena of " + std::to_string(plan.arenaBytes) +
           " bytes");
@@ -512,6 +521,11 @@ int main(int argc, char **argv) {
   } else {
     initParameters(plan, exec, state.seed);
   }
+  // gradcheck and --trace read and write parameters and gradients between
+  // runs; training moves them only to start and to save.
+  exec.syncEveryRun(options.command == "gradcheck" || !options.trace.empty());
+  if (!exec.toDevice(error))
+    fatal(error);
 
   if (options.command == "gradcheck") {
     GradCheckOptions check;
@@ -595,12 +609,14 @@ int main(int argc, char **argv) {
       progress.update(m);
     if (!options.ckptDir.empty() && options.ckptEvery > 0 &&
         state.step % options.ckptEvery == 0 && state.step < options.steps &&
-        !saveCheckpoint(plan, exec, options.ckptDir, state, error))
+        (!exec.toHost(error) ||
+         !saveCheckpoint(plan, exec, options.ckptDir, state, error)))
       fatal(error);
   }
   progress.finish();
   if (!options.ckptDir.empty() &&
-      !saveCheckpoint(plan, exec, options.ckptDir, state, error))
+      (!exec.toHost(error) ||
+       !saveCheckpoint(plan, exec, options.ckptDir, state, error)))
     fatal(error);
   if (trace && !trace->write(options.trace, error))
     fatal(error);

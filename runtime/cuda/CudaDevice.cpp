@@ -1,0 +1,401 @@
+//===- CudaDevice.cpp - The CUDA target: kernels and GEMMs on a GPU -------===//
+//
+// The plan's kernels come from the fatbin the compiler embedded
+// (`hotstage_device_image`: a cubin per architecture and the PTX), loaded
+// with the driver API; GEMMs go through cuBLASLt with the algorithm chosen
+// once per GEMM at startup. The arena is one device allocation. Every
+// action runs on one stream; a function's run ends with a stream
+// synchronisation.
+//
+// The driver (libcuda.so.1) is opened at run time rather than linked: an
+// executable built for a GPU then starts anywhere and says clearly that
+// it found no driver or no GPU.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/host/Device.h"
+
+#include <cublasLt.h>
+#include <cuda.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <map>
+
+using namespace hotstage::rt;
+
+extern "C" const unsigned char hotstage_device_image[];
+extern "C" const int64_t hotstage_device_image_size;
+
+namespace {
+
+#define HS_STRING(x) #x
+#define HS_SYMBOL(x) HS_STRING(x)
+// The driver functions used, by the names cuda.h maps them to (cuMemAlloc
+// is cuMemAlloc_v2).
+#define HS_DRIVER_FUNCTIONS(X)                                                 \
+  X(cuInit)                                                                    \
+  X(cuGetErrorName)                                                            \
+  X(cuGetErrorString)                                                          \
+  X(cuDeviceGetCount)                                                          \
+  X(cuDeviceGet)                                                               \
+  X(cuDeviceGetName)                                                           \
+  X(cuDeviceGetAttribute)                                                      \
+  X(cuDevicePrimaryCtxRetain)                                                  \
+  X(cuDevicePrimaryCtxRelease)                                                 \
+  X(cuCtxSetCurrent)                                                           \
+  X(cuModuleLoadData)                                                          \
+  X(cuModuleUnload)                                                            \
+  X(cuModuleGetFunction)                                                       \
+  X(cuMemAlloc)                                                                \
+  X(cuMemFree)                                                                 \
+  X(cuMemsetD8)                                                                \
+  X(cuMemcpyHtoD)                                                              \
+  X(cuMemcpyDtoH)                                                              \
+  X(cuStreamCreate)                                                            \
+  X(cuStreamDestroy)                                                           \
+  X(cuStreamSynchronize)                                                       \
+  X(cuLaunchKernel)
+
+struct Driver {
+#define HS_MEMBER(fn) decltype(&::fn) fn = nullptr;
+  HS_DRIVER_FUNCTIONS(HS_MEMBER)
+#undef HS_MEMBER
+
+  bool load(std::string &error) {
+    void *library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!library) {
+      error = "cannot load the NVIDIA driver (libcuda.so.1): this executable "
+              "was built for a CUDA GPU (--target cuda) and this machine has "
+              "no NVIDIA driver";
+      return false;
+    }
+#define HS_LOAD(fn)                                                            \
+  fn = reinterpret_cast<decltype(fn)>(dlsym(library, HS_SYMBOL(fn)));          \
+  if (!fn) {                                                                   \
+    error = std::string("the NVIDIA driver lacks ") + HS_SYMBOL(fn) +          \
+            " (it is older than CUDA 12)";                                     \
+    return false;                                                              \
+  }
+    HS_DRIVER_FUNCTIONS(HS_LOAD)
+#undef HS_LOAD
+    return true;
+  }
+};
+
+const char *cublasName(cublasStatus_t status) {
+  switch (status) {
+  case CUBLAS_STATUS_NOT_INITIALIZED:
+    return "CUBLAS_STATUS_NOT_INITIALIZED";
+  case CUBLAS_STATUS_ALLOC_FAILED:
+    return "CUBLAS_STATUS_ALLOC_FAILED";
+  case CUBLAS_STATUS_INVALID_VALUE:
+    return "CUBLAS_STATUS_INVALID_VALUE";
+  case CUBLAS_STATUS_ARCH_MISMATCH:
+    return "CUBLAS_STATUS_ARCH_MISMATCH";
+  case CUBLAS_STATUS_EXECUTION_FAILED:
+    return "CUBLAS_STATUS_EXECUTION_FAILED";
+  case CUBLAS_STATUS_NOT_SUPPORTED:
+    return "CUBLAS_STATUS_NOT_SUPPORTED";
+  default:
+    return "a cuBLAS error";
+  }
+}
+
+/// One GEMM of the plan as cuBLASLt runs it: row-major C = op(A) op(B) is
+/// column-major C^T = op(B)^T op(A)^T, so B is cuBLASLt's first operand.
+struct Gemm {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t first = nullptr, second = nullptr, out = nullptr;
+  cublasLtMatmulAlgo_t algo;
+};
+
+class CudaDevice final : public Device {
+public:
+  ~CudaDevice() override;
+  bool init(const Plan &plan, std::string &error);
+  std::string name() const override { return name_; }
+  bool run(const std::string &function, const std::vector<PlanAction> &actions,
+           int slot, std::string &error) override;
+  bool upload(const char *host, int64_t offset, int64_t bytes,
+              std::string &error) override;
+  bool download(char *host, int64_t offset, int64_t bytes,
+                std::string &error) override;
+
+private:
+  bool check(CUresult result, const std::string &what, std::string &error);
+  bool check(cublasStatus_t status, const std::string &what,
+             std::string &error);
+  bool prepareGemm(const PlanAction &a, Gemm &gemm, std::string &error);
+  CUdeviceptr pointer(int buffer, int slot) const {
+    const PlanBuffer &b = plan_->buffers.at(buffer);
+    return arena_ + b.offset + (slot % b.slots) * b.slotStride();
+  }
+
+  Driver driver_;
+  const Plan *plan_ = nullptr;
+  std::string name_;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  CUmodule module_ = nullptr;
+  CUstream stream_ = nullptr;
+  CUdeviceptr arena_ = 0, workspace_ = 0;
+  size_t workspaceBytes_ = 32 << 20;
+  cublasLtHandle_t blas_ = nullptr;
+  std::vector<CUfunction> kernels_;
+  std::map<const PlanAction *, Gemm> gemms_;
+};
+
+bool CudaDevice::check(CUresult result, const std::string &what,
+                       std::string &error) {
+  if (result == CUDA_SUCCESS)
+    return true;
+  const char *name = nullptr, *text = nullptr;
+  driver_.cuGetErrorName(result, &name);
+  driver_.cuGetErrorString(result, &text);
+  error = what + ": " + (name ? name : "CUDA error") + " (" +
+          (text ? text : "unknown") + ")";
+  return false;
+}
+
+bool CudaDevice::check(cublasStatus_t status, const std::string &what,
+                       std::string &error) {
+  if (status == CUBLAS_STATUS_SUCCESS)
+    return true;
+  error = what + ": " + cublasName(status);
+  return false;
+}
+
+bool CudaDevice::init(const Plan &plan, std::string &error) {
+  plan_ = &plan;
+  if (!driver_.load(error))
+    return false;
+  CUresult status = driver_.cuInit(0);
+  if (status == CUDA_ERROR_NO_DEVICE) {
+    error = "no CUDA GPU on this machine (this executable was built for "
+            "--target cuda)";
+    return false;
+  }
+  if (!check(status, "cuInit", error))
+    return false;
+  // One GPU per rank: the launcher's local rank picks it.
+  int ordinal = 0;
+  for (const char *name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                           "SLURM_LOCALID", "LOCAL_RANK"})
+    if (const char *value = std::getenv(name)) {
+      ordinal = std::atoi(value);
+      break;
+    }
+  int count = 0;
+  if (!check(driver_.cuDeviceGetCount(&count), "cuDeviceGetCount", error))
+    return false;
+  if (count == 0) {
+    error = "no CUDA GPU on this machine";
+    return false;
+  }
+  ordinal %= count;
+  if (!check(driver_.cuDeviceGet(&device_, ordinal), "cuDeviceGet", error) ||
+      !check(driver_.cuDevicePrimaryCtxRetain(&context_, device_),
+             "cuDevicePrimaryCtxRetain", error) ||
+      !check(driver_.cuCtxSetCurrent(context_), "cuCtxSetCurrent", error))
+    return false;
+  char text[256] = {};
+  int major = 0, minor = 0;
+  driver_.cuDeviceGetName(text, sizeof(text), device_);
+  driver_.cuDeviceGetAttribute(
+      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_);
+  driver_.cuDeviceGetAttribute(
+      &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_);
+  name_ = std::string(text) + " (sm_" + std::to_string(major) +
+          std::to_string(minor) + ", GPU " + std::to_string(ordinal) + ")";
+
+  if (!check(driver_.cuModuleLoadData(&module_, hotstage_device_image),
+             "loading the kernels (" +
+                 std::to_string(hotstage_device_image_size) +
+                 "-byte fatbin) on " + name_,
+             error))
+    return false;
+  for (const std::string &kernel : plan.kernels) {
+    CUfunction fn = nullptr;
+    if (!check(driver_.cuModuleGetFunction(&fn, module_,
+                                           (kernel + "_gpu").c_str()),
+               "kernel " + kernel, error))
+      return false;
+    kernels_.push_back(fn);
+  }
+  size_t bytes = static_cast<size_t>(std::max<int64_t>(plan.arenaBytes, 256));
+  if (!check(driver_.cuMemAlloc(&arena_, bytes),
+             "allocating the arena of " + std::to_string(bytes) + " bytes on " +
+                 name_,
+             error) ||
+      !check(driver_.cuMemsetD8(arena_, 0, bytes), "clearing the arena",
+             error) ||
+      !check(driver_.cuMemAlloc(&workspace_, workspaceBytes_),
+             "allocating the GEMM workspace", error) ||
+      !check(driver_.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING),
+             "cuStreamCreate", error))
+    return false;
+  if (!check(cublasLtCreate(&blas_), "cublasLtCreate", error))
+    return false;
+  // Every GEMM's descriptors and algorithm, chosen once.
+  for (const auto &[name, actions] : plan.functions)
+    for (const PlanAction &a : actions)
+      if (a.gemm && !prepareGemm(a, gemms_[&a], error)) {
+        error = name + ", GEMM " + a.note + ": " + error;
+        return false;
+      }
+  return true;
+}
+
+bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
+  if (!check(cublasLtMatmulDescCreate(&g.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+             "cublasLtMatmulDescCreate", error))
+    return false;
+  cublasOperation_t opFirst = a.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opSecond = a.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opFirst,
+                                 sizeof(opFirst));
+  cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opSecond,
+                                 sizeof(opSecond));
+  // Column-major shapes of the stored matrices (rows, columns, leading
+  // dimension) and their batch strides.
+  auto layout = [&](cublasLtMatrixLayout_t &l, uint64_t rows, uint64_t cols,
+                    int64_t ld, int64_t stride) {
+    if (!check(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, rows, cols, ld),
+               "cublasLtMatrixLayoutCreate", error))
+      return false;
+    int32_t batch = static_cast<int32_t>(a.batch);
+    cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                     &batch, sizeof(batch));
+    cublasLtMatrixLayoutSetAttribute(
+        l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+        sizeof(stride));
+    return true;
+  };
+  int64_t m = a.m, n = a.n, k = a.k;
+  if (!(a.transB ? layout(g.first, k, n, k, a.strideB)
+                 : layout(g.first, n, k, n, a.strideB)) ||
+      !(a.transA ? layout(g.second, m, k, m, a.strideA)
+                 : layout(g.second, k, m, k, a.strideA)) ||
+      !layout(g.out, n, m, n, a.strideC))
+    return false;
+  cublasLtMatmulPreference_t preference = nullptr;
+  if (!check(cublasLtMatmulPreferenceCreate(&preference),
+             "cublasLtMatmulPreferenceCreate", error))
+    return false;
+  cublasLtMatmulPreferenceSetAttribute(
+      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspaceBytes_,
+      sizeof(workspaceBytes_));
+  cublasLtMatmulHeuristicResult_t result = {};
+  int found = 0;
+  cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(blas_, g.desc, g.first, g.second, g.out,
+                                     g.out, preference, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (!check(status, "cublasLtMatmulAlgoGetHeuristic", error))
+    return false;
+  if (found == 0) {
+    error = "cuBLASLt has no algorithm for " + std::to_string(m) + "x" +
+            std::to_string(n) + "x" + std::to_string(k);
+    return false;
+  }
+  g.algo = result.algo;
+  return true;
+}
+
+CudaDevice::~CudaDevice() {
+  for (auto &[action, g] : gemms_) {
+    if (g.desc)
+      cublasLtMatmulDescDestroy(g.desc);
+    for (cublasLtMatrixLayout_t l : {g.first, g.second, g.out})
+      if (l)
+        cublasLtMatrixLayoutDestroy(l);
+  }
+  if (blas_)
+    cublasLtDestroy(blas_);
+  if (stream_)
+    driver_.cuStreamDestroy(stream_);
+  if (workspace_)
+    driver_.cuMemFree(workspace_);
+  if (arena_)
+    driver_.cuMemFree(arena_);
+  if (module_)
+    driver_.cuModuleUnload(module_);
+  if (context_)
+    driver_.cuDevicePrimaryCtxRelease(device_);
+}
+
+bool CudaDevice::run(const std::string &function,
+                     const std::vector<PlanAction> &actions, int slot,
+                     std::string &error) {
+  constexpr unsigned kBlock = 128;
+  for (const PlanAction &a : actions) {
+    if (a.gemm) {
+      const Gemm &g = gemms_.at(&a);
+      float one = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
+      CUdeviceptr A = pointer(a.buffers[0], slot),
+                  B = pointer(a.buffers[1], slot),
+                  C = pointer(a.buffers[2], slot);
+      if (!check(cublasLtMatmul(blas_, g.desc, &one,
+                                reinterpret_cast<void *>(B), g.first,
+                                reinterpret_cast<void *>(A), g.second, &beta,
+                                reinterpret_cast<void *>(C), g.out,
+                                reinterpret_cast<void *>(C), g.out, &g.algo,
+                                reinterpret_cast<void *>(workspace_),
+                                workspaceBytes_, stream_),
+                 function + ", GEMM " + a.note, error))
+        return false;
+      continue;
+    }
+    // The kernel's buffers, then the size of its parallel range: one
+    // thread per index.
+    CUdeviceptr pointers[16];
+    void *params[17];
+    size_t n = a.buffers.size();
+    if (n > 16) {
+      error = function + ": an action has " + std::to_string(n) + " buffers";
+      return false;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      pointers[i] = pointer(a.buffers[i], slot);
+      params[i] = &pointers[i];
+    }
+    int64_t parallel = a.parallel;
+    params[n] = &parallel;
+    unsigned grid = static_cast<unsigned>((parallel + kBlock - 1) / kBlock);
+    if (!check(driver_.cuLaunchKernel(kernels_.at(a.kernel), grid, 1, 1, kBlock,
+                                      1, 1, 0, stream_, params, nullptr),
+               function + ", kernel " + plan_->kernels.at(a.kernel) + " (" +
+                   a.note + ")",
+               error))
+      return false;
+  }
+  return check(driver_.cuStreamSynchronize(stream_), function, error);
+}
+
+bool CudaDevice::upload(const char *host, int64_t offset, int64_t bytes,
+                        std::string &error) {
+  return bytes == 0 ||
+         check(driver_.cuMemcpyHtoD(arena_ + offset, host + 0,
+                                    static_cast<size_t>(bytes)),
+               "copying " + std::to_string(bytes) + " bytes to the GPU", error);
+}
+
+bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
+                          std::string &error) {
+  return bytes == 0 ||
+         check(driver_.cuMemcpyDtoH(host, arena_ + offset,
+                                    static_cast<size_t>(bytes)),
+               "copying " + std::to_string(bytes) + " bytes from the GPU",
+               error);
+}
+
+} // namespace
+
+std::unique_ptr<Device> hotstage::rt::createDevice(const Plan &plan,
+                                                   std::string &error) {
+  auto device = std::make_unique<CudaDevice>();
+  if (!device->init(plan, error))
+    return nullptr;
+  return device;
+}
