@@ -99,6 +99,13 @@ static cl::opt<std::string>
                         "cuda:sm_XY"),
                cl::value_desc("target"), cl::init("host"), cl::cat(category));
 
+// What the CUDA target does to kernels, on the host: lit compares the two.
+static cl::opt<bool> kernelsOverElements(
+    "kernels-over-elements",
+    cl::desc("Split elementwise kernels and reductions over their elements "
+             "(as --target cuda does) on the host too"),
+    cl::Hidden, cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -534,14 +541,16 @@ int main(int argc, char **argv) {
   }
 
   mlir::TimingScope lowerTiming = rootTiming.nest("host lowering");
+  host::KernelOptions kernelOptions;
+  kernelOptions.parallelOverElements = target || kernelsOverElements;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;
     for (int r = 0; r < pipeline->schedule.numRanks(); ++r)
       ranks.push_back(pipeline->rankPipeline(r));
-    lowered = host::lowerPipelineToHost(*module, ranks);
+    lowered = host::lowerPipelineToHost(*module, ranks, kernelOptions);
   } else {
-    lowered = host::lowerToHost(*module);
+    lowered = host::lowerToHost(*module, kernelOptions);
   }
   if (mlir::failed(lowered))
     return 1;

@@ -125,6 +125,19 @@ struct Kernel {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), id);
   }
 
+  /// The row-major indices of element `flat` of `shape`.
+  SmallVector<Value> unflatten(Value flat, ArrayRef<int64_t> shape) {
+    SmallVector<Value> at(shape.size());
+    Value rest = flat;
+    for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d > 0; --d) {
+      at[d] = remi(rest, idx(shape[d]));
+      rest = divi(rest, idx(shape[d]));
+    }
+    if (!shape.empty())
+      at[0] = rest;
+    return at;
+  }
+
   /// for (i = lb; i < ub; ++i) body(i)
   void loop(Value lb, Value ub, llvm::function_ref<void(Value)> body) {
     auto op = scf::ForOp::create(b, loc, lb, ub, idx(1));
@@ -357,9 +370,10 @@ public:
   /// by the ranks of a pipeline).
   HostLowering(ModuleOp module, ModuleOp kernels,
                std::vector<std::string> table,
-               std::map<std::string, int> &kernelByText)
+               std::map<std::string, int> &kernelByText,
+               host::KernelOptions options)
       : module(module), ctx(module.getContext()), kernels(kernels),
-        kernelByText(kernelByText) {
+        kernelByText(kernelByText), options(options) {
     ctx->loadDialect<arith::ArithDialect, func::FuncDialect,
                      linalg::LinalgDialect, math::MathDialect,
                      memref::MemRefDialect, scf::SCFDialect>();
@@ -442,6 +456,7 @@ private:
   std::map<std::tuple<int, bool, int>, int> boundaries;
   /// Finished kernels by their text, to reuse instead of repeating.
   std::map<std::string, int> &kernelByText;
+  host::KernelOptions options;
   plan::Function *current = nullptr;
   llvm::DenseMap<Value, int> buffers;
   llvm::DenseMap<Value, int> storeTargets; // results written in place
@@ -765,6 +780,44 @@ LogicalResult HostLowering::emitElementwiseKernel(
 
   Kernel k = startKernel(name, op->getLoc(), argTypes);
   OpBuilder &b = k.b;
+  if (options.parallelOverElements) {
+    // Index i of the range is element i of the output, row-major; each
+    // operand reads it as the linalg.generic below would (dropped leading
+    // dimensions, broadcast dimensions of size 1).
+    int64_t total = 1;
+    for (int64_t d : shape)
+      total *= d;
+    LogicalResult status = success();
+    k.loop(k.begin, k.end, [&](Value flat) {
+      SmallVector<Value> at = k.unflatten(flat, shape);
+      SmallVector<Value> scalars;
+      for (auto [i, v] : llvm::enumerate(operands)) {
+        if (splats[i]) {
+          scalars.push_back(
+              arith::ConstantOp::create(b, k.loc, cast<TypedAttr>(*splats[i])));
+          continue;
+        }
+        ArrayRef<int64_t> s = tensorType(v).getShape();
+        int64_t lead = rank - s.size();
+        SmallVector<Value> index;
+        for (int64_t j = 0; j < static_cast<int64_t>(s.size()); ++j)
+          index.push_back(s[j] == 1 && shape[j + lead] != 1 ? k.idx(0)
+                                                            : at[j + lead]);
+        scalars.push_back(k.load(k.args[argIndex[i]], index));
+      }
+      FailureOr<SmallVector<Value>> r = body(b, k.loc, scalars);
+      if (failed(r)) {
+        status = failure();
+        return;
+      }
+      for (size_t i = 0; i < outs.size(); ++i)
+        k.store((*r)[i], k.args[i], at);
+    });
+    if (failed(status))
+      return failure();
+    call(finishKernel(k), total, argBuffers, op);
+    return success();
+  }
   // Views of this thread's rows of the first dimension.
   auto view = [&](Value m, ArrayRef<int64_t> s, bool split) -> Value {
     if (!split || s.empty())
@@ -865,6 +918,33 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
                          {memrefOf(kept, f32), memrefOf(tx.getShape(), f32)});
   bool isMax = isa<ReduceMaxOp>(op);
   Value init = k.f32(isMax ? -INFINITY : 0.0);
+  if (options.parallelOverElements) {
+    // Index i of the range is kept element i; it folds its reduced
+    // elements in the order the linalg.generic below visits them.
+    SmallVector<int64_t> reducedShape;
+    for (int64_t i = 0; i < rank; ++i)
+      if (reduced[i])
+        reducedShape.push_back(tx.getShape()[i]);
+    int64_t keptCount = 1;
+    for (int64_t d : kept)
+      keptCount *= d;
+    k.loop(k.begin, k.end, [&](Value flat) {
+      SmallVector<Value> keptAt = k.unflatten(flat, kept);
+      Value sum = k.reduce(0, count, init, [&](Value r, Value acc) {
+        SmallVector<Value> reducedAt = k.unflatten(r, reducedShape);
+        SmallVector<Value> at;
+        for (int64_t i = 0, nk = 0, nr = 0; i < rank; ++i)
+          at.push_back(reduced[i] ? reducedAt[nr++] : keptAt[nk++]);
+        Value x = k.load(k.args[1], at);
+        return isMax ? k.max(x, acc) : k.add(acc, x);
+      });
+      if (isa<ReduceMeanOp>(op))
+        sum = k.mul(sum, k.f32(1.0 / count));
+      k.store(sum, k.args[0], keptAt);
+    });
+    call(finishKernel(k), keptCount, {out, in}, op);
+    return success();
+  }
   linalg::FillOp::create(k.b, k.loc, ValueRange{init}, ValueRange{k.args[0]});
   SmallVector<AffineMap> maps{AffineMap::getMultiDimIdentityMap(rank, ctx),
                               AffineMap::get(rank, 0, outExprs, ctx)};
@@ -1468,9 +1548,14 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
 //===----------------------------------------------------------------------===//
 
 namespace {
-/// Loops over `shape`, the first dimension over the kernel's range.
-void nest(Kernel &k, ArrayRef<int64_t> shape,
+/// Loops over `shape`, the first dimension over the kernel's range; or,
+/// `overElements`, every element over the range (row-major).
+void nest(Kernel &k, ArrayRef<int64_t> shape, bool overElements,
           llvm::function_ref<void(ArrayRef<Value>)> body) {
+  if (overElements) {
+    k.loop(k.begin, k.end, [&](Value flat) { body(k.unflatten(flat, shape)); });
+    return;
+  }
   SmallVector<Value> indices;
   std::function<void(size_t)> rec = [&](size_t dim) {
     if (dim == shape.size()) {
@@ -1502,7 +1587,8 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
     Kernel k = startKernel(name, loc,
                            {memrefOf(toType.getShape(), element),
                             memrefOf(fromType.getShape(), element)});
-    nest(k, shape, [&](ArrayRef<Value> idx) {
+    bool overElements = options.parallelOverElements;
+    nest(k, shape, overElements, [&](ArrayRef<Value> idx) {
       SmallVector<Value> in(idx.size()), out(idx.size());
       for (size_t i = 0; i < idx.size(); ++i) {
         if (!perm.empty()) {
@@ -1517,7 +1603,12 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
       }
       k.store(k.load(k.args[1], in), k.args[0], out);
     });
-    call(finishKernel(k), shape.empty() ? 1 : shape[0], {to, from}, op);
+    int64_t elements = 1;
+    for (int64_t d : shape)
+      elements *= d;
+    call(finishKernel(k),
+         overElements ? elements : (shape.empty() ? 1 : shape[0]), {to, from},
+         op);
   };
 
   if (auto t = dyn_cast<TransposeOp>(op)) {
@@ -2054,11 +2145,12 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
   return std::move(plan);
 }
 
-FailureOr<host::HostProgram> host::lowerToHost(ModuleOp module) {
+FailureOr<host::HostProgram> host::lowerToHost(ModuleOp module,
+                                               KernelOptions options) {
   host::HostProgram program;
   program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
   std::map<std::string, int> kernelByText;
-  HostLowering lowering(module, *program.kernels, {}, kernelByText);
+  HostLowering lowering(module, *program.kernels, {}, kernelByText, options);
   FailureOr<plan::Plan> plan = lowering.run();
   if (failed(plan))
     return failure();
@@ -2067,7 +2159,8 @@ FailureOr<host::HostProgram> host::lowerToHost(ModuleOp module) {
 }
 
 FailureOr<host::HostProgram>
-host::lowerPipelineToHost(ModuleOp module, ArrayRef<plan::Pipeline> ranks) {
+host::lowerPipelineToHost(ModuleOp module, ArrayRef<plan::Pipeline> ranks,
+                          KernelOptions options) {
   host::HostProgram program;
   program.kernels = ModuleOp::create(UnknownLoc::get(module.getContext()));
   std::vector<std::string> table;
@@ -2076,7 +2169,8 @@ host::lowerPipelineToHost(ModuleOp module, ArrayRef<plan::Pipeline> ranks) {
                               ? host::PipelineUse()
                               : findPipelineUse(module, ranks[0].chunkRank);
   for (const plan::Pipeline &rank : ranks) {
-    HostLowering lowering(module, *program.kernels, table, kernelByText);
+    HostLowering lowering(module, *program.kernels, table, kernelByText,
+                          options);
     FailureOr<plan::Plan> plan = lowering.runRank(rank, use);
     if (failed(plan))
       return failure();

@@ -29,9 +29,21 @@ struct HostProgram {
   std::vector<plan::Plan> plans;
 };
 
+/// How kernels split their work; the plan and the kernels' results are the
+/// same either way.
+struct KernelOptions {
+  /// Elementwise kernels (and nn.fused groups) run over every element
+  /// rather than over the rows of their first dimension, and reductions
+  /// that keep some dimensions over every kept element: the parallel range
+  /// of a GPU grid, where one thread per row leaves most of it idle. Each
+  /// element is computed exactly as before.
+  bool parallelOverElements = false;
+};
+
 /// Builds the kernels and the plan of `module`. Errors are emitted at the
 /// op that cannot be lowered.
-mlir::FailureOr<HostProgram> lowerToHost(mlir::ModuleOp module);
+mlir::FailureOr<HostProgram> lowerToHost(mlir::ModuleOp module,
+                                         KernelOptions options = {});
 
 /// Which ranks read each parameter and state of a pipelined module, and
 /// which rank accumulates each state (stores it from a chunk's function).
@@ -46,8 +58,8 @@ PipelineUse findPipelineUse(mlir::ModuleOp module,
 /// plan per rank, each holding its chunks' functions, its optimizer step,
 /// the schedule and what it sends (`ranks[r]` has rank r's schedule).
 mlir::FailureOr<HostProgram>
-lowerPipelineToHost(mlir::ModuleOp module,
-                    llvm::ArrayRef<plan::Pipeline> ranks);
+lowerPipelineToHost(mlir::ModuleOp module, llvm::ArrayRef<plan::Pipeline> ranks,
+                    KernelOptions options = {});
 
 } // namespace hotstage::host
 
