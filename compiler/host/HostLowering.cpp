@@ -44,6 +44,11 @@ using plan::BufferKind;
 
 namespace {
 
+/// Partial sums of a whole-tensor reduction split over elements: enough
+/// GPU threads to keep a few SMs' memory pipes busy, few enough for one
+/// thread to fold them.
+constexpr int64_t kPartialSums = 1024;
+
 RankedTensorType tensorType(Value v) {
   return cast<RankedTensorType>(v.getType());
 }
@@ -928,6 +933,53 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
     int64_t keptCount = 1;
     for (int64_t d : kept)
       keptCount *= d;
+    if (kept.empty() && count > kPartialSums) {
+      // A whole-tensor sum in two kernels: partial p folds elements p,
+      // p + P, p + 2P, ... (neighbouring indices read neighbouring
+      // elements), then one index folds the partials in order.
+      k.func.erase();
+      int partials = newScratch({kPartialSums}, f32);
+      Kernel first =
+          startKernel(op->getName().stripDialect(), op->getLoc(),
+                      {memrefOf({kPartialSums}, f32), memrefOf({count}, f32)});
+      first.loop(first.begin, first.end, [&](Value p) {
+        Value steps = first.idx((count + kPartialSums - 1) / kPartialSums);
+        Value sum = first.reduce(
+            first.idx(0), steps, first.f32(isMax ? -INFINITY : 0.0),
+            [&](Value s, Value acc) {
+              Value at = first.addi(p, first.muli(s, first.idx(kPartialSums)));
+              Value inRange = arith::CmpIOp::create(first.b, first.loc,
+                                                    arith::CmpIPredicate::ult,
+                                                    at, first.idx(count));
+              // Past the end: the fold's identity.
+              Value clamped = arith::SelectOp::create(
+                  first.b, first.loc, inRange, at, first.idx(0));
+              Value x = first.load(first.args[1], clamped);
+              Value folded = isMax ? first.max(x, acc) : first.add(acc, x);
+              return arith::SelectOp::create(first.b, first.loc, inRange,
+                                             folded, acc)
+                  .getResult();
+            });
+        first.store(sum, first.args[0], p);
+      });
+      call(finishKernel(first), kPartialSums, {partials, in}, op);
+      Kernel last =
+          startKernel(op->getName().stripDialect(), op->getLoc(),
+                      {memrefOf({}, f32), memrefOf({kPartialSums}, f32)});
+      last.loop(last.begin, last.end, [&](Value) {
+        Value sum =
+            last.reduce(0, kPartialSums, last.f32(isMax ? -INFINITY : 0.0),
+                        [&](Value p, Value acc) {
+                          Value x = last.load(last.args[1], p);
+                          return isMax ? last.max(x, acc) : last.add(acc, x);
+                        });
+        if (isa<ReduceMeanOp>(op))
+          sum = last.mul(sum, last.f32(1.0 / count));
+        last.store(sum, last.args[0], {});
+      });
+      call(finishKernel(last), 1, {out, partials}, op);
+      return success();
+    }
     k.loop(k.begin, k.end, [&](Value flat) {
       SmallVector<Value> keptAt = k.unflatten(flat, kept);
       Value sum = k.reduce(0, count, init, [&](Value r, Value acc) {
@@ -1149,6 +1201,49 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     int64_t rows, d;
     std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
+    if (options.parallelOverElements) {
+      // Two kernels: index p sums rows p, p + P, ... into partial row p
+      // (P divides the rows), then one index per column sums the P
+      // partials in order.
+      int64_t parts = std::min<int64_t>(rows, 256);
+      while (rows % parts)
+        --parts;
+      int partial = newScratch({parts, d}, f32);
+      Kernel first =
+          startKernel(name, loc,
+                      {memrefOf({parts, d}, f32), memrefOf({rows, d}, f32),
+                       memrefOf({rows, d}, f32)});
+      Value part = first.args[0], dY = first.args[1], X = first.args[2];
+      first.loop(first.begin, first.end, [&](Value p) {
+        first.loop(0, d, [&](Value j) {
+          first.store(first.f32(0), part, {p, j});
+        });
+        first.loop(0, rows / parts, [&](Value s) {
+          Value r = first.addi(p, first.muli(s, first.idx(parts)));
+          Value mean, rstd;
+          std::tie(mean, rstd) = rowStatistics(first, X, r, d, eps, rms);
+          first.loop(0, d, [&](Value j) {
+            Value xhat =
+                first.mul(first.sub(first.load(X, {r, j}), mean), rstd);
+            first.store(first.add(first.load(part, {p, j}),
+                                  first.mul(first.load(dY, {r, j}), xhat)),
+                        part, {p, j});
+          });
+        });
+      });
+      call(finishKernel(first), parts, {partial, bufferFor(dy), bufferFor(x)},
+           op);
+      Kernel last = startKernel(
+          name, loc, {memrefOf({d}, f32), memrefOf({parts, d}, f32)});
+      last.loop(last.begin, last.end, [&](Value j) {
+        Value sum = last.reduce(0, parts, last.f32(0), [&](Value p, Value acc) {
+          return last.add(acc, last.load(last.args[1], {p, j}));
+        });
+        last.store(sum, last.args[0], j);
+      });
+      call(finishKernel(last), d, {out, partial}, op);
+      return success();
+    }
     // One thread: the rows are summed in order, the same on any machine.
     Kernel k = startKernel(name, loc,
                            {memrefOf({d}, f32), memrefOf({rows, d}, f32),
@@ -1313,6 +1408,23 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     Kernel k = startKernel(name, loc,
                            {memrefOf({vocab, d}, f32), memrefOf({rows, d}, f32),
                             memrefOf({rows}, idType)});
+    if (options.parallelOverElements) {
+      // One index per column, each adding the rows in order: the same
+      // sums, d-way parallel, neighbouring indices on neighbouring floats.
+      k.loop(k.begin, k.end, [&](Value j) {
+        k.loop(0, vocab, [&](Value i) {
+          k.store(k.f32(0), k.args[0], {i, j});
+        });
+        k.loop(0, rows, [&](Value r) {
+          Value id = k.toIndex(k.load(k.args[2], r));
+          k.store(k.add(k.load(k.args[0], {id, j}), k.load(k.args[1], {r, j})),
+                  k.args[0], {id, j});
+        });
+      });
+      call(finishKernel(k), d,
+           {out, bufferFor(eg.getGrad()), bufferFor(eg.getIds())}, op);
+      return success();
+    }
     k.loop(0, vocab, [&](Value i) {
       k.loop(0, d, [&](Value j) { k.store(k.f32(0), k.args[0], {i, j}); });
     });
@@ -1440,11 +1552,21 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
     // The output row accumulates on the stack, which aliases no buffer, so
     // it stays in registers across the keys.
     Value row = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
-    k.loop(k.begin, k.end, [&](Value bh) {
-      Value b = k.divi(bh, k.idx(heads)), h = k.remi(bh, k.idx(heads));
+    // One (batch, head) per index; over elements, one (batch, head, query).
+    bool perQuery = options.parallelOverElements;
+    k.loop(k.begin, k.end, [&](Value index) {
+      SmallVector<Value> at = perQuery ? k.unflatten(index, {bsz, heads, seq})
+                                       : k.unflatten(index, {bsz, heads});
+      Value b = at[0], h = at[1];
       Value g = k.divi(h, k.idx(group));
       Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
-      k.loop(0, seq, [&](Value i) {
+      auto queries = [&](llvm::function_ref<void(Value)> body) {
+        if (perQuery)
+          body(at[2]);
+        else
+          k.loop(0, seq, body);
+      };
+      queries([&](Value i) {
         Value end = probabilities(k, Q, K, P, b, h, g, i);
         k.loop(0, hd, [&](Value d) { k.store(k.f32(0), row, d); });
         k.loop(k.idx(0), end, [&](Value j) {
@@ -1460,7 +1582,7 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
         });
       });
     });
-    call(finishKernel(k), bsz * heads,
+    call(finishKernel(k), bsz * heads * (perQuery ? seq : 1),
          {out, bufferFor(q), bufferFor(key), bufferFor(val)}, op);
     return success();
   }
