@@ -281,9 +281,12 @@ static int linkExecutable(const std::string &object,
     llvm::errs() << "hotstage: no C++ linker found (set HOTSTAGE_CXX)\n";
     return 1;
   }
+  // The device library last: the runtime's executor calls into it.
   llvm::SmallVector<llvm::StringRef> args{
-      driver,  "-o",     executable, object,      runtimeMain, device,
-      runtime, "-ldnnl", "-lgomp",   "-lpthread", "-lm"};
+      driver,  "-o",   executable, object,      runtimeMain,
+      runtime, device, "-lgomp",   "-lpthread", "-lm"};
+  if (!cuda)
+    args.push_back("-ldnnl"); // the host's GEMMs (HostGemm.cpp)
 #ifdef HOTSTAGE_HAVE_CUDA
   // cuBLASLt from the toolkit the runtime was built against; the driver is
   // opened at run time (CudaDevice.cpp).

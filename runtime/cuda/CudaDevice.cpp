@@ -14,11 +14,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/host/Device.h"
+#include "runtime/host/HostGemm.h"
 
 #include <cublasLt.h>
 #include <cuda.h>
 #include <dlfcn.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 
@@ -391,6 +393,14 @@ bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
 }
 
 } // namespace
+
+// The executor computes on the host only without a device, which a GPU
+// build always has: no oneDNN in it.
+void hotstage::rt::hostGemm(const PlanAction &, const float *, const float *,
+                            float *) {
+  std::fprintf(stderr, "error: internal: a host GEMM in a GPU build\n");
+  std::abort();
+}
 
 std::unique_ptr<Device> hotstage::rt::createDevice(const Plan &plan,
                                                    std::string &error) {

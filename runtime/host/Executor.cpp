@@ -1,13 +1,13 @@
 //===- Executor.cpp - Runs the plan's functions on the host ---------------===//
 
 #include "runtime/host/Executor.h"
+#include "runtime/host/HostGemm.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dnnl.h>
 
 using namespace hotstage::rt;
 
@@ -197,14 +197,9 @@ void Executor::runStep(Step &step) {
   {
     const PlanAction &a = *step.action;
     if (a.gemm) {
-      auto *A = static_cast<float *>(step.args[0]);
-      auto *B = static_cast<float *>(step.args[1]);
-      auto *C = static_cast<float *>(step.args[2]);
-      int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n, ldc = a.n;
-      for (int64_t b = 0; b < a.batch; ++b)
-        dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k,
-                   1.0f, A + b * a.strideA, lda, B + b * a.strideB, ldb,
-                   a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
+      hostGemm(a, static_cast<const float *>(step.args[0]),
+               static_cast<const float *>(step.args[1]),
+               static_cast<float *>(step.args[2]));
       return;
     }
     pool_.parallelFor(a.parallel, invoke, &step);

@@ -1,0 +1,22 @@
+//===- HostGemm.h - A plan's GEMM on this CPU --------------------*- C++
+//-*-===//
+//
+// Apart from the executor so that only the host target links oneDNN: a GPU
+// build (runtime/cuda) runs its GEMMs through cuBLASLt and never calls it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HOTSTAGE_RUNTIME_HOST_HOSTGEMM_H
+#define HOTSTAGE_RUNTIME_HOST_HOSTGEMM_H
+
+#include "runtime/host/Plan.h"
+
+namespace hotstage::rt {
+
+/// C[b] = op(A[b]) op(B[b]) (+ C[b] when accumulating), row-major, for
+/// every batch b of the action.
+void hostGemm(const PlanAction &a, const float *A, const float *B, float *C);
+
+} // namespace hotstage::rt
+
+#endif // HOTSTAGE_RUNTIME_HOST_HOSTGEMM_H
