@@ -100,15 +100,21 @@ def build(out, tests, hotstage):
             m = re.search(r"\bbuild\b.*\s-o\s+(\S+)", command)
             if m and "--emit" not in command:
                 executables.append(m.group(1))
-    # The shared libraries the executables load, as ldd finds them here.
+    copy_libraries(executables, os.path.join(out, "lib"))
+    print(f"built {len(executables)} executables of {len(tests)} tests "
+          f"into {out}")
+
+
+def copy_libraries(executables, folder):
+    """The shared libraries of CARRIED_LIBS the executables load, as ldd
+    finds them here, into `folder`."""
+    os.makedirs(folder, exist_ok=True)
     for exe in executables:
         text = subprocess.run(["ldd", exe], capture_output=True,
                               text=True).stdout
         for lib, path in re.findall(r"^\s*(\S+) => (\S+)", text, re.M):
             if lib.startswith(CARRIED_LIBS):
-                shutil.copy(path, os.path.join(out, "lib", lib))
-    print(f"built {len(executables)} executables of {len(tests)} tests "
-          f"into {out}")
+                shutil.copy(path, os.path.join(folder, lib))
 
 
 # A small FileCheck: what the GPU tests use of it.

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""GPT-2 124M training steps on one GPU: Hotstage against PyTorch and JAX.
+
+Builds examples/gpt2.hot for the GPU (--target cuda, one stage, one
+microbatch of BATCH x SEQ tokens) and trains it on random tokens; runs the
+PyTorch and JAX peers (bench/peers/*_gpt2_gpu.py) on the same GPU with the
+same model, batch and optimizer; prints tokens/s, ms/step and MFU for
+each, with the ratios to Hotstage, and the command that reproduces the
+table. MFU counts 6N + 6LCT FLOPs per token (N parameters, L layers, C
+width, T sequence) against the GPU's dense bf16 peak (H100/H200 989
+TFLOP/s, A100 312).
+
+The GPU machines have no compiler, so the two halves can run apart:
+
+    bench/gpu_step.py --build-only DIR     # here: the executable and data
+    bench/gpu_step.py --prebuilt DIR       # there: the runs and the table
+
+Without either, it does both in a temporary folder.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "test", "gpu"))
+import bundle  # noqa: E402  (the libraries a GPU machine may lack)
+GPT2 = dict(vocab=50257, ctx=1024, dim=768, heads=12, layers=12)
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
+
+
+def write_random_shard(path, tokens, vocab, seed=0):
+    """An llm.c token shard (v1, uint16) of uniformly random tokens."""
+    import random
+    rng = random.Random(seed)
+    header = [0] * 256
+    header[0], header[1], header[2] = 20240520, 1, tokens
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *header))
+        f.write(struct.pack(f"<{tokens}H",
+                            *(rng.randrange(vocab) for _ in range(tokens))))
+
+
+def build(hotstage, out, batch, seq):
+    os.makedirs(out, exist_ok=True)
+    defines = [f"-D{k}={v}" for k, v in GPT2.items()]
+    defines += [f"-Dbatch={batch}", f"-Dseq={seq}", "-Dmicrobatches=1",
+                "-Dstages=1"]
+    subprocess.run([hotstage, "build", os.path.join(ROOT, "examples", "gpt2.hot"),
+                    "--target", "cuda", "-o", os.path.join(out, "gpt2")]
+                   + defines, check=True)
+    bundle.copy_libraries([os.path.join(out, "gpt2")], os.path.join(out, "lib"))
+    write_random_shard(os.path.join(out, "tokens.bin"), 4 * 1024 * 1024,
+                       GPT2["vocab"])
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"batch": batch, "seq": seq}, f)
+
+
+def hotstage_run(out, warmup, iters):
+    metrics = os.path.join(out, "metrics.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = (os.path.join(out, "lib") + ":"
+                              + env.get("LD_LIBRARY_PATH", ""))
+    done = subprocess.run([os.path.join(out, "gpt2"), "train", "--data",
+                           os.path.join(out, "tokens.bin"), "--steps",
+                           str(warmup + iters), "--metrics", metrics,
+                           "--log-every", str(warmup + iters)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    ms = [json.loads(line)["ms"] for line in open(metrics)][warmup:]
+    return {"ms_per_step_median": statistics.median(ms),
+            "ms_per_step_min": min(ms), "precision": "fp32",
+            "last_loss": json.loads(open(metrics).readlines()[-1])["loss"]}
+
+
+def peer_run(script, batch, seq, warmup, iters, precision):
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "peers", script),
+           "--batch", str(batch), "--seq", str(seq), "--warmup", str(warmup),
+           "--iters", str(iters), "--precision", precision]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stdout + done.stderr).strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gpu_name():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name",
+                               "--format=csv,noheader"], capture_output=True,
+                              text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hotstage", default=os.path.join(ROOT, "build", "bin", "hotstage"))
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--peers", default="pytorch,jax")
+    ap.add_argument("--precisions", default="bf16,fp32",
+                    help="the peers' precisions (Hotstage is fp32 today)")
+    ap.add_argument("--build-only", metavar="DIR")
+    ap.add_argument("--prebuilt", metavar="DIR")
+    args = ap.parse_args()
+    if args.build_only:
+        build(args.hotstage, args.build_only, args.batch, args.seq)
+        print(f"built {args.build_only}; on the GPU machine: "
+              f"bench/gpu_step.py --prebuilt {args.build_only}")
+        return
+    temp = None
+    out = args.prebuilt
+    if not out:
+        temp = out = tempfile.mkdtemp(prefix="hotstage-gpu-bench-")
+        build(args.hotstage, out, args.batch, args.seq)
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    batch, seq = cfg["batch"], cfg["seq"]
+
+    rows = [("hotstage", hotstage_run(out, args.warmup, args.iters))]
+    scripts = {"pytorch": "pytorch_gpt2_gpu.py", "jax": "jax_gpt2_gpu.py"}
+    for peer in args.peers.split(","):
+        for precision in args.precisions.split(","):
+            rows.append((f"{peer} {precision}",
+                         peer_run(scripts[peer], batch, seq, args.warmup,
+                                  args.iters, precision)))
+    if temp:
+        shutil.rmtree(temp)
+
+    name = gpu_name()
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    n = 124439808  # `hotstage info examples/gpt2.hot`
+    flops_per_token = 6 * n + 6 * GPT2["layers"] * GPT2["dim"] * seq
+    tokens = batch * seq
+    base = rows[0][1].get("ms_per_step_median")
+    print(f"GPT-2 124M training step on {name}: batch {batch} x seq {seq}, "
+          f"AdamW + clipping; median of {args.iters} steps after "
+          f"{args.warmup} warm-up")
+    print("ratio = Hotstage tokens/s / peer tokens/s (> 1: Hotstage is faster); "
+          f"MFU: {flops_per_token / 1e9:.3f} GFLOP per token vs "
+          + (f"{peak / 1e12:.0f} TFLOP/s bf16 peak" if peak else "unknown peak"))
+    print()
+    header = f"{'run':<14} {'precision':>9} | {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} | {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for label, r in rows:
+        if "error" in r:
+            print(f"{label:<14} failed: {' '.join(r['error'])}")
+            continue
+        ms = r["ms_per_step_median"]
+        tps = tokens / ms * 1e3
+        mfu = f"{tps * flops_per_token / peak * 100:5.1f}%" if peak else "    -"
+        ratio = f"{ms / base:6.2f}" if base and label != "hotstage" else "     -"
+        print(f"{label:<14} {r.get('precision', '?'):>9} | {ms:>9.2f} "
+              f"{tps:>10.0f} {mfu:>6} | {ratio}")
+    print()
+    print(f"reproduce: bench/gpu_step.py --batch {batch} --seq {seq} "
+          f"--warmup {args.warmup} --iters {args.iters} --peers {args.peers} "
+          f"--precisions {args.precisions}"
+          + ("  (--build-only DIR here, --prebuilt DIR there)"))
+
+
+if __name__ == "__main__":
+    main()
