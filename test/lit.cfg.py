@@ -71,6 +71,10 @@ if has_cuda_gpu():
 # ptxas, fatbinary, cuBLASLt); running them needs cuda-gpu.
 if config.hotstage_cuda_toolkit.upper() in ("TRUE", "ON", "1", "YES"):
     config.available_features.add("cuda-toolkit")
+    # The driver API's stub library: every function resolves, none works.
+    config.substitutions.append(
+        ("%cuda_stub_driver",
+         os.path.join(config.hotstage_cuda_lib_dir, "stubs", "libcuda.so")))
 
 # Multi-rank tests launch Open MPI's mpirun (scripts/setup.sh installs it):
 # more ranks than cores, as root in CI containers, shared-memory transport

@@ -57,6 +57,12 @@ namespace {
   X(cuStreamCreate)                                                            \
   X(cuStreamDestroy)                                                           \
   X(cuStreamSynchronize)                                                       \
+  X(cuStreamBeginCapture)                                                      \
+  X(cuStreamEndCapture)                                                        \
+  X(cuGraphInstantiate)                                                        \
+  X(cuGraphLaunch)                                                             \
+  X(cuGraphExecDestroy)                                                        \
+  X(cuGraphDestroy)                                                            \
   X(cuLaunchKernel)
 
 struct Driver {
@@ -65,7 +71,15 @@ struct Driver {
 #undef HS_MEMBER
 
   bool load(std::string &error) {
-    void *library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    // HOTSTAGE_CUDA_DRIVER names another driver library (tests load the
+    // toolkit's stub to check that every function below resolves).
+    const char *path = std::getenv("HOTSTAGE_CUDA_DRIVER");
+    void *library = dlopen(path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!library && path) {
+      error = std::string("cannot load the NVIDIA driver ") + path + ": " +
+              dlerror();
+      return false;
+    }
     if (!library) {
       error = "cannot load the NVIDIA driver (libcuda.so.1): this executable "
               "was built for a CUDA GPU (--target cuda) and this machine has "
@@ -129,6 +143,10 @@ private:
   bool check(cublasStatus_t status, const std::string &what,
              std::string &error);
   bool prepareGemm(const PlanAction &a, Gemm &gemm, std::string &error);
+  /// Puts the function's actions on the stream, one launch each.
+  bool enqueue(const std::string &function,
+               const std::vector<PlanAction> &actions, int slot,
+               std::string &error);
   CUdeviceptr pointer(int buffer, int slot) const {
     const PlanBuffer &b = plan_->buffers.at(buffer);
     return arena_ + b.offset + (slot % b.slots) * b.slotStride();
@@ -146,17 +164,26 @@ private:
   cublasLtHandle_t blas_ = nullptr;
   std::vector<CUfunction> kernels_;
   std::map<const PlanAction *, Gemm> gemms_;
+  bool graphs_ = true;
+  std::map<std::pair<std::string, int>, CUgraphExec> graphExecs_;
 };
 
 bool CudaDevice::check(CUresult result, const std::string &what,
                        std::string &error) {
   if (result == CUDA_SUCCESS)
     return true;
+  if (result == CUDA_ERROR_STUB_LIBRARY) {
+    error = what + ": the NVIDIA driver found is the CUDA toolkit's stub "
+                   "library, not a driver";
+    return false;
+  }
   const char *name = nullptr, *text = nullptr;
   driver_.cuGetErrorName(result, &name);
   driver_.cuGetErrorString(result, &text);
-  error = what + ": " + (name ? name : "CUDA error") + " (" +
-          (text ? text : "unknown") + ")";
+  error = what + ": " +
+          (name ? std::string(name)
+                : "CUDA error " + std::to_string(static_cast<int>(result))) +
+          " (" + (text ? text : "no description") + ")";
   return false;
 }
 
@@ -239,6 +266,8 @@ bool CudaDevice::init(const Plan &plan, std::string &error) {
     return false;
   if (!check(cublasLtCreate(&blas_), "cublasLtCreate", error))
     return false;
+  if (const char *graphs = std::getenv("HOTSTAGE_CUDA_GRAPHS"))
+    graphs_ = std::atoi(graphs) != 0;
   // Every GEMM's descriptors and algorithm, chosen once.
   for (const auto &[name, actions] : plan.functions)
     for (const PlanAction &a : actions)
@@ -306,6 +335,8 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
 }
 
 CudaDevice::~CudaDevice() {
+  for (auto &[key, exec] : graphExecs_)
+    driver_.cuGraphExecDestroy(exec);
   for (auto &[action, g] : gemms_) {
     if (g.desc)
       cublasLtMatmulDescDestroy(g.desc);
@@ -330,6 +361,40 @@ CudaDevice::~CudaDevice() {
 bool CudaDevice::run(const std::string &function,
                      const std::vector<PlanAction> &actions, int slot,
                      std::string &error) {
+  if (!graphs_)
+    return enqueue(function, actions, slot, error) &&
+           check(driver_.cuStreamSynchronize(stream_), function, error);
+  auto key = std::make_pair(function, slot);
+  auto it = graphExecs_.find(key);
+  if (it == graphExecs_.end()) {
+    // The first run records the function's launches; they read their
+    // buffers when replayed, so one graph serves every step.
+    CUgraph graph = nullptr;
+    CUgraphExec exec = nullptr;
+    if (!check(driver_.cuStreamBeginCapture(
+                   stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+               function + ": cuStreamBeginCapture", error))
+      return false;
+    bool queued = enqueue(function, actions, slot, error);
+    CUresult ended = driver_.cuStreamEndCapture(stream_, &graph);
+    if (!queued)
+      return false;
+    if (!check(ended, function + ": cuStreamEndCapture", error))
+      return false;
+    CUresult made = driver_.cuGraphInstantiate(&exec, graph, 0);
+    driver_.cuGraphDestroy(graph);
+    if (!check(made, function + ": cuGraphInstantiate", error))
+      return false;
+    it = graphExecs_.emplace(key, exec).first;
+  }
+  return check(driver_.cuGraphLaunch(it->second, stream_),
+               function + ": cuGraphLaunch", error) &&
+         check(driver_.cuStreamSynchronize(stream_), function, error);
+}
+
+bool CudaDevice::enqueue(const std::string &function,
+                         const std::vector<PlanAction> &actions, int slot,
+                         std::string &error) {
   constexpr unsigned kBlock = 128;
   for (const PlanAction &a : actions) {
     if (a.gemm) {
@@ -372,7 +437,7 @@ bool CudaDevice::run(const std::string &function,
                error))
       return false;
   }
-  return check(driver_.cuStreamSynchronize(stream_), function, error);
+  return true;
 }
 
 bool CudaDevice::upload(const char *host, int64_t offset, int64_t bytes,
