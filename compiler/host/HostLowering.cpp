@@ -1517,9 +1517,11 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
   auto qType = memrefOf({bsz, seq, heads * hd}, f32);
   auto kvType = memrefOf({bsz, seq, kvHeads * hd}, f32);
 
-  // Scores of query i against keys [0, end) of head h, softmaxed into P.
+  // Scores of query i against keys [0, end) of head h, softmaxed into P;
+  // the row's maximum and the inverse of its sum into `stats` if given.
   auto probabilities = [&](Kernel &k, Value Q, Value K, Value P, Value b,
-                           Value h, Value g, Value i) -> Value {
+                           Value h, Value g, Value i,
+                           std::pair<Value, Value> *stats = nullptr) -> Value {
     Value end = causal ? k.addi(i, k.idx(1)) : k.idx(seq);
     Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
     Value sc = k.f32(scale);
@@ -1541,7 +1543,19 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
     Value inv = k.div(k.f32(1), sum);
     k.loop(k.idx(0), end,
            [&](Value j) { k.store(k.mul(k.load(P, j), inv), P, j); });
+    if (stats)
+      *stats = {mx, inv};
     return end;
+  };
+  // Query i's score against key j of head h, as `probabilities` has it.
+  auto score = [&](Kernel &k, Value Q, Value K, Value b, Value h, Value g,
+                   Value i, Value j) {
+    Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
+    Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+      return k.add(a, k.mul(k.load(Q, {b, i, k.addi(qBase, d)}),
+                            k.load(K, {b, j, k.addi(kBase, d)})));
+    });
+    return k.mul(dot, k.f32(scale));
   };
 
   if (!grad) {
@@ -1592,6 +1606,121 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
   Value dyValue = op->getOperand(0);
   int dq = newTemp(op->getResult(0)), dk = newTemp(op->getResult(1)),
       dv = newTemp(op->getResult(2));
+  if (options.parallelOverElements) {
+    // Two kernels, FlashAttention-2's split, each term computed as the one
+    // below computes it and added in the same order, so bitwise the same:
+    // one (batch, head, query) per index for the query's gradient, keeping
+    // each row's maximum, inverse sum and D = sum_j P_j dP_j; then one
+    // (batch, kv head, key) per index for the key's and value's, which
+    // recompute P and dS from those.
+    int stats = newScratch({bsz, heads, seq, 3}, f32);
+    auto statsType = memrefOf({bsz, heads, seq, 3}, f32);
+    Kernel kq = startKernel("attention_grad", loc,
+                            {qType, statsType, qType, qType, kvType, kvType});
+    {
+      Kernel &k = kq;
+      Value DQ = k.args[0], S = k.args[1], DY = k.args[2], Q = k.args[3],
+            K = k.args[4], V = k.args[5];
+      Value P = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+      Value DP = memref::AllocaOp::create(k.b, loc, memrefOf({seq}, f32));
+      Value dqRow = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
+      Value sc = k.f32(scale);
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {bsz, heads, seq});
+        Value b = at[0], h = at[1], i = at[2];
+        Value g = k.divi(h, k.idx(group));
+        Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
+        std::pair<Value, Value> rowStats;
+        Value end = probabilities(k, Q, K, P, b, h, g, i, &rowStats);
+        Value total =
+            k.reduce(k.idx(0), end, k.f32(0), [&](Value j, Value acc) {
+              Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+                return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
+                                      k.load(V, {b, j, k.addi(kBase, d)})));
+              });
+              k.store(dot, DP, j);
+              return k.add(acc, k.mul(k.load(P, j), dot));
+            });
+        k.loop(0, hd, [&](Value d) { k.store(k.f32(0), dqRow, d); });
+        k.loop(k.idx(0), end, [&](Value j) {
+          Value ds =
+              k.mul(k.mul(k.load(P, j), k.sub(k.load(DP, j), total)), sc);
+          k.loop(0, hd, [&](Value d) {
+            k.store(k.add(k.load(dqRow, d),
+                          k.mul(ds, k.load(K, {b, j, k.addi(kBase, d)}))),
+                    dqRow, d);
+          });
+        });
+        k.loop(0, hd, [&](Value d) {
+          k.store(k.load(dqRow, d), DQ, {b, i, k.addi(qBase, d)});
+        });
+        k.store(rowStats.first, S, {b, h, i, k.idx(0)});
+        k.store(rowStats.second, S, {b, h, i, k.idx(1)});
+        k.store(total, S, {b, h, i, k.idx(2)});
+      });
+    }
+    call(finishKernel(kq), bsz * heads * seq,
+         {dq, stats, bufferFor(dyValue), bufferFor(q), bufferFor(key),
+          bufferFor(val)},
+         op);
+
+    Kernel kk =
+        startKernel("attention_grad", loc,
+                    {kvType, kvType, statsType, qType, qType, kvType, kvType});
+    {
+      Kernel &k = kk;
+      Value DK = k.args[0], DV = k.args[1], S = k.args[2], DY = k.args[3],
+            Q = k.args[4], K = k.args[5], V = k.args[6];
+      Value dkRow = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
+      Value dvRow = memref::AllocaOp::create(k.b, loc, memrefOf({hd}, f32));
+      Value sc = k.f32(scale);
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {bsz, kvHeads, seq});
+        Value b = at[0], g = at[1], j = at[2];
+        Value kBase = k.muli(g, k.idx(hd));
+        k.loop(0, hd, [&](Value d) {
+          k.store(k.f32(0), dkRow, d);
+          k.store(k.f32(0), dvRow, d);
+        });
+        k.loop(
+            k.muli(g, k.idx(group)), k.muli(k.addi(g, k.idx(1)), k.idx(group)),
+            [&](Value h) {
+              Value qBase = k.muli(h, k.idx(hd));
+              // The queries that see key j: i >= j when causal.
+              k.loop(causal ? j : k.idx(0), k.idx(seq), [&](Value i) {
+                Value e = k.exp(k.sub(score(k, Q, K, b, h, g, i, j),
+                                      k.load(S, {b, h, i, k.idx(0)})));
+                Value p = k.mul(e, k.load(S, {b, h, i, k.idx(1)}));
+                Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+                  return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
+                                        k.load(V, {b, j, k.addi(kBase, d)})));
+                });
+                Value ds = k.mul(
+                    k.mul(p, k.sub(dot, k.load(S, {b, h, i, k.idx(2)}))), sc);
+                k.loop(0, hd, [&](Value d) {
+                  Value qi = k.addi(qBase, d);
+                  k.store(
+                      k.add(k.load(dkRow, d), k.mul(ds, k.load(Q, {b, i, qi}))),
+                      dkRow, d);
+                  k.store(
+                      k.add(k.load(dvRow, d), k.mul(p, k.load(DY, {b, i, qi}))),
+                      dvRow, d);
+                });
+              });
+            });
+        k.loop(0, hd, [&](Value d) {
+          Value c = k.addi(kBase, d);
+          k.store(k.load(dkRow, d), DK, {b, j, c});
+          k.store(k.load(dvRow, d), DV, {b, j, c});
+        });
+      });
+    }
+    call(finishKernel(kk), bsz * kvHeads * seq,
+         {dk, dv, stats, bufferFor(dyValue), bufferFor(q), bufferFor(key),
+          bufferFor(val)},
+         op);
+    return success();
+  }
   Kernel k = startKernel("attention_grad", loc,
                          {qType, kvType, kvType, qType, qType, kvType, kvType});
   Value DQ = k.args[0], DK = k.args[1], DV = k.args[2], DY = k.args[3],
