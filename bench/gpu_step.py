@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "test", "gpu"))
 import bundle  # noqa: E402  (the libraries a GPU machine may lack)
 GPT2 = dict(vocab=50257, ctx=1024, dim=768, heads=12, layers=12)
+PRECISIONS = ("bf16", "fp32")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
 
 
@@ -52,24 +53,27 @@ def build(hotstage, out, batch, seq):
     defines = [f"-D{k}={v}" for k, v in GPT2.items()]
     defines += [f"-Dbatch={batch}", f"-Dseq={seq}", "-Dmicrobatches=1",
                 "-Dstages=1"]
-    subprocess.run([hotstage, "build", os.path.join(ROOT, "examples", "gpt2.hot"),
-                    "--target", "cuda", "-o", os.path.join(out, "gpt2")]
-                   + defines, check=True)
-    bundle.copy_libraries([os.path.join(out, "gpt2")], os.path.join(out, "lib"))
+    for precision in PRECISIONS:
+        subprocess.run([hotstage, "build",
+                        os.path.join(ROOT, "examples", "gpt2.hot"), "--target",
+                        "cuda", "-o", os.path.join(out, f"gpt2-{precision}"),
+                        f"-Dprecision={precision}"] + defines, check=True)
+    bundle.copy_libraries([os.path.join(out, "gpt2-fp32")],
+                          os.path.join(out, "lib"))
     write_random_shard(os.path.join(out, "tokens.bin"), 4 * 1024 * 1024,
                        GPT2["vocab"])
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"batch": batch, "seq": seq}, f)
 
 
-def hotstage_run(out, warmup, iters):
-    metrics = os.path.join(out, "metrics.jsonl")
+def hotstage_run(out, precision, warmup, iters):
+    metrics = os.path.join(out, f"metrics-{precision}.jsonl")
     if os.path.exists(metrics):
         os.remove(metrics)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = (os.path.join(out, "lib") + ":"
                               + env.get("LD_LIBRARY_PATH", ""))
-    done = subprocess.run([os.path.join(out, "gpt2"), "train", "--data",
+    done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train", "--data",
                            os.path.join(out, "tokens.bin"), "--steps",
                            str(warmup + iters), "--metrics", metrics,
                            "--log-every", str(warmup + iters)],
@@ -78,7 +82,7 @@ def hotstage_run(out, warmup, iters):
         return {"error": done.stderr.strip().splitlines()[-1:]}
     ms = [json.loads(line)["ms"] for line in open(metrics)][warmup:]
     return {"ms_per_step_median": statistics.median(ms),
-            "ms_per_step_min": min(ms), "precision": "fp32",
+            "ms_per_step_min": min(ms), "precision": precision,
             "last_loss": json.loads(open(metrics).readlines()[-1])["loss"]}
 
 
@@ -110,7 +114,7 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--peers", default="pytorch,jax")
     ap.add_argument("--precisions", default="bf16,fp32",
-                    help="the peers' precisions (Hotstage is fp32 today)")
+                    help="bf16 (Hotstage: bf16 GEMM operands), fp32 or both")
     ap.add_argument("--build-only", metavar="DIR")
     ap.add_argument("--prebuilt", metavar="DIR")
     args = ap.parse_args()
@@ -127,10 +131,12 @@ def main():
     cfg = json.load(open(os.path.join(out, "config.json")))
     batch, seq = cfg["batch"], cfg["seq"]
 
-    rows = [("hotstage", hotstage_run(out, args.warmup, args.iters))]
+    precisions = args.precisions.split(",")
+    rows = [(f"hotstage {p}", hotstage_run(out, p, args.warmup, args.iters))
+            for p in precisions]
     scripts = {"pytorch": "pytorch_gpt2_gpu.py", "jax": "jax_gpt2_gpu.py"}
     for peer in args.peers.split(","):
-        for precision in args.precisions.split(","):
+        for precision in precisions:
             rows.append((f"{peer} {precision}",
                          peer_run(scripts[peer], batch, seq, args.warmup,
                                   args.iters, precision)))
@@ -142,11 +148,14 @@ def main():
     n = 124439808  # `hotstage info examples/gpt2.hot`
     flops_per_token = 6 * n + 6 * GPT2["layers"] * GPT2["dim"] * seq
     tokens = batch * seq
-    base = rows[0][1].get("ms_per_step_median")
+    # Each peer against Hotstage in the same precision.
+    base = {label.split()[1]: r.get("ms_per_step_median")
+            for label, r in rows if label.startswith("hotstage")}
     print(f"GPT-2 124M training step on {name}: batch {batch} x seq {seq}, "
           f"AdamW + clipping; median of {args.iters} steps after "
           f"{args.warmup} warm-up")
-    print("ratio = Hotstage tokens/s / peer tokens/s (> 1: Hotstage is faster); "
+    print("ratio = Hotstage tokens/s / peer tokens/s in the same precision "
+          "(> 1: Hotstage is faster); "
           f"MFU: {flops_per_token / 1e9:.3f} GFLOP per token vs "
           + (f"{peak / 1e12:.0f} TFLOP/s bf16 peak" if peak else "unknown peak"))
     print()
@@ -160,7 +169,9 @@ def main():
         ms = r["ms_per_step_median"]
         tps = tokens / ms * 1e3
         mfu = f"{tps * flops_per_token / peak * 100:5.1f}%" if peak else "    -"
-        ratio = f"{ms / base:6.2f}" if base and label != "hotstage" else "     -"
+        mine = base.get(label.split()[1])
+        ratio = (f"{ms / mine:6.2f}" if mine and not label.startswith("hotstage")
+                 else "     -")
         print(f"{label:<14} {r.get('precision', '?'):>9} | {ms:>9.2f} "
               f"{tps:>10.0f} {mfu:>6} | {ratio}")
     print()

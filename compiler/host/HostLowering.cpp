@@ -445,6 +445,11 @@ private:
 
   /// Model name, microbatches, batch, sequence and vocabulary.
   void describeModel();
+  /// precision = bf16: GEMMs read bf16 copies of their operands (rounded to
+  /// nearest even) and accumulate in f32.
+  bool bf16Gemms = false;
+  /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills).
+  int castToBf16(int buffer, Operation *op);
   /// Parameter and state buffers; with `keep`, only those it accepts.
   void addPersistentBuffers(llvm::function_ref<bool(StringRef)> keep);
   /// The chunk of a function (pipelines), or -1.
@@ -1057,6 +1062,10 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   int bufA = bufferFor(aValue), bufB = bufferFor(bValue);
   if (bufA < 0 || bufB < 0)
     return op->emitError("host lowering: matmul operand has no buffer");
+  if (bf16Gemms) {
+    bufA = castToBf16(bufA, op);
+    bufB = castToBf16(bufB, op);
+  }
 
   bool accumulate = accumulateIntoOut;
   if (bias && !accumulateIntoOut) {
@@ -1086,6 +1095,40 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   current->actions.push_back(std::move(act));
   ++actionIndex;
   return success();
+}
+
+int HostLowering::castToBf16(int buffer, Operation *op) {
+  int64_t n = plan.buffers[buffer].bytes / 4;
+  int copy = newScratch({n}, BFloat16Type::get(ctx));
+  // Integer rounding (to nearest, ties to even; NaN stays NaN): the same
+  // bits on every target, with no runtime library call.
+  Type i32 = IntegerType::get(ctx, 32), i16 = IntegerType::get(ctx, 16);
+  Kernel k =
+      startKernel("cast_bf16", op->getLoc(),
+                  {memrefOf({n}, i16), memrefOf({n}, Float32Type::get(ctx))});
+  k.loop(k.begin, k.end, [&](Value i) {
+    OpBuilder &b = k.b;
+    Location loc = k.loc;
+    auto c32 = [&](uint32_t v) {
+      return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
+    };
+    Value x = k.load(k.args[1], i);
+    Value bits = arith::BitcastOp::create(b, loc, i32, x);
+    Value lsb = arith::AndIOp::create(
+        b, loc, arith::ShRUIOp::create(b, loc, bits, c32(16)), c32(1));
+    Value rounded = arith::AddIOp::create(
+        b, loc, bits, arith::AddIOp::create(b, loc, lsb, c32(0x7fff)));
+    Value isNan =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNO, x, x);
+    Value quiet = arith::OrIOp::create(b, loc, bits, c32(0x00400000));
+    Value chosen = arith::SelectOp::create(b, loc, isNan, quiet, rounded);
+    Value high = arith::TruncIOp::create(
+        b, loc, i16, arith::ShRUIOp::create(b, loc, chosen, c32(16)));
+    k.store(high, k.args[0], i);
+  });
+  call(finishKernel(k), n, {copy, buffer}, op);
+  current->actions.back().note = "cast_bf16";
+  return copy;
 }
 
 //===----------------------------------------------------------------------===//
@@ -2180,6 +2223,8 @@ void HostLowering::describeModel() {
       plan.microbatches = std::max<int64_t>(1, m.getInt());
     if (auto d = train.getAs<IntegerAttr>("dp"))
       plan.replicas = std::max<int64_t>(1, d.getInt());
+    if (auto p = train.getAs<StringAttr>("precision"))
+      bf16Gemms = p.getValue() == "bf16";
   }
   // Batch and sequence length from the forward's first input; the
   // vocabulary bounds the token ids: the rows of the tables that inputs

@@ -120,6 +120,7 @@ const char *cublasName(cublasStatus_t status) {
 
 /// One GEMM of the plan as cuBLASLt runs it: row-major C = op(A) op(B) is
 /// column-major C^T = op(B)^T op(A)^T, so B is cuBLASLt's first operand.
+/// f32 or bf16 inputs (precision = bf16), f32 accumulation and output.
 struct Gemm {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t first = nullptr, second = nullptr, out = nullptr;
@@ -291,8 +292,9 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
   // Column-major shapes of the stored matrices (rows, columns, leading
   // dimension) and their batch strides.
   auto layout = [&](cublasLtMatrixLayout_t &l, uint64_t rows, uint64_t cols,
-                    int64_t ld, int64_t stride) {
-    if (!check(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, rows, cols, ld),
+                    int64_t ld, int64_t stride, bool input) {
+    cudaDataType type = input && a.bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    if (!check(cublasLtMatrixLayoutCreate(&l, type, rows, cols, ld),
                "cublasLtMatrixLayoutCreate", error))
       return false;
     int32_t batch = static_cast<int32_t>(a.batch);
@@ -304,11 +306,11 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
     return true;
   };
   int64_t m = a.m, n = a.n, k = a.k;
-  if (!(a.transB ? layout(g.first, k, n, k, a.strideB)
-                 : layout(g.first, n, k, n, a.strideB)) ||
-      !(a.transA ? layout(g.second, m, k, m, a.strideA)
-                 : layout(g.second, k, m, k, a.strideA)) ||
-      !layout(g.out, n, m, n, a.strideC))
+  if (!(a.transB ? layout(g.first, k, n, k, a.strideB, true)
+                 : layout(g.first, n, k, n, a.strideB, true)) ||
+      !(a.transA ? layout(g.second, m, k, m, a.strideA, true)
+                 : layout(g.second, k, m, k, a.strideA, true)) ||
+      !layout(g.out, n, m, n, a.strideC, false))
     return false;
   cublasLtMatmulPreference_t preference = nullptr;
   if (!check(cublasLtMatmulPreferenceCreate(&preference),

@@ -14,7 +14,8 @@
 namespace hotstage::rt {
 
 /// C[b] = op(A[b]) op(B[b]) (+ C[b] when accumulating), row-major, for
-/// every batch b of the action.
+/// every batch b of the action; A and B hold bf16 when `a.bf16` (the
+/// pointers' type notwithstanding).
 void hostGemm(const PlanAction &a, const float *A, const float *B, float *C);
 
 } // namespace hotstage::rt

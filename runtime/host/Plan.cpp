@@ -205,6 +205,15 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
       for (int b : a.buffers)
         if (!plan.buffers.count(b))
           return fail("unknown buffer " + std::to_string(b));
+      if (a.gemm) {
+        const std::string &ta = plan.buffers[a.buffers[0]].dtype,
+                          &tb = plan.buffers[a.buffers[1]].dtype,
+                          &tc = plan.buffers[a.buffers[2]].dtype;
+        a.bf16 = ta == "bf16";
+        if (tb != ta || tc != "f32" || (ta != "f32" && ta != "bf16"))
+          return fail("gemm of " + ta + " x " + tb + " -> " + tc +
+                      " (f32 or bf16 inputs, f32 output)");
+      }
       function->push_back(std::move(a));
     } else if (word == "end") {
       ended = true;

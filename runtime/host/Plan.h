@@ -61,6 +61,9 @@ struct PlanAction {
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool transA = false, transB = false, accumulate = false;
   int64_t strideA = 0, strideB = 0, strideC = 0;
+  /// A GEMM whose A and B buffers hold bf16 (precision = bf16): f32
+  /// accumulation into an f32 C.
+  bool bf16 = false;
   std::string note;
 };
 

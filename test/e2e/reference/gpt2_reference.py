@@ -128,7 +128,7 @@ def resolve_config(raw, steps=None):
     """Checks a config dict and fills defaults; returns a new dict."""
     if not isinstance(raw, dict):
         fail("config: the top level must be a JSON object")
-    allowed = set(MODEL_KEYS) | {"eps", "optimizer", "batch", "seq"}
+    allowed = set(MODEL_KEYS) | {"eps", "optimizer", "batch", "seq", "precision"}
     extra = sorted(set(raw) - allowed)
     if extra:
         fail(f"config: unknown key(s) {extra}; allowed: {sorted(allowed)}")
@@ -143,6 +143,9 @@ def resolve_config(raw, steps=None):
     if cfg["dim"] % cfg["heads"]:
         fail(f"config: dim {cfg['dim']} is not a multiple of heads {cfg['heads']}")
     cfg["eps"] = float(raw.get("eps", 1e-5))
+    cfg["precision"] = raw.get("precision", "fp32")
+    if cfg["precision"] not in ("fp32", "bf16"):
+        fail(f"config: precision {cfg['precision']!r}; expected fp32 or bf16")
     for k in ("batch", "seq"):
         if k in raw:
             cfg[k] = int(raw[k])
@@ -194,6 +197,35 @@ def param_shapes(cfg):
 # --------------------------------------------------------------------------
 # The model.  Parameter paths equal Hotstage's (named_parameters() order too).
 # --------------------------------------------------------------------------
+def round_bf16(x):
+    """x rounded to bf16 (nearest, ties to even) and back to f32."""
+    return x.to(torch.bfloat16).to(torch.float32)
+
+
+class Bf16Matmul(torch.autograd.Function):
+    """a @ b for a [..., k] and b [k, n] as Hotstage's precision = bf16 runs
+    a GEMM: both operands rounded to bf16, f32 accumulation; the backward's
+    GEMMs round theirs (the incoming gradient too)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ra, rb = round_bf16(a), round_bf16(b)
+        ctx.save_for_backward(ra, rb)
+        return ra @ rb
+
+    @staticmethod
+    def backward(ctx, g):
+        ra, rb = ctx.saved_tensors
+        rg = round_bf16(g)
+        k, n = rb.shape
+        return rg @ rb.t(), ra.reshape(-1, k).t() @ rg.reshape(-1, n)
+
+
+# Every GEMM of the model (not attention's products, which Hotstage
+# computes in one f32 kernel): f32, or bf16 with precision = bf16.
+GEMM = torch.matmul
+
+
 class Linear(nn.Module):
     """y = x W^T + b, W is [out, in] (nn.linear)."""
 
@@ -203,7 +235,9 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+        if GEMM is torch.matmul:
+            return F.linear(x, self.weight, self.bias)
+        return GEMM(x, self.weight.t()) + self.bias
 
 
 class LayerNorm(nn.Module):
@@ -293,7 +327,7 @@ class GPT2(nn.Module):
         x = F.embedding(tokens.long(), self.wte) + self.wpe[0:T]
         for block in self.blocks:
             x = block(x)
-        return self.ln_f(x) @ self.wte.t()
+        return GEMM(self.ln_f(x), self.wte.t())
 
     def forward(self, tokens, targets):
         """Mean cross entropy over all B*T positions."""
@@ -439,6 +473,8 @@ def run_reference(args):
     if not 1 <= steps <= n:
         fail(f"--steps {steps}: the batches file has {n} batch(es)")
     cfg = resolve_config(raw, steps)
+    global GEMM
+    GEMM = Bf16Matmul.apply if cfg["precision"] == "bf16" else torch.matmul
     model = build_model(cfg, weights)
     out = train(model, batches["tokens"], batches["targets"], cfg["optimizer"], steps)
     meta = {"config": json.dumps(cfg, sort_keys=True), "torch": torch.__version__,
@@ -778,6 +814,19 @@ def selftest(args):
         assert r.returncode == 2 and "missing tensor(s): ln_f.bias" in r.stderr \
             and "wte: shape [64, 31], expected [64, 32]" in r.stderr, r.stderr
     ok("CLI: --make-inputs, run, deterministic bytes, output names/shapes, bad weights refused")
+
+    # 9. bf16 GEMMs: rounding to nearest with ties to even, and the
+    # backward's products of rounded operands.
+    ties = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, -(1 + 2 ** -8)])
+    assert round_bf16(ties).tolist() == [1.0, 1 + 2 ** -6, 1.0, -1.0], round_bf16(ties)
+    a = torch.randn(2, 3, 5, requires_grad=True)
+    b = torch.randn(5, 4, requires_grad=True)
+    g = torch.randn(2, 3, 4)
+    Bf16Matmul.apply(a, b).backward(g)
+    ra, rb, rg = round_bf16(a.detach()), round_bf16(b.detach()), round_bf16(g)
+    assert torch.allclose(a.grad, rg @ rb.t(), atol=1e-6)
+    assert torch.allclose(b.grad, ra.reshape(-1, 5).t() @ rg.reshape(-1, 4), atol=1e-6)
+    ok("bf16 GEMM: round to nearest even, backward from rounded operands")
     print(f"selftest passed ({len(checks)} checks)", file=sys.stderr)
 
 
