@@ -470,6 +470,7 @@ void hotstage::rt::hostGemm(const PlanAction &, const float *, const float *,
 }
 
 std::unique_ptr<Device> hotstage::rt::createDevice(const Plan &plan,
+                                                   const KernelFn *, int,
                                                    std::string &error) {
   auto device = std::make_unique<CudaDevice>();
   if (!device->init(plan, error))

@@ -7,8 +7,8 @@
 // the executor moves what changed between the two (Executor.h).
 //
 // Which device an executable has is decided when it is linked: the host
-// target links runtime/host/NoDevice.cpp, the CUDA target
-// runtime/cuda/CudaDevice.cpp.
+// target links runtime/host/HostDevice.cpp (no device, or a stand-in for
+// tests), the CUDA target runtime/cuda/CudaDevice.cpp.
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,6 +23,10 @@
 #include <vector>
 
 namespace hotstage::rt {
+
+/// A host kernel: `buffers...`, then the [begin, end) range of its parallel
+/// dimension.
+using KernelFn = void (*)();
 
 class Device {
 public:
@@ -44,7 +48,9 @@ public:
 /// The device this executable was built for, with the plan's arena
 /// allocated and its kernels loaded: nullptr with an empty `error` for the
 /// host target; nullptr with `error` when the device cannot be used.
-std::unique_ptr<Device> createDevice(const Plan &plan, std::string &error);
+/// `kernels` and `threads` are the host's (its stand-in device runs them).
+std::unique_ptr<Device> createDevice(const Plan &plan, const KernelFn *kernels,
+                                     int threads, std::string &error);
 
 } // namespace hotstage::rt
 

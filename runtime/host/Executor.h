@@ -27,10 +27,6 @@
 
 namespace hotstage::rt {
 
-/// A kernel: `buffers...`, then the [begin, end) range of its parallel
-/// dimension.
-using KernelFn = void (*)();
-
 class Executor {
 public:
   Executor(const Plan &plan, const KernelFn *kernels, int threads,

@@ -253,7 +253,8 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   Plan plan;
   if (!parsePlan(hotstage_plan, plan, error, comm.stage()))
     fail("corrupt plan in this executable: " + error);
-  std::unique_ptr<Device> device = createDevice(plan, error);
+  std::unique_ptr<Device> device =
+      createDevice(plan, hotstage_kernels, options.threads, error);
   if (device || !error.empty())
     fail("a GPU build trains on one rank for now (pipelines and data "
          "parallelism over NCCL are not built yet)");
@@ -474,7 +475,8 @@ int main(int argc, char **argv) {
           std::to_string(jobSize) +
           "; build with -D stages=S and -D dp=D for S x D ranks");
 
-  std::unique_ptr<Device> device = createDevice(plan, error);
+  std::unique_ptr<Device> device =
+      createDevice(plan, hotstage_kernels, options.threads, error);
   if (!device && !error.empty())
     fatal(error);
   if (device)
