@@ -620,13 +620,6 @@ int main(int argc, char **argv) {
   if (target) {
     // The kernels run on the GPU: PTX, then a cubin per architecture; the
     // host object holds the plan and the image.
-    if (lowered->plans.size() > 1 || lowered->plans.front().replicas > 1) {
-      llvm::errs() << "hotstage: --target " << targetFlag
-                   << " trains on one GPU for now; pipeline and "
-                      "data-parallel builds (NCCL) are not built yet: use "
-                      "-D stages=1 -D dp=1\n";
-      return 1;
-    }
     mlir::TimingScope gpuTiming = rootTiming.nest("gpu kernels");
     mlir::FailureOr<std::string> ptx =
         cuda::lowerKernelsToPTX(*lowered->kernels, table, *target, error);

@@ -135,6 +135,20 @@ bool Executor::toHost(std::string &error) {
   return !device_ || device_->download(arena_, 0, persistentBytes_, error);
 }
 
+bool Executor::upload(const PlanBuffer &b, int slot, std::string &error) {
+  if (!device_)
+    return true;
+  int64_t offset = static_cast<char *>(buffer(b, slot)) - arena_;
+  return device_->upload(arena_ + offset, offset, b.bytes, error);
+}
+
+bool Executor::download(const PlanBuffer &b, int slot, std::string &error) {
+  if (!device_)
+    return true;
+  int64_t offset = static_cast<char *>(buffer(b, slot)) - arena_;
+  return device_->download(arena_ + offset, offset, b.bytes, error);
+}
+
 bool Executor::run(const std::string &name, std::string &error, int slot) {
   if (!setupError_.empty()) {
     error = setupError_;

@@ -39,6 +39,11 @@ public:
   /// scalars) to the device, or back; no-ops without a device.
   bool toDevice(std::string &error);
   bool toHost(std::string &error);
+  /// Buffer `b` (its copy for slot `slot`) to the device, or back; no-ops
+  /// without a device. Multi-rank runs move what they send, receive and
+  /// all-reduce through the host this way.
+  bool upload(const PlanBuffer &b, int slot, std::string &error);
+  bool download(const PlanBuffer &b, int slot, std::string &error);
   /// Moves every persistent buffer to the device before each run and back
   /// after it (gradcheck and --trace, which read and write them between
   /// runs; small models only).

@@ -146,6 +146,20 @@ int PipelineStep::tag(int chunk, int microbatch, bool gradient,
          index;
 }
 
+void PipelineStep::toDevice(const PlanBuffer &b, int slot) {
+  std::string error;
+  if (!exec_.upload(b, slot, error))
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
+                comm_.context() + ": " + error);
+}
+
+void PipelineStep::toHost(const PlanBuffer &b, int slot) {
+  std::string error;
+  if (!exec_.download(b, slot, error))
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
+                comm_.context() + ": " + error);
+}
+
 void PipelineStep::runFunction(const std::string &name, int microbatch,
                                const std::string &what) {
   std::string error;
@@ -231,44 +245,63 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
                     static_cast<size_t>(b->bytes));
       for (Comm::Request &r : receives[{c, m, false}])
         comm_.wait(r);
+      if (c > 0 && !local(c - 1))
+        for (const PlanBuffer *b : cb.actIn)
+          toDevice(*b, m);
       drain(sends[{c, slotOf(cb.actOut, m), false}]);
       start = std::chrono::steady_clock::now();
       runFunction(cb.forward, m, what);
-      if (c == numChunks_ - 1)
+      if (c == numChunks_ - 1) {
+        toHost(*loss_, m);
         localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
-      else if (local(c + 1))
-        for (size_t i = 0; i < cb.actOut.size(); ++i)
+      } else if (local(c + 1)) {
+        for (size_t i = 0; i < cb.actOut.size(); ++i) {
+          toHost(*cb.actOut[i], m);
           std::memcpy(exec_.buffer(*chunks_[c + 1].actIn[i], m),
                       exec_.buffer(*cb.actOut[i], m),
                       static_cast<size_t>(cb.actOut[i]->bytes));
-      else
-        for (size_t i = 0; i < cb.actOut.size(); ++i)
+          toDevice(*chunks_[c + 1].actIn[i], m);
+        }
+      } else {
+        for (size_t i = 0; i < cb.actOut.size(); ++i) {
+          toHost(*cb.actOut[i], m);
           sends[{c, slotOf(cb.actOut, m), false}].push_back(
               comm_.isend(exec_.buffer(*cb.actOut[i], m), cb.actOut[i]->bytes,
                           comm_.stageRank(stageOf(c + 1)), tag(c, m, false, i),
                           "the activation of chunk " + std::to_string(c) +
                               ", microbatch " + std::to_string(m)));
+        }
+      }
     } else if (a.phase == 'B') {
       for (Comm::Request &r : receives[{c, m, true}])
         comm_.wait(r);
+      if (c + 1 < numChunks_ && !local(c + 1))
+        for (const PlanBuffer *b : cb.gradIn)
+          toDevice(*b, m);
       drain(sends[{c, slotOf(cb.gradOut, m), true}]);
       start = std::chrono::steady_clock::now();
       if (p.dp > 1 && cb.weight.empty() && m == M - 1)
         bucketing_ = &finalAt_[c];
       runFunction(cb.backward, m, what);
       bucketing_ = nullptr;
-      if (c > 0 && local(c - 1))
-        for (size_t i = 0; i < cb.gradOut.size(); ++i)
+      if (c > 0 && local(c - 1)) {
+        for (size_t i = 0; i < cb.gradOut.size(); ++i) {
+          toHost(*cb.gradOut[i], m);
           std::memcpy(exec_.buffer(*chunks_[c - 1].gradIn[i], m),
                       exec_.buffer(*cb.gradOut[i], m),
                       static_cast<size_t>(cb.gradOut[i]->bytes));
-      else if (c > 0)
-        for (size_t i = 0; i < cb.gradOut.size(); ++i)
+          toDevice(*chunks_[c - 1].gradIn[i], m);
+        }
+      } else if (c > 0) {
+        for (size_t i = 0; i < cb.gradOut.size(); ++i) {
+          toHost(*cb.gradOut[i], m);
           sends[{c, slotOf(cb.gradOut, m), true}].push_back(
               comm_.isend(exec_.buffer(*cb.gradOut[i], m), cb.gradOut[i]->bytes,
                           comm_.stageRank(stageOf(c - 1)), tag(c, m, true, i),
                           "the gradient of chunk " + std::to_string(c) +
                               ", microbatch " + std::to_string(m)));
+        }
+      }
     } else {
       if (p.dp > 1 && m == M - 1)
         bucketing_ = &finalAt_[c];
@@ -297,15 +330,22 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   // divides by every replica's microbatches). Most all-reduces started
   // during the last backward; the rest (accumulators no action wrote)
   // start now.
+  // (A device's actions report no progress, so there all start now,
+  // through the host.)
   if (p.dp > 1) {
     for (const PlanBuffer *g : grads_)
-      if (!reduced_.count(g))
+      if (!reduced_.count(g)) {
+        toHost(*g, 0);
         allReduces_.push_back(comm_.startAllReduceReplicas(
             static_cast<float *>(exec_.buffer(*g)),
             static_cast<size_t>(g->numElements()),
             "the gradient all-reduce of " + g->name));
+      }
     for (Comm::Request &r : allReduces_)
       comm_.wait(r);
+    if (exec_.device())
+      for (const PlanBuffer *g : grads_)
+        toDevice(*g, 0);
     allReduces_.clear();
     reduced_.clear();
   }
@@ -316,6 +356,8 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   for (const PlanPipeline::Exchange &e : p.exchanges) {
     const PlanBuffer &b = plan_.buffers.at(e.buffer);
     int peer = comm_.stageRank(e.peer);
+    if (e.send)
+      toHost(b, 0);
     exchange.push_back(
         e.send ? comm_.isend(exec_.buffer(b), b.bytes, peer, base + e.tag,
                              "the accumulator " + b.name)
@@ -324,24 +366,37 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   }
   for (Comm::Request &r : exchange)
     comm_.wait(r);
+  for (const PlanPipeline::Exchange &e : p.exchanges)
+    if (!e.send)
+      toDevice(plan_.buffers.at(e.buffer), 0);
 
   // Each parameter's squared norm from the stage that owns it (the others
   // hold zero, and x + 0 is exact), then the optimizer on every stage.
   runFunction(gradNorms_, 0, stepName + ", gradient norms");
   if (!norms_.empty()) {
     std::vector<float> norms;
-    for (const PlanBuffer *b : norms_)
+    for (const PlanBuffer *b : norms_) {
+      toHost(*b, 0);
       norms.push_back(*static_cast<const float *>(exec_.buffer(*b)));
+    }
     comm_.allReducePipeline(norms.data(), norms.size(), "the gradient norms");
-    for (size_t i = 0; i < norms_.size(); ++i)
+    for (size_t i = 0; i < norms_.size(); ++i) {
       *static_cast<float *>(exec_.buffer(*norms_[i])) = norms[i];
+      toDevice(*norms_[i], 0);
+    }
   }
   *static_cast<int64_t *>(exec_.buffer(*stepBuf_)) = step;
   *static_cast<int64_t *>(exec_.buffer(*totalBuf_)) = totalSteps;
+  toDevice(*stepBuf_, 0);
+  toDevice(*totalBuf_, 0);
   runFunction(optimizer_, 0, stepName + ", optimizer step");
+  toHost(*lr_, 0);
+  toHost(*gradNorm_, 0);
   // The owners' norms must not count twice next step.
-  for (const PlanBuffer *b : norms_)
+  for (const PlanBuffer *b : norms_) {
     *static_cast<float *>(exec_.buffer(*b)) = 0;
+    toDevice(*b, 0);
+  }
 
   // The loss lives on the last stage of each replica (the others add 0).
   lossSum = localLoss;

@@ -65,6 +65,10 @@ private:
   int stageOf(int chunk) const { return plan_.pipeline.chunkRank[chunk]; }
   bool local(int chunk) const { return stageOf(chunk) == plan_.pipeline.rank; }
   int tag(int chunk, int microbatch, bool gradient, int index) const;
+  /// A buffer to the device or back (a GPU build stages what it sends,
+  /// receives and all-reduces through the host); no-ops on the host.
+  void toDevice(const PlanBuffer &b, int slot);
+  void toHost(const PlanBuffer &b, int slot);
   void runFunction(const std::string &name, int microbatch,
                    const std::string &what);
 

@@ -253,12 +253,15 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   Plan plan;
   if (!parsePlan(hotstage_plan, plan, error, comm.stage()))
     fail("corrupt plan in this executable: " + error);
+  // With a device, what the ranks send, receive and all-reduce goes
+  // through the host (NCCL is not built yet).
   std::unique_ptr<Device> device =
       createDevice(plan, hotstage_kernels, options.threads, error);
-  if (device || !error.empty())
-    fail("a GPU build trains on one rank for now (pipelines and data "
-         "parallelism over NCCL are not built yet)");
-  Executor exec(plan, hotstage_kernels, options.threads);
+  if (!device && !error.empty())
+    fail(error);
+  if (device && leader)
+    std::fprintf(stderr, "training on %s (rank 0)\n", device->name().c_str());
+  Executor exec(plan, hotstage_kernels, options.threads, std::move(device));
   if (!exec.arena())
     fail("cannot allocate the arena of " + std::to_string(plan.arenaBytes) +
          " bytes");
@@ -290,6 +293,8 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   } else {
     initParameters(plan, exec, options.seed);
   }
+  if (!exec.toDevice(error))
+    fail(error);
   BatchLoader loader(*data, plan.batch, plan.seq, state.seed);
   if (!loader.init(error))
     fail(error);
@@ -301,7 +306,8 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
     state.dataEpoch = cursor.epoch;
     state.dataPosition = cursor.position;
     if (comm.replica() == 0 &&
-        !saveCheckpoint(plan, exec, options.ckptDir, state, error, ckptStage))
+        (!exec.toHost(error) ||
+         !saveCheckpoint(plan, exec, options.ckptDir, state, error, ckptStage)))
       fail(error);
   };
 
@@ -386,10 +392,16 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
         localLoss += *one.loss;
       }
       lossSum = localLoss;
-      for (const PlanBuffer *g : one.grads)
+      // (Through the host with a device.)
+      for (const PlanBuffer *g : one.grads) {
+        if (!exec.download(*g, 0, error))
+          fail(error);
         comm.allReduceReplicas(static_cast<float *>(exec.buffer(*g)),
                                static_cast<size_t>(g->numElements()),
                                "the gradient all-reduce of " + g->name);
+        if (!exec.upload(*g, 0, error))
+          fail(error);
+      }
       comm.allReduceWorld(&lossSum, 1, "the loss");
       *one.step = step;
       *one.total = options.steps;
