@@ -20,6 +20,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -63,6 +64,10 @@ namespace {
   X(cuGraphLaunch)                                                             \
   X(cuGraphExecDestroy)                                                        \
   X(cuGraphDestroy)                                                            \
+  X(cuEventCreate)                                                             \
+  X(cuEventRecord)                                                             \
+  X(cuEventElapsedTime)                                                        \
+  X(cuEventDestroy)                                                            \
   X(cuLaunchKernel)
 
 struct Driver {
@@ -167,6 +172,17 @@ private:
   std::map<const PlanAction *, Gemm> gemms_;
   bool graphs_ = true;
   std::map<std::pair<std::string, int>, CUgraphExec> graphExecs_;
+
+  // HOTSTAGE_PROFILE=1: each action timed with events (no graphs), summed
+  // by function and op, printed at exit with the GEMMs' TFLOP/s.
+  struct ProfileEntry {
+    double ms = 0, flops = 0;
+    int64_t calls = 0;
+  };
+  bool profile_ = false;
+  std::vector<CUevent> events_; // two per action of the longest function
+  std::map<std::string, ProfileEntry> profileEntries_;
+  void printProfile() const;
 };
 
 bool CudaDevice::check(CUresult result, const std::string &what,
@@ -269,6 +285,18 @@ bool CudaDevice::init(const Plan &plan, std::string &error) {
     return false;
   if (const char *graphs = std::getenv("HOTSTAGE_CUDA_GRAPHS"))
     graphs_ = std::atoi(graphs) != 0;
+  profile_ = std::getenv("HOTSTAGE_PROFILE") != nullptr;
+  if (profile_) {
+    graphs_ = false;
+    size_t longest = 0;
+    for (const auto &[name, actions] : plan.functions)
+      longest = std::max(longest, actions.size());
+    events_.resize(2 * longest);
+    for (CUevent &e : events_)
+      if (!check(driver_.cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate",
+                 error))
+        return false;
+  }
   // Every GEMM's descriptors and algorithm, chosen once.
   for (const auto &[name, actions] : plan.functions)
     for (const PlanAction &a : actions)
@@ -336,7 +364,34 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
   return true;
 }
 
+void CudaDevice::printProfile() const {
+  std::vector<std::pair<std::string, const ProfileEntry *>> rows;
+  double total = 0;
+  for (auto &[key, entry] : profileEntries_) {
+    rows.push_back({key, &entry});
+    total += entry.ms;
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](auto &a, auto &b) { return a.second->ms > b.second->ms; });
+  std::fprintf(stderr, "profile (HOTSTAGE_PROFILE, %s): %.3f s in actions\n",
+               name_.c_str(), total / 1e3);
+  std::fprintf(stderr, "%10s %6s %10s %9s  %s\n", "ms", "%", "calls", "TFLOP/s",
+               "function / action");
+  for (auto &[key, e] : rows) {
+    char rate[32] = "";
+    if (e->flops > 0)
+      std::snprintf(rate, sizeof(rate), "%9.1f", e->flops / (e->ms * 1e9));
+    std::fprintf(stderr, "%10.2f %6.1f %10lld %9s  %s\n", e->ms,
+                 total > 0 ? 100 * e->ms / total : 0.0,
+                 static_cast<long long>(e->calls), rate, key.c_str());
+  }
+}
+
 CudaDevice::~CudaDevice() {
+  if (profile_)
+    printProfile();
+  for (CUevent e : events_)
+    driver_.cuEventDestroy(e);
   for (auto &[key, exec] : graphExecs_)
     driver_.cuGraphExecDestroy(exec);
   for (auto &[action, g] : gemms_) {
@@ -363,9 +418,23 @@ CudaDevice::~CudaDevice() {
 bool CudaDevice::run(const std::string &function,
                      const std::vector<PlanAction> &actions, int slot,
                      std::string &error) {
-  if (!graphs_)
-    return enqueue(function, actions, slot, error) &&
-           check(driver_.cuStreamSynchronize(stream_), function, error);
+  if (!graphs_) {
+    if (!enqueue(function, actions, slot, error) ||
+        !check(driver_.cuStreamSynchronize(stream_), function, error))
+      return false;
+    for (size_t i = 0; profile_ && i < actions.size(); ++i) {
+      const PlanAction &a = actions[i];
+      float ms = 0;
+      driver_.cuEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
+      ProfileEntry &e =
+          profileEntries_[function + " / " + (a.gemm ? "gemm " : "") + a.note];
+      e.ms += ms;
+      ++e.calls;
+      if (a.gemm)
+        e.flops += 2.0 * a.batch * a.m * a.n * a.k;
+    }
+    return true;
+  }
   auto key = std::make_pair(function, slot);
   auto it = graphExecs_.find(key);
   if (it == graphExecs_.end()) {
@@ -398,7 +467,10 @@ bool CudaDevice::enqueue(const std::string &function,
                          const std::vector<PlanAction> &actions, int slot,
                          std::string &error) {
   constexpr unsigned kBlock = 128;
-  for (const PlanAction &a : actions) {
+  for (size_t index = 0; index < actions.size(); ++index) {
+    const PlanAction &a = actions[index];
+    if (profile_)
+      driver_.cuEventRecord(events_[2 * index], stream_);
     if (a.gemm) {
       const Gemm &g = gemms_.at(&a);
       float one = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
@@ -414,6 +486,8 @@ bool CudaDevice::enqueue(const std::string &function,
                                 workspaceBytes_, stream_),
                  function + ", GEMM " + a.note, error))
         return false;
+      if (profile_)
+        driver_.cuEventRecord(events_[2 * index + 1], stream_);
       continue;
     }
     // The kernel's buffers, then the size of its parallel range: one
@@ -438,6 +512,8 @@ bool CudaDevice::enqueue(const std::string &function,
                    a.note + ")",
                error))
       return false;
+    if (profile_)
+      driver_.cuEventRecord(events_[2 * index + 1], stream_);
   }
   return true;
 }
