@@ -1560,21 +1560,25 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
   auto qType = memrefOf({bsz, seq, heads * hd}, f32);
   auto kvType = memrefOf({bsz, seq, kvHeads * hd}, f32);
 
+  // Query i's score against key j of head h.
+  auto score = [&](Kernel &k, Value Q, Value K, Value b, Value h, Value g,
+                   Value i, Value j) {
+    Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
+    Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+      return k.add(a, k.mul(k.load(Q, {b, i, k.addi(qBase, d)}),
+                            k.load(K, {b, j, k.addi(kBase, d)})));
+    });
+    return k.mul(dot, k.f32(scale));
+  };
   // Scores of query i against keys [0, end) of head h, softmaxed into P;
   // the row's maximum and the inverse of its sum into `stats` if given.
   auto probabilities = [&](Kernel &k, Value Q, Value K, Value P, Value b,
                            Value h, Value g, Value i,
                            std::pair<Value, Value> *stats = nullptr) -> Value {
     Value end = causal ? k.addi(i, k.idx(1)) : k.idx(seq);
-    Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
-    Value sc = k.f32(scale);
     Value mx =
         k.reduce(k.idx(0), end, k.f32(-INFINITY), [&](Value j, Value acc) {
-          Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
-            return k.add(a, k.mul(k.load(Q, {b, i, k.addi(qBase, d)}),
-                                  k.load(K, {b, j, k.addi(kBase, d)})));
-          });
-          Value s = k.mul(dot, sc);
+          Value s = score(k, Q, K, b, h, g, i, j);
           k.store(s, P, j);
           return k.max(acc, s);
         });
@@ -1590,15 +1594,22 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
       *stats = {mx, inv};
     return end;
   };
-  // Query i's score against key j of head h, as `probabilities` has it.
-  auto score = [&](Kernel &k, Value Q, Value K, Value b, Value h, Value g,
-                   Value i, Value j) {
-    Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
-    Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
-      return k.add(a, k.mul(k.load(Q, {b, i, k.addi(qBase, d)}),
-                            k.load(K, {b, j, k.addi(kBase, d)})));
+  // dP_ij = dy_i . v_j, as both forms of the gradient compute it.
+  auto dyDotV = [&](Kernel &k, Value DY, Value V, Value b, Value i, Value j,
+                    Value qBase, Value kBase) {
+    return k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
+      return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
+                            k.load(V, {b, j, k.addi(kBase, d)})));
     });
-    return k.mul(dot, k.f32(scale));
+  };
+  // D = sum_j P_j dP_j over keys [0, end), each dP_j kept in DP.
+  auto rowD = [&](Kernel &k, Value DY, Value V, Value P, Value DP, Value b,
+                  Value i, Value qBase, Value kBase, Value end) {
+    return k.reduce(k.idx(0), end, k.f32(0), [&](Value j, Value acc) {
+      Value dot = dyDotV(k, DY, V, b, i, j, qBase, kBase);
+      k.store(dot, DP, j);
+      return k.add(acc, k.mul(k.load(P, j), dot));
+    });
   };
 
   if (!grad) {
@@ -1675,15 +1686,7 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
         Value qBase = k.muli(h, k.idx(hd)), kBase = k.muli(g, k.idx(hd));
         std::pair<Value, Value> rowStats;
         Value end = probabilities(k, Q, K, P, b, h, g, i, &rowStats);
-        Value total =
-            k.reduce(k.idx(0), end, k.f32(0), [&](Value j, Value acc) {
-              Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
-                return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
-                                      k.load(V, {b, j, k.addi(kBase, d)})));
-              });
-              k.store(dot, DP, j);
-              return k.add(acc, k.mul(k.load(P, j), dot));
-            });
+        Value total = rowD(k, DY, V, P, DP, b, i, qBase, kBase, end);
         k.loop(0, hd, [&](Value d) { k.store(k.f32(0), dqRow, d); });
         k.loop(k.idx(0), end, [&](Value j) {
           Value ds =
@@ -1725,32 +1728,29 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
           k.store(k.f32(0), dkRow, d);
           k.store(k.f32(0), dvRow, d);
         });
-        k.loop(
-            k.muli(g, k.idx(group)), k.muli(k.addi(g, k.idx(1)), k.idx(group)),
-            [&](Value h) {
-              Value qBase = k.muli(h, k.idx(hd));
-              // The queries that see key j: i >= j when causal.
-              k.loop(causal ? j : k.idx(0), k.idx(seq), [&](Value i) {
-                Value e = k.exp(k.sub(score(k, Q, K, b, h, g, i, j),
-                                      k.load(S, {b, h, i, k.idx(0)})));
-                Value p = k.mul(e, k.load(S, {b, h, i, k.idx(1)}));
-                Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
-                  return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
-                                        k.load(V, {b, j, k.addi(kBase, d)})));
-                });
-                Value ds = k.mul(
-                    k.mul(p, k.sub(dot, k.load(S, {b, h, i, k.idx(2)}))), sc);
-                k.loop(0, hd, [&](Value d) {
-                  Value qi = k.addi(qBase, d);
-                  k.store(
-                      k.add(k.load(dkRow, d), k.mul(ds, k.load(Q, {b, i, qi}))),
-                      dkRow, d);
-                  k.store(
-                      k.add(k.load(dvRow, d), k.mul(p, k.load(DY, {b, i, qi}))),
-                      dvRow, d);
-                });
-              });
-            });
+        k.loop(k.muli(g, k.idx(group)),
+               k.muli(k.addi(g, k.idx(1)), k.idx(group)), [&](Value h) {
+                 Value qBase = k.muli(h, k.idx(hd));
+                 // The queries that see key j: i >= j when causal.
+                 k.loop(causal ? j : k.idx(0), k.idx(seq), [&](Value i) {
+                   Value e = k.exp(k.sub(score(k, Q, K, b, h, g, i, j),
+                                         k.load(S, {b, h, i, k.idx(0)})));
+                   Value p = k.mul(e, k.load(S, {b, h, i, k.idx(1)}));
+                   Value dot = dyDotV(k, DY, V, b, i, j, qBase, kBase);
+                   Value ds = k.mul(
+                       k.mul(p, k.sub(dot, k.load(S, {b, h, i, k.idx(2)}))),
+                       sc);
+                   k.loop(0, hd, [&](Value d) {
+                     Value qi = k.addi(qBase, d);
+                     k.store(k.add(k.load(dkRow, d),
+                                   k.mul(ds, k.load(Q, {b, i, qi}))),
+                             dkRow, d);
+                     k.store(k.add(k.load(dvRow, d),
+                                   k.mul(p, k.load(DY, {b, i, qi}))),
+                             dvRow, d);
+                   });
+                 });
+               });
         k.loop(0, hd, [&](Value d) {
           Value c = k.addi(kBase, d);
           k.store(k.load(dkRow, d), DK, {b, j, c});
@@ -1784,51 +1784,41 @@ LogicalResult HostLowering::lowerAttention(Operation *op) {
         k.store(k.f32(0), DV, {b, j, c});
       });
     });
-    k.loop(
-        k.muli(g, k.idx(group)), k.muli(k.addi(g, k.idx(1)), k.idx(group)),
-        [&](Value h) {
-          Value qBase = k.muli(h, k.idx(hd));
-          k.loop(0, seq, [&](Value i) {
-            Value end = probabilities(k, Q, K, P, b, h, g, i);
-            // dP_j = dy_i . v_j;  D = sum_j P_j dP_j
-            Value total =
-                k.reduce(k.idx(0), end, k.f32(0), [&](Value j, Value acc) {
-                  Value dot = k.reduce(0, hd, k.f32(0), [&](Value d, Value a) {
-                    return k.add(a, k.mul(k.load(DY, {b, i, k.addi(qBase, d)}),
-                                          k.load(V, {b, j, k.addi(kBase, d)})));
-                  });
-                  k.store(dot, DP, j);
-                  return k.add(acc, k.mul(k.load(P, j), dot));
-                });
-            // This query's rows on the stack: no store below can touch
-            // them, so they stay in registers.
-            k.loop(0, hd, [&](Value d) {
-              Value qi = k.addi(qBase, d);
-              k.store(k.f32(0), dqRow, d);
-              k.store(k.load(Q, {b, i, qi}), qRow, d);
-              k.store(k.load(DY, {b, i, qi}), dyRow, d);
-            });
-            k.loop(k.idx(0), end, [&](Value j) {
-              Value p = k.load(P, j);
-              Value ds = k.mul(k.mul(p, k.sub(k.load(DP, j), total)), sc);
-              k.loop(0, hd, [&](Value d) {
-                Value ki = k.addi(kBase, d);
-                k.store(
-                    k.add(k.load(dqRow, d), k.mul(ds, k.load(K, {b, j, ki}))),
-                    dqRow, d);
-                k.store(
-                    k.add(k.load(DK, {b, j, ki}), k.mul(ds, k.load(qRow, d))),
-                    DK, {b, j, ki});
-                k.store(
-                    k.add(k.load(DV, {b, j, ki}), k.mul(p, k.load(dyRow, d))),
-                    DV, {b, j, ki});
-              });
-            });
-            k.loop(0, hd, [&](Value d) {
-              k.store(k.load(dqRow, d), DQ, {b, i, k.addi(qBase, d)});
-            });
-          });
-        });
+    k.loop(k.muli(g, k.idx(group)), k.muli(k.addi(g, k.idx(1)), k.idx(group)),
+           [&](Value h) {
+             Value qBase = k.muli(h, k.idx(hd));
+             k.loop(0, seq, [&](Value i) {
+               Value end = probabilities(k, Q, K, P, b, h, g, i);
+               Value total = rowD(k, DY, V, P, DP, b, i, qBase, kBase, end);
+               // This query's rows on the stack: no store below can touch
+               // them, so they stay in registers.
+               k.loop(0, hd, [&](Value d) {
+                 Value qi = k.addi(qBase, d);
+                 k.store(k.f32(0), dqRow, d);
+                 k.store(k.load(Q, {b, i, qi}), qRow, d);
+                 k.store(k.load(DY, {b, i, qi}), dyRow, d);
+               });
+               k.loop(k.idx(0), end, [&](Value j) {
+                 Value p = k.load(P, j);
+                 Value ds = k.mul(k.mul(p, k.sub(k.load(DP, j), total)), sc);
+                 k.loop(0, hd, [&](Value d) {
+                   Value ki = k.addi(kBase, d);
+                   k.store(k.add(k.load(dqRow, d),
+                                 k.mul(ds, k.load(K, {b, j, ki}))),
+                           dqRow, d);
+                   k.store(k.add(k.load(DK, {b, j, ki}),
+                                 k.mul(ds, k.load(qRow, d))),
+                           DK, {b, j, ki});
+                   k.store(k.add(k.load(DV, {b, j, ki}),
+                                 k.mul(p, k.load(dyRow, d))),
+                           DV, {b, j, ki});
+                 });
+               });
+               k.loop(0, hd, [&](Value d) {
+                 k.store(k.load(dqRow, d), DQ, {b, i, k.addi(qBase, d)});
+               });
+             });
+           });
   });
   call(finishKernel(k), bsz * kvHeads,
        {dq, dk, dv, bufferFor(dyValue), bufferFor(q), bufferFor(key),
