@@ -53,8 +53,8 @@ namespace {
   X(cuMemAlloc)                                                                \
   X(cuMemFree)                                                                 \
   X(cuMemsetD8)                                                                \
-  X(cuMemcpyHtoD)                                                              \
-  X(cuMemcpyDtoH)                                                              \
+  X(cuMemcpyHtoDAsync)                                                         \
+  X(cuMemcpyDtoHAsync)                                                         \
   X(cuStreamCreate)                                                            \
   X(cuStreamDestroy)                                                           \
   X(cuStreamSynchronize)                                                       \
@@ -518,21 +518,24 @@ bool CudaDevice::enqueue(const std::string &function,
   return true;
 }
 
+// Copies go on the actions' stream, so they are ordered with them: an
+// upload from pageable memory returns once staged, before its DMA ends.
 bool CudaDevice::upload(const char *host, int64_t offset, int64_t bytes,
                         std::string &error) {
   return bytes == 0 ||
-         check(driver_.cuMemcpyHtoD(arena_ + offset, host + 0,
-                                    static_cast<size_t>(bytes)),
+         check(driver_.cuMemcpyHtoDAsync(arena_ + offset, host,
+                                         static_cast<size_t>(bytes), stream_),
                "copying " + std::to_string(bytes) + " bytes to the GPU", error);
 }
 
 bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
                           std::string &error) {
   return bytes == 0 ||
-         check(driver_.cuMemcpyDtoH(host, arena_ + offset,
-                                    static_cast<size_t>(bytes)),
-               "copying " + std::to_string(bytes) + " bytes from the GPU",
-               error);
+         (check(driver_.cuMemcpyDtoHAsync(host, arena_ + offset,
+                                          static_cast<size_t>(bytes), stream_),
+                "copying " + std::to_string(bytes) + " bytes from the GPU",
+                error) &&
+          check(driver_.cuStreamSynchronize(stream_), "a download", error));
 }
 
 } // namespace
