@@ -245,7 +245,10 @@ std::string trainUsage(const char *programName, const char *modelName) {
          "1 if any\n"
          "relative error exceeds its tolerance.\n"
          "\n"
-         "Options take '--opt value' or '--opt=value'.\n";
+         "Options take '--opt value' or '--opt=value'. Environment: "
+         "HOTSTAGE_PROFILE=1 prints\n"
+         "the time of every action at exit; docs/training.md lists the "
+         "others.\n";
 }
 
 } // namespace hotstage::rt
