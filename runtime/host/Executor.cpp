@@ -61,7 +61,12 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
     : profile_(std::getenv("HOTSTAGE_PROFILE") != nullptr),
       device_(std::move(device)), persistentBytes_(plan.persistentBytes),
       pool_(device_ ? 1 : threads) {
-  size_t bytes = (static_cast<size_t>(plan.arenaBytes) + 63) / 64 * 64;
+  // With a device the host copy needs only the persistent buffers: the
+  // temporaries live on the device alone.
+  size_t bytes =
+      (static_cast<size_t>(device_ ? plan.persistentBytes : plan.arenaBytes) +
+       63) /
+      64 * 64;
   arena_ = static_cast<char *>(std::aligned_alloc(64, bytes ? bytes : 64));
   if (arena_)
     std::memset(arena_, 0, bytes);
@@ -135,9 +140,21 @@ bool Executor::toHost(std::string &error) {
   return !device_ || device_->download(arena_, 0, persistentBytes_, error);
 }
 
+/// The host copy holds persistent buffers only (with a device).
+static bool persistent(const PlanBuffer &b, std::string &error) {
+  if (b.kind != "temp")
+    return true;
+  error = "internal: buffer " + b.name +
+          " is a temporary, which lives on "
+          "the device only";
+  return false;
+}
+
 bool Executor::upload(const PlanBuffer &b, int slot, std::string &error) {
   if (!device_)
     return true;
+  if (!persistent(b, error))
+    return false;
   int64_t offset = static_cast<char *>(buffer(b, slot)) - arena_;
   return device_->upload(arena_ + offset, offset, b.bytes, error);
 }
@@ -145,6 +162,8 @@ bool Executor::upload(const PlanBuffer &b, int slot, std::string &error) {
 bool Executor::download(const PlanBuffer &b, int slot, std::string &error) {
   if (!device_)
     return true;
+  if (!persistent(b, error))
+    return false;
   int64_t offset = static_cast<char *>(buffer(b, slot)) - arena_;
   return device_->download(arena_ + offset, offset, b.bytes, error);
 }

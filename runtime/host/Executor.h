@@ -5,11 +5,12 @@
 // oneDNN (the same threads: see ThreadPool.h).
 //
 // With a device (a GPU build, Device.h) the actions run there, on the
-// device's arena; `buffer()` is then the host copy. Each run uploads the
-// inputs and scalars and downloads the scalars (the loss, the learning
-// rate, the gradient norm); parameters and optimizer state move only on
-// `toDevice()` (after initialising or loading them) and `toHost()`
-// (before saving them), or around every run with `syncEveryRun`.
+// device's arena; `buffer()` is then the host copy, which holds the
+// persistent buffers only (temporaries live on the device alone). Each run
+// uploads the inputs and scalars and downloads the scalars (the loss, the
+// learning rate, the gradient norm); parameters and optimizer state move only
+// on `toDevice()` (after initialising or loading them) and `toHost()` (before
+// saving them), or around every run with `syncEveryRun`.
 //
 //===----------------------------------------------------------------------===//
 
