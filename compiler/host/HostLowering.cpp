@@ -1353,29 +1353,107 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     return success();
   }
 
+  // Over elements (the GPU), each row's maximum and sum of exponentials in
+  // two kernels: 32 lanes a row, lane l folding columns l, l + 32, ...
+  // (neighbouring indices read neighbouring floats), then one index a row
+  // combining its lanes. Returns the [rows, 2] buffer of (max, sum).
+  constexpr int64_t kLanes = 32;
+  auto rowMaxSum = [&](int logits, int64_t rows, int64_t v) {
+    int partial = newScratch({rows, kLanes, 2}, f32);
+    Kernel k = startKernel(
+        "row_max_sum_lanes", loc,
+        {memrefOf({rows, kLanes, 2}, f32), memrefOf({rows, v}, f32)});
+    Value P = k.args[0], X = k.args[1];
+    int64_t steps = (v + kLanes - 1) / kLanes;
+    k.loop(k.begin, k.end, [&](Value index) {
+      SmallVector<Value> at = k.unflatten(index, {rows, kLanes});
+      Value r = at[0], l = at[1];
+      // Column l + 32 s, or (past the row's end) none: the fold's identity.
+      auto fold = [&](Value init, auto combine) {
+        return k.reduce(0, steps, init, [&](Value step, Value acc) {
+          Value j = k.addi(l, k.muli(step, k.idx(kLanes)));
+          Value inRow = arith::CmpIOp::create(
+              k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(v));
+          Value safe = arith::SelectOp::create(k.b, k.loc, inRow, j, k.idx(0));
+          Value next = combine(acc, k.load(X, {r, safe}));
+          return arith::SelectOp::create(k.b, k.loc, inRow, next, acc)
+              .getResult();
+        });
+      };
+      Value mx = fold(k.f32(-INFINITY),
+                      [&](Value acc, Value x) { return k.max(acc, x); });
+      Value sum = fold(k.f32(0), [&](Value acc, Value x) {
+        return k.add(acc, k.exp(k.sub(x, mx)));
+      });
+      k.store(mx, P, {r, l, k.idx(0)});
+      k.store(sum, P, {r, l, k.idx(1)});
+    });
+    call(finishKernel(k), rows * kLanes, {partial, logits}, op);
+    int stats = newScratch({rows, 2}, f32);
+    Kernel c = startKernel(
+        "row_max_sum", loc,
+        {memrefOf({rows, 2}, f32), memrefOf({rows, kLanes, 2}, f32)});
+    c.loop(c.begin, c.end, [&](Value r) {
+      Value Pc = c.args[1];
+      Value mx = c.reduce(0, kLanes, c.f32(-INFINITY), [&](Value l, Value acc) {
+        return c.max(acc, c.load(Pc, {r, l, c.idx(0)}));
+      });
+      // A lane's sum, rescaled from its maximum to the row's (an empty
+      // lane has sum 0).
+      Value sum = c.reduce(0, kLanes, c.f32(0), [&](Value l, Value acc) {
+        Value scale = c.exp(c.sub(c.load(Pc, {r, l, c.idx(0)}), mx));
+        return c.add(acc, c.mul(c.load(Pc, {r, l, c.idx(1)}), scale));
+      });
+      c.store(mx, c.args[0], {r, c.idx(0)});
+      c.store(sum, c.args[0], {r, c.idx(1)});
+    });
+    call(finishKernel(c), rows, {stats, partial}, op);
+    return stats;
+  };
+
   if (auto ce = dyn_cast<CrossEntropyOp>(op)) {
     int64_t rows, v;
     std::tie(rows, v) = rowsOf(ce.getLogits());
     Type idType = tensorType(ce.getTargets()).getElementType();
     // Per-row losses in parallel, then their mean in order on one thread.
     int perRow = newScratch({rows}, f32);
-    Kernel k = startKernel("cross_entropy_rows", loc,
-                           {memrefOf({rows}, f32), memrefOf({rows, v}, f32),
-                            memrefOf({rows}, idType)});
-    Value L = k.args[0], X = k.args[1], T = k.args[2];
-    k.loop(k.begin, k.end, [&](Value r) {
-      Value mx = k.reduce(0, v, k.f32(-INFINITY), [&](Value j, Value acc) {
-        return k.max(acc, k.load(X, {r, j}));
+    if (options.parallelOverElements) {
+      int stats = rowMaxSum(bufferFor(ce.getLogits()), rows, v);
+      Kernel k =
+          startKernel("cross_entropy_rows", loc,
+                      {memrefOf({rows}, f32), memrefOf({rows, 2}, f32),
+                       memrefOf({rows, v}, f32), memrefOf({rows}, idType)});
+      Value L = k.args[0], S = k.args[1], X = k.args[2], T = k.args[3];
+      k.loop(k.begin, k.end, [&](Value r) {
+        Value lse =
+            k.add(k.load(S, {r, k.idx(0)}),
+                  math::LogOp::create(k.b, k.loc, k.load(S, {r, k.idx(1)})));
+        Value target = k.toIndex(k.load(T, r));
+        k.store(k.sub(lse, k.load(X, {r, target})), L, r);
       });
-      Value sum = k.reduce(0, v, k.f32(0), [&](Value j, Value acc) {
-        return k.add(acc, k.exp(k.sub(k.load(X, {r, j}), mx)));
+      call(finishKernel(k), rows,
+           {perRow, stats, bufferFor(ce.getLogits()),
+            bufferFor(ce.getTargets())},
+           op);
+    } else {
+      Kernel k = startKernel("cross_entropy_rows", loc,
+                             {memrefOf({rows}, f32), memrefOf({rows, v}, f32),
+                              memrefOf({rows}, idType)});
+      Value L = k.args[0], X = k.args[1], T = k.args[2];
+      k.loop(k.begin, k.end, [&](Value r) {
+        Value mx = k.reduce(0, v, k.f32(-INFINITY), [&](Value j, Value acc) {
+          return k.max(acc, k.load(X, {r, j}));
+        });
+        Value sum = k.reduce(0, v, k.f32(0), [&](Value j, Value acc) {
+          return k.add(acc, k.exp(k.sub(k.load(X, {r, j}), mx)));
+        });
+        Value lse = k.add(mx, math::LogOp::create(k.b, k.loc, sum));
+        Value target = k.toIndex(k.load(T, r));
+        k.store(k.sub(lse, k.load(X, {r, target})), L, r);
       });
-      Value lse = k.add(mx, math::LogOp::create(k.b, k.loc, sum));
-      Value target = k.toIndex(k.load(T, r));
-      k.store(k.sub(lse, k.load(X, {r, target})), L, r);
-    });
-    call(finishKernel(k), rows,
-         {perRow, bufferFor(ce.getLogits()), bufferFor(ce.getTargets())}, op);
+      call(finishKernel(k), rows,
+           {perRow, bufferFor(ce.getLogits()), bufferFor(ce.getTargets())}, op);
+    }
     int out = newTemp(ce.getResult());
     Kernel m =
         startKernel("mean", loc, {memrefOf({}, f32), memrefOf({rows}, f32)});
@@ -1392,6 +1470,35 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     std::tie(rows, v) = rowsOf(ceg.getLogits());
     Type idType = tensorType(ceg.getTargets()).getElementType();
     int out = newTemp(ceg.getResult());
+    if (options.parallelOverElements) {
+      // Each row's maximum and sum first, then one index per logit:
+      // dx = exp(x - max) * (g / rows) / sum, less g / rows at the target.
+      int stats = rowMaxSum(bufferFor(ceg.getLogits()), rows, v);
+      Kernel k =
+          startKernel(name, loc,
+                      {memrefOf({rows, v}, f32), memrefOf({}, f32),
+                       memrefOf({rows, 2}, f32), memrefOf({rows, v}, f32),
+                       memrefOf({rows}, idType)});
+      Value D = k.args[0], G = k.args[1], S = k.args[2], X = k.args[3],
+            T = k.args[4];
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {rows, v});
+        Value r = at[0], j = at[1];
+        Value scale = k.mul(k.load(G, {}), k.f32(1.0 / rows));
+        Value e = k.exp(k.sub(k.load(X, {r, j}), k.load(S, {r, k.idx(0)})));
+        Value d = k.mul(e, k.div(scale, k.load(S, {r, k.idx(1)})));
+        Value isTarget = arith::CmpIOp::create(
+            k.b, k.loc, arith::CmpIPredicate::eq, j, k.toIndex(k.load(T, r)));
+        Value minus =
+            arith::SelectOp::create(k.b, k.loc, isTarget, scale, k.f32(0));
+        k.store(k.sub(d, minus), D, {r, j});
+      });
+      call(finishKernel(k), rows * v,
+           {out, bufferFor(ceg.getGrad()), stats, bufferFor(ceg.getLogits()),
+            bufferFor(ceg.getTargets())},
+           op);
+      return success();
+    }
     Kernel k =
         startKernel(name, loc,
                     {memrefOf({rows, v}, f32), memrefOf({}, f32),
