@@ -1166,6 +1166,83 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   };
   auto name = op->getName().stripDialect();
 
+  // Over elements (the GPU): sum_j term(r, j) of every row in two kernels,
+  // 32 lanes a row (lane l adds columns l, l + 32, ..., so neighbouring
+  // indices read neighbouring floats), then one index a row adding its
+  // lanes in order. `term` reads the kernel's arguments from 1 on, which
+  // are `buffers` (of `types`). Returns the [rows] buffer of sums.
+  auto laneSums = [&](StringRef what, int64_t rows, int64_t d,
+                      ArrayRef<int> buffers, ArrayRef<Type> types,
+                      llvm::function_ref<Value(Kernel &, Value, Value)> term) {
+    constexpr int64_t lanes = 32;
+    int partial = newScratch({rows, lanes}, f32);
+    SmallVector<Type> argTypes{memrefOf({rows, lanes}, f32)};
+    argTypes.append(types.begin(), types.end());
+    SmallVector<int> args{partial};
+    args.append(buffers.begin(), buffers.end());
+    Kernel k = startKernel(what, loc, argTypes);
+    int64_t steps = (d + lanes - 1) / lanes;
+    k.loop(k.begin, k.end, [&](Value index) {
+      SmallVector<Value> at = k.unflatten(index, {rows, lanes});
+      Value r = at[0], l = at[1];
+      Value sum = k.reduce(0, steps, k.f32(0), [&](Value step, Value acc) {
+        Value j = k.addi(l, k.muli(step, k.idx(lanes)));
+        Value inRow = arith::CmpIOp::create(
+            k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
+        Value safe = arith::SelectOp::create(k.b, k.loc, inRow, j, k.idx(0));
+        return arith::SelectOp::create(k.b, k.loc, inRow,
+                                       k.add(acc, term(k, r, safe)), acc)
+            .getResult();
+      });
+      k.store(sum, k.args[0], {r, l});
+    });
+    call(finishKernel(k), rows * lanes, args, op);
+    int sums = newScratch({rows}, f32);
+    Kernel c = startKernel(
+        what, loc, {memrefOf({rows}, f32), memrefOf({rows, lanes}, f32)});
+    c.loop(c.begin, c.end, [&](Value r) {
+      Value sum = c.reduce(0, lanes, c.f32(0), [&](Value l, Value acc) {
+        return c.add(acc, c.load(c.args[1], {r, l}));
+      });
+      c.store(sum, c.args[0], r);
+    });
+    call(finishKernel(c), rows, {sums, partial}, op);
+    return sums;
+  };
+  // A row's mean and reciprocal standard deviation from its lane sums, as
+  // rowStatistics has them (mean 0 for rms_norm).
+  auto statsOf = [&](Kernel &k, Value sum, Value sq, int64_t d, double eps,
+                     bool rms) -> std::pair<Value, Value> {
+    Value mean = rms ? k.f32(0) : k.mul(sum, k.f32(1.0 / d));
+    Value var = k.add(k.mul(sq, k.f32(1.0 / d)), k.f32(eps));
+    return {mean, math::RsqrtOp::create(k.b, k.loc, var)};
+  };
+  // Each row's sum (layer_norm) and sum of squared deviations.
+  auto rowSums = [&](StringRef what, int xBuf, int64_t rows, int64_t d,
+                     bool rms) -> std::pair<int, int> {
+    Type rowsType = memrefOf({rows, d}, f32);
+    int sum = -1;
+    if (!rms)
+      sum = laneSums(what, rows, d, {xBuf}, {rowsType},
+                     [&](Kernel &k, Value r, Value j) {
+                       return k.load(k.args[1], {r, j});
+                     });
+    SmallVector<int> bufs{xBuf};
+    SmallVector<Type> types{rowsType};
+    if (!rms) {
+      bufs.push_back(sum);
+      types.push_back(memrefOf({rows}, f32));
+    }
+    int sq =
+        laneSums(what, rows, d, bufs, types, [&](Kernel &k, Value r, Value j) {
+          Value mean =
+              rms ? k.f32(0) : k.mul(k.load(k.args[2], r), k.f32(1.0 / d));
+          Value c = k.sub(k.load(k.args[1], {r, j}), mean);
+          return k.mul(c, c);
+        });
+    return {sum, sq};
+  };
+
   if (isa<LayerNormOp, RMSNormOp>(op)) {
     bool rms = isa<RMSNormOp>(op);
     Value x = op->getOperand(0), w = op->getOperand(1);
@@ -1181,6 +1258,32 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     if (bias) {
       types.push_back(memrefOf({d}, f32));
       args.push_back(bufferFor(bias));
+    }
+    if (options.parallelOverElements) {
+      // The row sums over lanes, then one index per element.
+      auto [sum, sq] = rowSums(name, bufferFor(x), rows, d, rms);
+      int first = types.size();
+      types.push_back(memrefOf({rows}, f32));
+      args.push_back(sq);
+      if (!rms) {
+        types.push_back(memrefOf({rows}, f32));
+        args.push_back(sum);
+      }
+      Kernel k = startKernel(name, loc, types);
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {rows, d});
+        Value r = at[0], j = at[1];
+        auto [mean, rstd] =
+            statsOf(k, rms ? Value() : k.load(k.args[first + 1], r),
+                    k.load(k.args[first], r), d, eps, rms);
+        Value v = k.mul(k.mul(k.sub(k.load(k.args[1], {r, j}), mean), rstd),
+                        k.load(k.args[2], j));
+        if (bias)
+          v = k.add(v, k.load(k.args[3], j));
+        k.store(v, k.args[0], {r, j});
+      });
+      call(finishKernel(k), rows * d, args, op);
+      return success();
     }
     Kernel k = startKernel(name, loc, types);
     k.loop(k.begin, k.end, [&](Value r) {
@@ -1205,6 +1308,66 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     int64_t rows, d;
     std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
+    if (options.parallelOverElements) {
+      // Row statistics, then sum(dxhat) and sum(dxhat * xhat), over lanes;
+      // then one index per element.
+      Type rowsType = memrefOf({rows, d}, f32), rowType = memrefOf({rows}, f32);
+      auto [sum, sq] = rowSums(name, bufferFor(x), rows, d, rms);
+      // Arguments from 1: dY, X, W, sq[, sum].
+      SmallVector<int> bufs{bufferFor(dy), bufferFor(x), bufferFor(w), sq};
+      SmallVector<Type> types{rowsType, rowsType, memrefOf({d}, f32), rowType};
+      if (!rms) {
+        bufs.push_back(sum);
+        types.push_back(rowType);
+      }
+      auto rowStats = [&](Kernel &k, Value r, unsigned base) {
+        return statsOf(k, rms ? Value() : k.load(k.args[base + 4], r),
+                       k.load(k.args[base + 3], r), d, eps, rms);
+      };
+      auto g = [&](Kernel &k, Value r, Value j, unsigned base) {
+        return k.mul(k.load(k.args[base], {r, j}), k.load(k.args[base + 2], j));
+      };
+      auto xhat = [&](Kernel &k, Value r, Value j, unsigned base,
+                      std::pair<Value, Value> stats) {
+        return k.mul(k.sub(k.load(k.args[base + 1], {r, j}), stats.first),
+                     stats.second);
+      };
+      int sumG = -1;
+      if (!rms)
+        sumG = laneSums(
+            name, rows, d, bufs, types,
+            [&](Kernel &k, Value r, Value j) { return g(k, r, j, 1); });
+      int sumGX = laneSums(
+          name, rows, d, bufs, types, [&](Kernel &k, Value r, Value j) {
+            return k.mul(g(k, r, j, 1), xhat(k, r, j, 1, rowStats(k, r, 1)));
+          });
+      // Arguments: dX, dY, X, W, sq[, sum], sumGX[, sumG].
+      SmallVector<int> all{out};
+      all.append(bufs.begin(), bufs.end());
+      all.push_back(sumGX);
+      SmallVector<Type> allTypes{rowsType};
+      allTypes.append(types.begin(), types.end());
+      allTypes.push_back(rowType);
+      if (!rms) {
+        all.push_back(sumG);
+        allTypes.push_back(rowType);
+      }
+      unsigned sums = bufs.size() + 1;
+      Kernel k = startKernel(name, loc, allTypes);
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {rows, d});
+        Value r = at[0], j = at[1];
+        auto stats = rowStats(k, r, 1);
+        Value meanG =
+            rms ? k.f32(0) : k.mul(k.load(k.args[sums + 1], r), k.f32(1.0 / d));
+        Value meanGX = k.mul(k.load(k.args[sums], r), k.f32(1.0 / d));
+        Value v = k.sub(k.sub(g(k, r, j, 1), meanG),
+                        k.mul(xhat(k, r, j, 1, stats), meanGX));
+        k.store(k.mul(v, stats.second), k.args[0], {r, j});
+      });
+      call(finishKernel(k), rows * d, all, op);
+      return success();
+    }
     Kernel k = startKernel(name, loc,
                            {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
                             memrefOf({rows, d}, f32), memrefOf({d}, f32)});
