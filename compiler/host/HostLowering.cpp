@@ -1700,13 +1700,21 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     Kernel k = startKernel(name, loc,
                            {memrefOf({rows, d}, f32), memrefOf({vocab, d}, f32),
                             memrefOf({rows}, idType)});
-    k.loop(k.begin, k.end, [&](Value r) {
-      Value id = k.toIndex(k.load(k.args[2], r));
-      k.loop(0, d, [&](Value j) {
-        k.store(k.load(k.args[1], {id, j}), k.args[0], {r, j});
+    if (options.parallelOverElements) {
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {rows, d});
+        Value id = k.toIndex(k.load(k.args[2], at[0]));
+        k.store(k.load(k.args[1], {id, at[1]}), k.args[0], at);
       });
-    });
-    call(finishKernel(k), rows,
+    } else {
+      k.loop(k.begin, k.end, [&](Value r) {
+        Value id = k.toIndex(k.load(k.args[2], r));
+        k.loop(0, d, [&](Value j) {
+          k.store(k.load(k.args[1], {id, j}), k.args[0], {r, j});
+        });
+      });
+    }
+    call(finishKernel(k), options.parallelOverElements ? rows * d : rows,
          {out, bufferFor(emb.getTable()), bufferFor(emb.getIds())}, op);
     return success();
   }
