@@ -1774,35 +1774,53 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         {memrefOf({bsz, seq, c}, f32), memrefOf({bsz, seq, c}, f32)});
     // Rows are (batch, position); each head's pairs (i, i + hd/2) turn by
     // position * theta^(-2i/hd), backwards for the gradient.
+    auto toF64 = [&](Value index) {
+      return arith::UIToFPOp::create(
+          k.b, k.loc, k.b.getF64Type(),
+          arith::IndexCastOp::create(k.b, k.loc, k.b.getI64Type(), index));
+    };
+    // The turn of pair i at position `pos`: (cos, sin), in f64 then f32.
+    auto turn = [&](Value pos, Value i) -> std::pair<Value, Value> {
+      Value freq = math::ExpOp::create(
+          k.b, k.loc,
+          arith::MulFOp::create(k.b, k.loc, toF64(i),
+                                k.f64(-2.0 * std::log(theta) / hd)));
+      Value angle = arith::MulFOp::create(k.b, k.loc, pos, freq);
+      Value cs = arith::TruncFOp::create(
+          k.b, k.loc, k.b.getF32Type(), math::CosOp::create(k.b, k.loc, angle));
+      Value sn = arith::TruncFOp::create(
+          k.b, k.loc, k.b.getF32Type(), math::SinOp::create(k.b, k.loc, angle));
+      if (inverse)
+        sn = arith::NegFOp::create(k.b, k.loc, sn);
+      return {cs, sn};
+    };
+    auto rotate = [&](Value bi, Value ti, Value h, Value i, Value cs,
+                      Value sn) {
+      Value base = k.muli(h, k.idx(hd));
+      Value i1 = k.addi(base, i), i2 = k.addi(i1, k.idx(half));
+      Value x1 = k.load(k.args[1], {bi, ti, i1});
+      Value x2 = k.load(k.args[1], {bi, ti, i2});
+      k.store(k.sub(k.mul(x1, cs), k.mul(x2, sn)), k.args[0], {bi, ti, i1});
+      k.store(k.add(k.mul(x2, cs), k.mul(x1, sn)), k.args[0], {bi, ti, i2});
+    };
+    if (options.parallelOverElements) {
+      // One (batch, position, head, pair) per index.
+      k.loop(k.begin, k.end, [&](Value index) {
+        SmallVector<Value> at = k.unflatten(index, {bsz, seq, heads, half});
+        auto [cs, sn] = turn(toF64(at[1]), at[3]);
+        rotate(at[0], at[1], at[2], at[3], cs, sn);
+      });
+      call(finishKernel(k), bsz * seq * heads * half,
+           {out, bufferFor(op->getOperand(0))}, op);
+      return success();
+    }
     k.loop(k.begin, k.end, [&](Value row) {
       Value bi = k.divi(row, k.idx(seq)), ti = k.remi(row, k.idx(seq));
-      Value pos = arith::UIToFPOp::create(
-          k.b, k.loc, k.b.getF64Type(),
-          arith::IndexCastOp::create(k.b, k.loc, k.b.getI64Type(), ti));
+      Value pos = toF64(ti);
       k.loop(0, half, [&](Value i) {
-        Value fi = arith::UIToFPOp::create(
-            k.b, k.loc, k.b.getF64Type(),
-            arith::IndexCastOp::create(k.b, k.loc, k.b.getI64Type(), i));
-        Value freq = math::ExpOp::create(
-            k.b, k.loc,
-            arith::MulFOp::create(k.b, k.loc, fi,
-                                  k.f64(-2.0 * std::log(theta) / hd)));
-        Value angle = arith::MulFOp::create(k.b, k.loc, pos, freq);
-        Value cs =
-            arith::TruncFOp::create(k.b, k.loc, k.b.getF32Type(),
-                                    math::CosOp::create(k.b, k.loc, angle));
-        Value sn =
-            arith::TruncFOp::create(k.b, k.loc, k.b.getF32Type(),
-                                    math::SinOp::create(k.b, k.loc, angle));
-        if (inverse)
-          sn = arith::NegFOp::create(k.b, k.loc, sn);
+        std::pair<Value, Value> cosSin = turn(pos, i);
         k.loop(0, heads, [&](Value h) {
-          Value base = k.muli(h, k.idx(hd));
-          Value i1 = k.addi(base, i), i2 = k.addi(i1, k.idx(half));
-          Value x1 = k.load(k.args[1], {bi, ti, i1});
-          Value x2 = k.load(k.args[1], {bi, ti, i2});
-          k.store(k.sub(k.mul(x1, cs), k.mul(x2, sn)), k.args[0], {bi, ti, i1});
-          k.store(k.add(k.mul(x2, cs), k.mul(x1, sn)), k.args[0], {bi, ti, i2});
+          rotate(bi, ti, h, i, cosSin.first, cosSin.second);
         });
       });
     });
