@@ -66,13 +66,19 @@ def build(hotstage, out, batch, seq):
         json.dump({"batch": batch, "seq": seq}, f)
 
 
+def carried_env(out):
+    """The environment with the libraries build() carried on the path."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = (os.path.join(out, "lib") + ":"
+                              + env.get("LD_LIBRARY_PATH", ""))
+    return env
+
+
 def hotstage_run(out, precision, warmup, iters):
     metrics = os.path.join(out, f"metrics-{precision}.jsonl")
     if os.path.exists(metrics):
         os.remove(metrics)
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = (os.path.join(out, "lib") + ":"
-                              + env.get("LD_LIBRARY_PATH", ""))
+    env = carried_env(out)
     done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train", "--data",
                            os.path.join(out, "tokens.bin"), "--steps",
                            str(warmup + iters), "--metrics", metrics,
@@ -89,9 +95,7 @@ def hotstage_run(out, precision, warmup, iters):
 def hotstage_profile(out, precision, steps=3, rows=15):
     """The top rows of HOTSTAGE_PROFILE's table (each action timed with CUDA
     events; GEMMs with their TFLOP/s) over a few steps."""
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = (os.path.join(out, "lib") + ":"
-                              + env.get("LD_LIBRARY_PATH", ""))
+    env = carried_env(out)
     env["HOTSTAGE_PROFILE"] = "1"
     done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train",
                            "--data", os.path.join(out, "tokens.bin"),

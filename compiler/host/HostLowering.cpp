@@ -143,6 +143,23 @@ struct Kernel {
     return at;
   }
 
+  /// Folds indices first, first + stride, ... below `end` into one f32
+  /// accumulator: the strided walk of a split reduction (neighbouring
+  /// `first`s read neighbouring elements). `body(acc, i)` only sees indices
+  /// in range; past the end the accumulator is kept.
+  Value foldStrided(Value first, int64_t stride, int64_t end, Value init,
+                    llvm::function_ref<Value(Value, Value)> body) {
+    int64_t steps = (end + stride - 1) / stride;
+    return reduce(0, steps, init, [&](Value step, Value acc) {
+      Value i = addi(first, muli(step, idx(stride)));
+      Value inRange =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i, idx(end));
+      Value safe = arith::SelectOp::create(b, loc, inRange, i, idx(0));
+      return arith::SelectOp::create(b, loc, inRange, body(acc, safe), acc)
+          .getResult();
+    });
+  }
+
   /// for (i = lb; i < ub; ++i) body(i)
   void loop(Value lb, Value ub, llvm::function_ref<void(Value)> body) {
     auto op = scf::ForOp::create(b, loc, lb, ub, idx(1));
@@ -948,22 +965,11 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
           startKernel(op->getName().stripDialect(), op->getLoc(),
                       {memrefOf({kPartialSums}, f32), memrefOf({count}, f32)});
       first.loop(first.begin, first.end, [&](Value p) {
-        Value steps = first.idx((count + kPartialSums - 1) / kPartialSums);
-        Value sum = first.reduce(
-            first.idx(0), steps, first.f32(isMax ? -INFINITY : 0.0),
-            [&](Value s, Value acc) {
-              Value at = first.addi(p, first.muli(s, first.idx(kPartialSums)));
-              Value inRange = arith::CmpIOp::create(first.b, first.loc,
-                                                    arith::CmpIPredicate::ult,
-                                                    at, first.idx(count));
-              // Past the end: the fold's identity.
-              Value clamped = arith::SelectOp::create(
-                  first.b, first.loc, inRange, at, first.idx(0));
-              Value x = first.load(first.args[1], clamped);
-              Value folded = isMax ? first.max(x, acc) : first.add(acc, x);
-              return arith::SelectOp::create(first.b, first.loc, inRange,
-                                             folded, acc)
-                  .getResult();
+        Value sum = first.foldStrided(
+            p, kPartialSums, count, first.f32(isMax ? -INFINITY : 0.0),
+            [&](Value acc, Value at) {
+              Value x = first.load(first.args[1], at);
+              return isMax ? first.max(x, acc) : first.add(acc, x);
             });
         first.store(sum, first.args[0], p);
       });
@@ -1181,18 +1187,11 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     SmallVector<int> args{partial};
     args.append(buffers.begin(), buffers.end());
     Kernel k = startKernel(what, loc, argTypes);
-    int64_t steps = (d + lanes - 1) / lanes;
     k.loop(k.begin, k.end, [&](Value index) {
       SmallVector<Value> at = k.unflatten(index, {rows, lanes});
       Value r = at[0], l = at[1];
-      Value sum = k.reduce(0, steps, k.f32(0), [&](Value step, Value acc) {
-        Value j = k.addi(l, k.muli(step, k.idx(lanes)));
-        Value inRow = arith::CmpIOp::create(
-            k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
-        Value safe = arith::SelectOp::create(k.b, k.loc, inRow, j, k.idx(0));
-        return arith::SelectOp::create(k.b, k.loc, inRow,
-                                       k.add(acc, term(k, r, safe)), acc)
-            .getResult();
+      Value sum = k.foldStrided(l, lanes, d, k.f32(0), [&](Value acc, Value j) {
+        return k.add(acc, term(k, r, j));
       });
       k.store(sum, k.args[0], {r, l});
     });
@@ -1527,20 +1526,13 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         "row_max_sum_lanes", loc,
         {memrefOf({rows, kLanes, 2}, f32), memrefOf({rows, v}, f32)});
     Value P = k.args[0], X = k.args[1];
-    int64_t steps = (v + kLanes - 1) / kLanes;
     k.loop(k.begin, k.end, [&](Value index) {
       SmallVector<Value> at = k.unflatten(index, {rows, kLanes});
       Value r = at[0], l = at[1];
-      // Column l + 32 s, or (past the row's end) none: the fold's identity.
+      // Columns l, l + 32, ... of row r.
       auto fold = [&](Value init, auto combine) {
-        return k.reduce(0, steps, init, [&](Value step, Value acc) {
-          Value j = k.addi(l, k.muli(step, k.idx(kLanes)));
-          Value inRow = arith::CmpIOp::create(
-              k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(v));
-          Value safe = arith::SelectOp::create(k.b, k.loc, inRow, j, k.idx(0));
-          Value next = combine(acc, k.load(X, {r, safe}));
-          return arith::SelectOp::create(k.b, k.loc, inRow, next, acc)
-              .getResult();
+        return k.foldStrided(l, kLanes, v, init, [&](Value acc, Value j) {
+          return combine(acc, k.load(X, {r, j}));
         });
       };
       Value mx = fold(k.f32(-INFINITY),

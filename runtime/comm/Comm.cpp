@@ -34,6 +34,17 @@ bool hotstage::rt::launchedAsJob(int &size) {
   return false;
 }
 
+/// " with rank 1" or " with ranks 1, 3": the other members of a collective,
+/// so a stall names whom this rank waited on.
+static std::string withPeers(int self, const std::vector<int> &members) {
+  std::string text;
+  int others = 0;
+  for (int rank : members)
+    if (rank != self)
+      text += (others++ ? ", " : "") + std::to_string(rank);
+  return others ? (others == 1 ? " with rank " : " with ranks ") + text : "";
+}
+
 bool Comm::init(int *argc, char ***argv, int stages, int dp,
                 std::string &error) {
   int provided = 0;
@@ -60,6 +71,16 @@ bool Comm::init(int *argc, char ***argv, int stages, int dp,
   MPI_Comm_split(MPI_COMM_WORLD, replica_, stage_,
                  &as<MPI_Comm>(pipelineComm_));
   MPI_Comm_split(MPI_COMM_WORLD, stage_, replica_, &as<MPI_Comm>(replicaComm_));
+  std::vector<int> pipeline, replicas, world;
+  for (int s = 0; s < stages; ++s)
+    pipeline.push_back(stageRank(s));
+  for (int r = 0; r < dp; ++r)
+    replicas.push_back(r * stages + stage_);
+  for (int r = 0; r < worldSize_; ++r)
+    world.push_back(r);
+  pipelinePeers_ = withPeers(worldRank_, pipeline);
+  replicaPeers_ = withPeers(worldRank_, replicas);
+  worldPeers_ = withPeers(worldRank_, world);
   return true;
 }
 
@@ -124,42 +145,10 @@ static void watch(Comm &comm, const std::string &what, Test test) {
   }
 }
 
-/// " with rank 1" or " with ranks 1, 3": the other members of a collective,
-/// so a stall names whom this rank waited on.
-static std::string withPeers(int self, const std::vector<int> &members) {
-  std::string text;
-  int others = 0;
-  for (int rank : members)
-    if (rank != self)
-      text += (others++ ? ", " : "") + std::to_string(rank);
-  return others ? (others == 1 ? " with rank " : " with ranks ") + text : "";
-}
-
-std::vector<int> Comm::pipelineRanks() const {
-  std::vector<int> ranks;
-  for (int s = 0; s < stages_; ++s)
-    ranks.push_back(stageRank(s));
-  return ranks;
-}
-
-std::vector<int> Comm::replicaRanks() const {
-  std::vector<int> ranks;
-  for (int r = 0; r < dp_; ++r)
-    ranks.push_back(r * stages_ + stage_);
-  return ranks;
-}
-
-std::vector<int> Comm::worldRanks() const {
-  std::vector<int> ranks(worldSize_);
-  for (int r = 0; r < worldSize_; ++r)
-    ranks[r] = r;
-  return ranks;
-}
-
 /// Waits for a collective's request under the watchdog.
 static void waitFor(Comm &comm, MPI_Request &request, const std::string &what,
-                    const std::vector<int> &members) {
-  watch(comm, "for " + what + withPeers(comm.worldRank(), members), [&] {
+                    const std::string &peers) {
+  watch(comm, "for " + what + peers, [&] {
     int flag = 0;
     MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
     return flag != 0;
@@ -173,31 +162,31 @@ void Comm::wait(Request &request) {
 }
 
 void Comm::allReduce(void *data, size_t n, bool isDouble, const void *comm,
-                     const std::string &what, const std::vector<int> &members) {
+                     const std::string &what, const std::string &peers) {
   MPI_Request request;
   MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n),
                  isDouble ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
                  *static_cast<const MPI_Comm *>(comm), &request);
-  waitFor(*this, request, what, members);
+  waitFor(*this, request, what, peers);
 }
 
 void Comm::allReducePipeline(float *data, size_t n, const std::string &what) {
-  allReduce(data, n, false, pipelineComm_, what, pipelineRanks());
+  allReduce(data, n, false, pipelineComm_, what, pipelinePeers_);
 }
 
 void Comm::allReduceReplicas(float *data, size_t n, const std::string &what) {
-  allReduce(data, n, false, replicaComm_, what, replicaRanks());
+  allReduce(data, n, false, replicaComm_, what, replicaPeers_);
 }
 
 void Comm::allReduceWorld(double *data, size_t n, const std::string &what) {
   MPI_Comm world = MPI_COMM_WORLD;
-  allReduce(data, n, true, &world, what, worldRanks());
+  allReduce(data, n, true, &world, what, worldPeers_);
 }
 
 Comm::Request Comm::startAllReduceReplicas(float *data, size_t n,
                                            std::string what) {
   Request r;
-  r.what = "for " + what + withPeers(worldRank_, replicaRanks());
+  r.what = "for " + what + replicaPeers_;
   r.pending = true;
   MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM,
                  as<MPI_Comm>(replicaComm_), &as<MPI_Request>(r.handle));
@@ -209,14 +198,14 @@ int64_t Comm::minimumWorld(int64_t value, const std::string &what) {
   int64_t result = value;
   MPI_Iallreduce(&value, &result, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD,
                  &request);
-  waitFor(*this, request, what, worldRanks());
+  waitFor(*this, request, what, worldPeers_);
   return result;
 }
 
 void Comm::barrier() {
   MPI_Request request;
   MPI_Ibarrier(MPI_COMM_WORLD, &request);
-  waitFor(*this, request, "a barrier", worldRanks());
+  waitFor(*this, request, "a barrier", worldPeers_);
 }
 
 void Comm::gatherToLeader(const std::vector<double> &data,

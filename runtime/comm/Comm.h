@@ -79,15 +79,9 @@ public:
   /// Ends the job: every rank exits with `code`.
   [[noreturn]] void abort(const std::string &message, int code = 1);
 
-  /// World ranks of this replica's stages, of this stage's replicas, and
-  /// of the job: the members of each collective.
-  std::vector<int> pipelineRanks() const;
-  std::vector<int> replicaRanks() const;
-  std::vector<int> worldRanks() const;
-
 private:
   void allReduce(void *data, size_t n, bool isDouble, const void *comm,
-                 const std::string &what, const std::vector<int> &members);
+                 const std::string &what, const std::string &peers);
 
   bool active_ = false;
   int worldRank_ = 0, worldSize_ = 1, stage_ = 0, replica_ = 0;
@@ -95,6 +89,9 @@ private:
   double timeout_ = 600;
   std::string context_;
   alignas(8) unsigned char pipelineComm_[8] = {}, replicaComm_[8] = {};
+  // The other members of each collective, for the watchdog's message
+  // (" with ranks 1, 3").
+  std::string pipelinePeers_, replicaPeers_, worldPeers_;
 };
 
 } // namespace hotstage::rt
