@@ -387,11 +387,8 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   }
   *static_cast<int64_t *>(exec_.buffer(*stepBuf_)) = step;
   *static_cast<int64_t *>(exec_.buffer(*totalBuf_)) = totalSteps;
-  toDevice(*stepBuf_, 0);
-  toDevice(*totalBuf_, 0);
+  // (Scalars such as these go up and come back with every run.)
   runFunction(optimizer_, 0, stepName + ", optimizer step");
-  toHost(*lr_, 0);
-  toHost(*gradNorm_, 0);
   // The owners' norms must not count twice next step.
   for (const PlanBuffer *b : norms_) {
     *static_cast<float *>(exec_.buffer(*b)) = 0;
