@@ -106,6 +106,14 @@ static cl::opt<bool> kernelsOverElements(
              "(as --target cuda does) on the host too"),
     cl::Hidden, cl::cat(category));
 
+static cl::opt<cl::boolOrDefault> gemmEpilogues(
+    "gemm-epilogues",
+    cl::desc("Compute a GEMM's bias, the tanh GELU after it (keeping its "
+             "input for the backward), a residual add after it and a tanh "
+             "GELU's gradient in the GEMM (cuBLASLt's epilogues). Default: "
+             "on with --target cuda, off on the host"),
+    cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -530,8 +538,14 @@ int main(int argc, char **argv) {
   train.addPass(createOptimizer());
   train.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
   train.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
-  if (emit != Emit::Train)
-    train.addNestedPass<mlir::func::FuncOp>(createFusion());
+  bool epilogues = gemmEpilogues == cl::BOU_UNSET
+                       ? target.has_value()
+                       : gemmEpilogues == cl::BOU_TRUE;
+  if (emit != Emit::Train) {
+    FusionOptions fusion;
+    fusion.epilogues = epilogues;
+    train.addNestedPass<mlir::func::FuncOp>(createFusion(fusion));
+  }
   if (mlir::failed(train.run(*module)))
     return 1;
   passTiming.stop();
@@ -546,6 +560,7 @@ int main(int argc, char **argv) {
   mlir::TimingScope lowerTiming = rootTiming.nest("host lowering");
   host::KernelOptions kernelOptions;
   kernelOptions.parallelOverElements = target || kernelsOverElements;
+  kernelOptions.gemmEpilogues = epilogues;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;

@@ -444,7 +444,12 @@ private:
                         ArrayRef<Type> outElements, ScalarBody body);
   LogicalResult lowerReduce(Operation *op);
   LogicalResult lowerGemm(Operation *op, Value a, Value b, bool transB,
-                          Value bias, int out, bool accumulateIntoOut = false);
+                          Value bias, int out, bool accumulateIntoOut = false,
+                          Operation *epilogue = nullptr);
+  /// The reader of `gemm` its epilogue computes (options.gemmEpilogues),
+  /// or null: one whose inputs exist when the GEMM runs and whose result
+  /// the GEMM can write in its place.
+  Operation *epilogueFor(Operation *gemm);
   /// The gradient accumulator a GEMM without bias can add its product into
   /// (`store(add(ref S, gemm), S)` with nothing reading S in between), or
   /// -1; the add is then skipped.
@@ -1042,7 +1047,8 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
 
 LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
                                       bool transB, Value bias, int out,
-                                      bool accumulateIntoOut) {
+                                      bool accumulateIntoOut,
+                                      Operation *epilogue) {
   // Shapes as the op sees them (before folding transposes).
   ArrayRef<int64_t> sa = tensorType(a).getShape();
   ArrayRef<int64_t> sb = tensorType(b).getShape();
@@ -1073,6 +1079,33 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
     bufB = castToBf16(bufB, op);
   }
 
+  plan::Action act;
+  if (options.gemmEpilogues && bias && !accumulateIntoOut && batch == 1) {
+    act.bias = bufferFor(bias);
+    bias = Value();
+  }
+  StringRef stage;
+  if (epilogue) {
+    epilogueReader(op, &stage);
+    Value r = op->getResult(0);
+    if (stage == "gelu_tanh") {
+      act.activation = "gelu_tanh";
+      // The GELU's input, kept for the backward.
+      if (!r.hasOneUse())
+        act.aux = out;
+      out = newTemp(epilogue->getResult(0));
+    } else if (stage == "dgelu_tanh") {
+      act.activation = "dgelu_tanh";
+      act.aux = bufferFor(cast<ActivationGradOp>(epilogue).getInput());
+      out = newTemp(epilogue->getResult(0));
+    } else { // residual
+      auto add = cast<AddOp>(epilogue);
+      act.addend = bufferFor(add.getLhs() == r ? add.getRhs() : add.getLhs());
+      out = newTemp(epilogue->getResult(0));
+    }
+    skipped.insert(epilogue);
+  }
+
   bool accumulate = accumulateIntoOut;
   if (bias && !accumulateIntoOut) {
     // C starts as the broadcast bias; the GEMM adds to it.
@@ -1082,7 +1115,6 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
     current->actions.back().note = "bias";
     accumulate = true;
   }
-  plan::Action act;
   act.kind = plan::Action::Kind::Gemm;
   act.batch = batch;
   act.m = m;
@@ -1096,11 +1128,46 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   act.strideC = strideC;
   act.buffers = {bufA, bufB, out};
   act.note = op->getName().stripDialect().str();
+  if (epilogue)
+    act.note += " + " + stage.str();
   for (int buf : act.buffers)
     touch(buf);
+  for (int buf : {act.bias, act.addend, act.aux})
+    if (buf >= 0)
+      touch(buf);
   current->actions.push_back(std::move(act));
   ++actionIndex;
   return success();
+}
+
+Operation *HostLowering::epilogueFor(Operation *gemm) {
+  StringRef stage;
+  Operation *reader = epilogueReader(gemm, &stage);
+  if (!options.gemmEpilogues || !reader ||
+      reader->getBlock() != gemm->getBlock() ||
+      storeTargets.count(reader->getResult(0)))
+    return nullptr;
+  // One GEMM (cuBLASLt's epilogues take no batch), f32 out.
+  Value r = gemm->getResult(0);
+  auto type = tensorType(r);
+  if (!type.getElementType().isF32() ||
+      tensorType(gemm->getOperand(1)).getRank() != 2)
+    return nullptr;
+  // The reader's other input must exist when the GEMM runs.
+  for (Value in : reader->getOperands()) {
+    Operation *def = in.getDefiningOp();
+    if (in != r && def && def->getBlock() == gemm->getBlock() &&
+        !def->isBeforeInBlock(gemm))
+      return nullptr;
+  }
+  // Only a GELU keeps the GEMM's own result (as aux); cuBLASLt's aux
+  // matrices want a leading dimension divisible by 8.
+  if (stage != "gelu_tanh" && !r.hasOneUse())
+    return nullptr;
+  bool aux = stage == "dgelu_tanh" || !r.hasOneUse();
+  if (aux && type.getShape().back() % 8 != 0)
+    return nullptr;
+  return reader;
 }
 
 int HostLowering::castToBf16(int buffer, Operation *op) {
@@ -2366,13 +2433,20 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
     if (int acc = accumulatorFor(op); acc >= 0)
       return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), acc,
                        /*accumulateIntoOut=*/true);
-    int out = newTemp(mm.getResult());
-    return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), out);
+    Operation *epilogue = epilogueFor(op);
+    int out =
+        epilogue && mm.getResult().hasOneUse() ? -1 : newTemp(mm.getResult());
+    return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), out,
+                     /*accumulateIntoOut=*/false, epilogue);
   }
   if (auto linear = dyn_cast<LinearOp>(op)) {
-    int out = newTemp(linear.getResult());
+    Operation *epilogue = epilogueFor(op);
+    int out = epilogue && linear.getResult().hasOneUse()
+                  ? -1
+                  : newTemp(linear.getResult());
     return lowerGemm(op, linear.getInput(), linear.getWeight(), true,
-                     linear.getBias(), out);
+                     linear.getBias(), out, /*accumulateIntoOut=*/false,
+                     epilogue);
   }
   if (isa<ReduceSumOp, ReduceMeanOp, ReduceMaxOp>(op))
     return lowerReduce(op);

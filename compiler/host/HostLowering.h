@@ -38,6 +38,10 @@ struct KernelOptions {
   /// of a GPU grid, where one thread per row leaves most of it idle. Each
   /// element is computed exactly as before.
   bool parallelOverElements = false;
+  /// GEMMs take their bias, and the op nn-fusion's epilogue mark names
+  /// (nn::epilogueReader: a tanh GELU with its input kept, a residual add,
+  /// a tanh GELU's gradient), as a plan epilogue: what cuBLASLt fuses.
+  bool gemmEpilogues = false;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the

@@ -67,6 +67,11 @@ SmallVector<StringRef> epilogueOf(Operation *gemm) {
   while (Operation *user = nextReader(v)) {
     if (auto gelu = dyn_cast<GeluOp>(user))
       stages.push_back(gelu.getApproximate() == "tanh" ? "gelu_tanh" : "gelu");
+    else if (auto grad = dyn_cast<ActivationGradOp>(user);
+             grad && grad.getKind() == "gelu_tanh" && grad.getGrad() == v &&
+             grad.getInput() != v)
+      // The backward of a tanh GELU: dy * gelu'(x), x saved by the forward.
+      stages.push_back("dgelu_tanh");
     else if (isa<ReluOp>(user))
       stages.push_back("relu");
     else if (isa<SiluOp>(user))
@@ -115,6 +120,16 @@ void FusionPass::runOnOperation() {
     op->setAttr("nn.epilogue", ArrayAttr::get(ctx, names));
   });
 
+  // A target whose GEMMs take epilogues computes these ops in the GEMM:
+  // they stay out of the groups.
+  llvm::SmallPtrSet<Operation *, 16> inEpilogue;
+  if (epilogues)
+    func.walk([&](Operation *op) {
+      if (isa<LinearOp, MatmulOp>(op))
+        if (Operation *reader = epilogueReader(op))
+          inEpilogue.insert(reader);
+    });
+
   std::vector<Group> groups;
   DenseMap<Operation *, int> groupOf;
   // Whether `op` may join the union of `ids`: no op outside the union reads
@@ -138,7 +153,7 @@ void FusionPass::runOnOperation() {
   for (Operation &opRef : block) {
     Operation *op = &opRef;
     int joined = -1;
-    if (isCandidate(op)) {
+    if (isCandidate(op) && !inEpilogue.contains(op)) {
       ArrayRef<int64_t> shape = resultType(op).getShape();
       SmallVector<int> candidates;
       for (Value operand : op->getOperands()) {

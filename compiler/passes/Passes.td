@@ -90,18 +90,23 @@ def Fusion : Pass<"nn-fusion", "::mlir::func::FuncOp"> {
     one pass over memory instead of one per op.
 
     GEMMs (`nn.linear`, `nn.matmul`) whose result flows through a chain of
-    single readers (the function's return aside) into an activation or a
-    residual add are marked
-    `nn.epilogue = ["bias", "gelu", "residual"]` (in order); a target
-    whose GEMM library fuses epilogues (cuBLASLt) reads the mark. The host
-    target's BLAS does not, so it runs the bias as a GEMM accumulate and
-    the rest in the fused group.
+    single readers (the function's return aside) into an activation, an
+    activation's gradient or a residual add are marked
+    `nn.epilogue = ["bias", "gelu", "residual"]` (in order). With
+    `epilogues` (a target whose GEMM library fuses epilogues: cuBLASLt),
+    the reader the mark's first stage after the bias names
+    (`nn::epilogueReader`: a tanh GELU, its gradient or a residual add)
+    stays out of the groups, and the target's lowering computes it in the
+    GEMM. Without, the host runs the bias as a GEMM accumulate and the
+    rest as kernels.
   }];
   let options = [
     Option<"maxArguments", "max-arguments", "unsigned", /*default=*/"12",
            "most inputs (splat constants aside) plus results of one group; "
            "a larger group is cut into consecutive pieces (kernel argument "
            "limits)">,
+    Option<"epilogues", "epilogues", "bool", /*default=*/"false",
+           "keep the ops a GEMM epilogue computes out of the groups">,
   ];
 }
 

@@ -149,6 +149,14 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
            << " " << a.transA << " " << a.transB << " " << a.accumulate << " "
            << a.buffers[0] << " " << a.buffers[1] << " " << a.buffers[2] << " "
            << a.strideA << " " << a.strideB << " " << a.strideC;
+        if (a.bias >= 0)
+          os << " bias " << a.bias;
+        if (a.addend >= 0)
+          os << " addend " << a.addend;
+        if (!a.activation.empty())
+          os << " " << a.activation;
+        if (a.aux >= 0)
+          os << " aux " << a.aux;
       }
       os << " # " << a.note << "\n";
     }

@@ -67,7 +67,12 @@ struct Action {
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool transA = false, transB = false, accumulate = false;
   int64_t strideA = 0, strideB = 0, strideC = 0;
-  std::string note; // the op it implements, for --emit=plan
+  // Gemm epilogue (one GEMM, no accumulate): C = act(A op(B) + addend +
+  // bias), with the value before `act` in aux; or, for dgelu_tanh,
+  // C = (A op(B)) * gelu_tanh'(aux). Buffers, or -1.
+  int bias = -1, addend = -1, aux = -1;
+  std::string activation; // "", "gelu_tanh" or "dgelu_tanh"
+  std::string note;       // the op it implements, for --emit=plan
 };
 
 struct Function {

@@ -49,12 +49,12 @@ LogicalResult NNDialect::verifyOperationAttribute(Operation *op,
     if (!stages || !llvm::all_of(stages, [](Attribute a) {
           auto s = dyn_cast<StringAttr>(a);
           return s && llvm::is_contained({"bias", "gelu", "gelu_tanh", "relu",
-                                          "silu", "residual"},
+                                          "silu", "residual", "dgelu_tanh"},
                                          s.getValue());
         }))
       return op->emitError()
              << "'nn.epilogue' must be an array of bias, gelu, gelu_tanh, "
-                "relu, silu and residual, got "
+                "relu, silu, residual and dgelu_tanh, got "
              << attr.getValue();
     return success();
   }

@@ -558,6 +558,46 @@ bool hotstage::nn::isFusibleElementwise(Operation *op) {
              SiluOp, GeluOp, ActivationGradOp, BroadcastOp>(op);
 }
 
+Operation *hotstage::nn::epilogueReader(Operation *gemm, StringRef *stage) {
+  auto stages = gemm->getAttrOfType<ArrayAttr>("nn.epilogue");
+  if (!stages)
+    return nullptr;
+  StringRef first;
+  for (Attribute a : stages) {
+    StringRef s = cast<StringAttr>(a).getValue();
+    if (s != "bias") {
+      first = s;
+      break;
+    }
+  }
+  if (!llvm::is_contained({"gelu_tanh", "residual", "dgelu_tanh"}, first))
+    return nullptr;
+  Value r = gemm->getResult(0);
+  Operation *reader = nullptr;
+  // The function's return saves a value for the backward: not a reader.
+  for (Operation *user : r.getUsers()) {
+    if (user->hasTrait<OpTrait::IsTerminator>())
+      continue;
+    if (reader && reader != user)
+      return nullptr;
+    reader = user;
+  }
+  bool matches = false;
+  if (auto gelu = dyn_cast_or_null<GeluOp>(reader))
+    matches = first == "gelu_tanh" && gelu.getApproximate() == "tanh";
+  else if (auto grad = dyn_cast_or_null<ActivationGradOp>(reader))
+    matches = first == "dgelu_tanh" && grad.getKind() == "gelu_tanh" &&
+              grad.getGrad() == r && grad.getInput() != r;
+  else if (auto add = dyn_cast_or_null<AddOp>(reader))
+    matches = first == "residual" && add.getLhs() != add.getRhs() &&
+              add.getLhs().getType() == add.getRhs().getType();
+  if (!matches)
+    return nullptr;
+  if (stage)
+    *stage = first;
+  return reader;
+}
+
 LogicalResult FusedOp::verify() {
   ArrayRef<int64_t> shape = getShape();
   Block &body = getBody().front();

@@ -29,6 +29,14 @@ namespace hotstage::nn {
 /// the same index (after broadcasting): what an nn.fused group may hold.
 bool isFusibleElementwise(mlir::Operation *op);
 
+/// The reader of `gemm`'s result (an nn.linear or nn.matmul that nn-fusion
+/// marked with nn.epilogue) that the mark's first stage after the bias
+/// names, when that stage is one a GEMM library's epilogue computes: a
+/// tanh GELU (`gelu_tanh`), a residual add (`residual`) or a tanh GELU's
+/// gradient (`dgelu_tanh`). Null otherwise. `stage` gets the stage's name.
+mlir::Operation *epilogueReader(mlir::Operation *gemm,
+                                llvm::StringRef *stage = nullptr);
+
 } // namespace hotstage::nn
 
 #endif // HOTSTAGE_DIALECTS_NN_NNOPS_H

@@ -149,6 +149,16 @@ private:
   bool check(cublasStatus_t status, const std::string &what,
              std::string &error);
   bool prepareGemm(const PlanAction &a, Gemm &gemm, std::string &error);
+  void setEpiloguePointers(const PlanAction &a, Gemm &gemm, int slot) {
+    for (auto [arg, attribute] :
+         {std::pair{a.biasArg, CUBLASLT_MATMUL_DESC_BIAS_POINTER},
+          std::pair{a.auxArg, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER}}) {
+      if (arg < 0)
+        continue;
+      auto *p = reinterpret_cast<void *>(pointer(a.buffers[arg], slot));
+      cublasLtMatmulDescSetAttribute(gemm.desc, attribute, &p, sizeof(p));
+    }
+  }
   /// Puts the function's actions on the stream, one launch each.
   bool enqueue(const std::string &function,
                const std::vector<PlanAction> &actions, int slot,
@@ -317,6 +327,28 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
                                  sizeof(opFirst));
   cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opSecond,
                                  sizeof(opSecond));
+  // The plan's epilogue (bias and aux are f32, as D; cuBLASLt's GELU is the
+  // tanh form). An addend is the C of D = AB + C.
+  bool bias = a.biasArg >= 0, aux = a.auxArg >= 0;
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  if (a.activation == "gelu_tanh")
+    epilogue =
+        aux ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                    : CUBLASLT_EPILOGUE_GELU_AUX)
+            : (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
+  else if (a.activation == "dgelu_tanh")
+    epilogue = CUBLASLT_EPILOGUE_DGELU;
+  else if (bias)
+    epilogue = CUBLASLT_EPILOGUE_BIAS;
+  cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                 &epilogue, sizeof(epilogue));
+  if (aux) {
+    int64_t ld = a.n; // D's rows, column-major
+    cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                   &ld, sizeof(ld));
+  }
+  // The heuristic reads the pointers' alignment: slot 0's stand for all.
+  setEpiloguePointers(a, g, 0);
   // Column-major shapes of the stored matrices (rows, columns, leading
   // dimension) and their batch strides.
   auto layout = [&](cublasLtMatrixLayout_t &l, uint64_t rows, uint64_t cols,
@@ -472,16 +504,19 @@ bool CudaDevice::enqueue(const std::string &function,
     if (profile_)
       driver_.cuEventRecord(events_[2 * index], stream_);
     if (a.gemm) {
-      const Gemm &g = gemms_.at(&a);
-      float one = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
+      Gemm &g = gemms_.at(&a);
+      setEpiloguePointers(a, g, slot);
+      float one = 1.0f, beta = a.accumulate || a.addendArg >= 0 ? 1.0f : 0.0f;
       CUdeviceptr A = pointer(a.buffers[0], slot),
                   B = pointer(a.buffers[1], slot),
-                  C = pointer(a.buffers[2], slot);
+                  D = pointer(a.buffers[2], slot),
+                  C = a.addendArg >= 0 ? pointer(a.buffers[a.addendArg], slot)
+                                       : D;
       if (!check(cublasLtMatmul(blas_, g.desc, &one,
                                 reinterpret_cast<void *>(B), g.first,
                                 reinterpret_cast<void *>(A), g.second, &beta,
                                 reinterpret_cast<void *>(C), g.out,
-                                reinterpret_cast<void *>(C), g.out, &g.algo,
+                                reinterpret_cast<void *>(D), g.out, &g.algo,
                                 reinterpret_cast<void *>(workspace_),
                                 workspaceBytes_, stream_),
                  function + ", GEMM " + a.note, error))
@@ -542,8 +577,7 @@ bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
 
 // The executor computes on the host only without a device, which a GPU
 // build always has: no oneDNN in it.
-void hotstage::rt::hostGemm(const PlanAction &, const float *, const float *,
-                            float *) {
+void hotstage::rt::hostGemm(const PlanAction &, void *const *, ThreadPool &) {
   std::fprintf(stderr, "error: internal: a host GEMM in a GPU build\n");
   std::abort();
 }

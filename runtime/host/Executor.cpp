@@ -230,9 +230,7 @@ void Executor::runStep(Step &step) {
   {
     const PlanAction &a = *step.action;
     if (a.gemm) {
-      hostGemm(a, static_cast<const float *>(step.args[0]),
-               static_cast<const float *>(step.args[1]),
-               static_cast<float *>(step.args[2]));
+      hostGemm(a, step.args, pool_);
       return;
     }
     pool_.parallelFor(a.parallel, invoke, &step);

@@ -2,10 +2,13 @@
 
 #include "runtime/host/HostGemm.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <dnnl.h>
 #include <vector>
+
+using namespace hotstage::rt;
 
 /// bf16 values widened to f32: exact, so the f32 GEMM of the widened
 /// operands is the bf16 GEMM with f32 accumulation.
@@ -19,8 +22,57 @@ static std::vector<float> widen(const void *data, int64_t n) {
   return out;
 }
 
-void hotstage::rt::hostGemm(const PlanAction &a, const float *A, const float *B,
-                            float *C) {
+namespace {
+
+/// The epilogue's elementwise part over rows [begin, end) of the product
+/// P (which is C, or aux when a GELU keeps its input there).
+struct Epilogue {
+  const PlanAction *a;
+  float *C;
+  const float *addend, *aux;
+  float *P;
+};
+
+// The same formulas, in the same order, as the host kernels of nn.gelu and
+// nn.activation_grad (compiler/host/HostLowering.cpp).
+const float kSqrt2OverPi = static_cast<float>(0.79788456080286535588);
+
+float geluTanh(float x) {
+  float u = kSqrt2OverPi * (x + 0.044715f * (x * (x * x)));
+  return 0.5f * x * (1.0f + std::tanh(u));
+}
+
+float geluTanhSlope(float x) {
+  float x2 = x * x;
+  float u = kSqrt2OverPi * (x + 0.044715f * (x2 * x));
+  float t = std::tanh(u);
+  float du = kSqrt2OverPi * (1.0f + static_cast<float>(3 * 0.044715) * x2);
+  return 0.5f * (1.0f + t) + (0.5f * x) * ((1.0f - t * t) * du);
+}
+
+void applyEpilogue(void *ctx, int64_t begin, int64_t end) {
+  auto &e = *static_cast<Epilogue *>(ctx);
+  int64_t n = e.a->n;
+  for (int64_t i = begin * n; i < end * n; ++i) {
+    if (e.addend)
+      e.P[i] = e.addend[i] + e.P[i];
+    if (e.a->activation == "gelu_tanh")
+      e.C[i] = geluTanh(e.P[i]);
+    else if (e.a->activation == "dgelu_tanh")
+      e.C[i] = e.C[i] * geluTanhSlope(e.aux[i]);
+  }
+}
+
+} // namespace
+
+void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
+                            ThreadPool &pool) {
+  const auto *A = static_cast<const float *>(args[0]);
+  const auto *B = static_cast<const float *>(args[1]);
+  auto *C = static_cast<float *>(args[2]);
+  auto arg = [&](int index) {
+    return index >= 0 ? static_cast<float *>(args[index]) : nullptr;
+  };
   std::vector<float> wideA, wideB;
   if (a.bf16) {
     wideA = widen(A, a.strideA ? a.batch * a.strideA : a.m * a.k);
@@ -28,9 +80,23 @@ void hotstage::rt::hostGemm(const PlanAction &a, const float *A, const float *B,
     A = wideA.data();
     B = wideB.data();
   }
+  // A GELU that keeps its input computes the product into aux.
+  float *P = a.activation == "gelu_tanh" && a.auxArg >= 0 ? arg(a.auxArg) : C;
+  bool accumulate = a.accumulate;
+  if (const float *bias = arg(a.biasArg)) {
+    // P starts as the broadcast bias, as the bias kernel does without an
+    // epilogue; the GEMM adds to it.
+    for (int64_t i = 0; i < a.m; ++i)
+      std::memcpy(P + i * a.n, bias, a.n * sizeof(float));
+    accumulate = true;
+  }
   int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n, ldc = a.n;
   for (int64_t b = 0; b < a.batch; ++b)
     dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k, 1.0f,
                A + b * a.strideA, lda, B + b * a.strideB, ldb,
-               a.accumulate ? 1.0f : 0.0f, C + b * a.strideC, ldc);
+               accumulate ? 1.0f : 0.0f, P + b * a.strideC, ldc);
+  if (a.addendArg < 0 && a.activation.empty())
+    return;
+  Epilogue e{&a, C, arg(a.addendArg), arg(a.auxArg), P};
+  pool.parallelFor(a.m, applyEpilogue, &e);
 }

@@ -41,6 +41,39 @@ static std::vector<int64_t> parseShape(const std::string &s) {
   return shape;
 }
 
+/// What is wrong with GEMM `a`'s epilogue, or "": its buffers are f32 of
+/// the right sizes, and it is one GEMM that writes C afresh.
+static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
+  bool any = a.biasArg >= 0 || a.addendArg >= 0 || a.auxArg >= 0 ||
+             !a.activation.empty();
+  if (!any)
+    return "";
+  if (a.batch != 1 || a.accumulate)
+    return "a gemm epilogue needs one GEMM that does not accumulate";
+  if (a.activation == "dgelu_tanh" &&
+      (a.auxArg < 0 || a.biasArg >= 0 || a.addendArg >= 0))
+    return "dgelu_tanh takes aux (the GELU's input) and nothing else";
+  if (a.activation.empty() && a.auxArg >= 0)
+    return "gemm aux without an activation";
+  if (a.activation == "gelu_tanh" && a.addendArg >= 0)
+    return "gemm with both an addend and gelu_tanh";
+  auto sized = [&](int arg, int64_t elements) {
+    if (arg < 0)
+      return true;
+    const PlanBuffer &b = plan.buffers[a.buffers[arg]];
+    return b.dtype == "f32" && b.bytes == elements * 4;
+  };
+  if (!sized(a.biasArg, a.n))
+    return "gemm bias must be " + std::to_string(a.n) + " f32";
+  if (!sized(a.addendArg, a.m * a.n) || !sized(a.auxArg, a.m * a.n))
+    return "gemm addend and aux must be " + std::to_string(a.m) + "x" +
+           std::to_string(a.n) + " f32";
+  for (int arg : {a.addendArg, a.auxArg})
+    if (arg >= 0 && a.buffers[arg] == a.buffers[2])
+      return "gemm addend and aux must not be its output";
+  return "";
+}
+
 bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
                              int which) {
   std::istringstream in(text);
@@ -201,6 +234,27 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
               a.accumulate >> a.buffers[0] >> a.buffers[1] >> a.buffers[2] >>
               a.strideA >> a.strideB >> a.strideC))
           return fail("bad gemm");
+        // The epilogue: `bias B`, `addend R`, `gelu_tanh`, `dgelu_tanh`,
+        // `aux X`.
+        std::string key;
+        while (f >> key) {
+          int *arg = key == "bias"     ? &a.biasArg
+                     : key == "addend" ? &a.addendArg
+                     : key == "aux"    ? &a.auxArg
+                                       : nullptr;
+          if (arg) {
+            int b;
+            if (*arg >= 0 || !(f >> b))
+              return fail("bad gemm " + key);
+            *arg = static_cast<int>(a.buffers.size());
+            a.buffers.push_back(b);
+          } else if ((key == "gelu_tanh" || key == "dgelu_tanh") &&
+                     a.activation.empty()) {
+            a.activation = key;
+          } else {
+            return fail("unknown gemm epilogue '" + key + "'");
+          }
+        }
       }
       for (int b : a.buffers)
         if (!plan.buffers.count(b))
@@ -213,6 +267,8 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
         if (tb != ta || tc != "f32" || (ta != "f32" && ta != "bf16"))
           return fail("gemm of " + ta + " x " + tb + " -> " + tc +
                       " (f32 or bf16 inputs, f32 output)");
+        if (std::string bad = checkEpilogue(plan, a); !bad.empty())
+          return fail(bad);
       }
       function->push_back(std::move(a));
     } else if (word == "end") {

@@ -64,6 +64,11 @@ struct PlanAction {
   /// A GEMM whose A and B buffers hold bf16 (precision = bf16): f32
   /// accumulation into an f32 C.
   bool bf16 = false;
+  /// A GEMM's epilogue (docs/plan.md): indexes into `buffers` of the bias
+  /// (N f32), the addend and the aux matrix (M x N f32), or -1, and
+  /// "gelu_tanh", "dgelu_tanh" or "".
+  int biasArg = -1, addendArg = -1, auxArg = -1;
+  std::string activation;
   std::string note;
 };
 

@@ -1,5 +1,6 @@
 // RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion))' -split-input-file | FileCheck %s
 // RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion{max-arguments=3}))' -split-input-file | FileCheck %s --check-prefix=SMALL
+// RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion{epilogues=true}))' -split-input-file | FileCheck %s --check-prefix=EPI
 
 // A chain becomes one group; only the value read outside is a result, and
 // the splat constant stays an input.
@@ -112,4 +113,46 @@ func.func @epilogues(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf3
   %5 = nn.exp %4 : tensor<4x8xf32>
   %6 = nn.add %4, %5 : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
   return %3, %6 : tensor<4x8xf32>, tensor<4x8xf32>
+}
+
+// -----
+
+// The backward of a tanh GELU after a GEMM is an epilogue (cuBLASLt's
+// DGELU, reading the GELU's saved input). With epilogues=true the op the
+// mark's first stage names stays out of the groups, for the GEMM to
+// compute; without, it groups as usual.
+// CHECK-LABEL: func.func @gelu_backward
+// CHECK: nn.matmul {{.*}} {nn.epilogue = ["dgelu_tanh"]}
+// CHECK: nn.fused
+// CHECK: nn.activation_grad
+// CHECK: nn.mul
+// EPI-LABEL: func.func @gelu_backward
+// EPI: %[[P:.*]] = nn.matmul {{.*}} {nn.epilogue = ["dgelu_tanh"]}
+// EPI-NEXT: nn.activation_grad "gelu_tanh" %[[P]]
+// EPI-NOT: nn.fused
+func.func @gelu_backward(%dy: tensor<4x8xf32>, %w: tensor<8x16xf32>, %x: tensor<4x16xf32>) -> tensor<4x16xf32> {
+  %0 = nn.matmul %dy, %w : (tensor<4x8xf32>, tensor<8x16xf32>) -> tensor<4x16xf32>
+  %1 = nn.activation_grad "gelu_tanh" %0, %x : tensor<4x16xf32>
+  %2 = nn.mul %1, %1 : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
+  return %2 : tensor<4x16xf32>
+}
+
+// -----
+
+// A tanh GELU's input also returned (saved for the backward) stays a
+// GEMM result: the epilogue writes it as aux. The erf GELU has no
+// cuBLASLt epilogue, so it groups either way.
+// EPI-LABEL: func.func @gelu_forward
+// EPI: %[[P:.*]] = nn.linear {{.*}} {nn.epilogue = ["bias", "gelu_tanh"]}
+// EPI-NEXT: nn.gelu %[[P]] approximate = "tanh"
+// EPI: nn.linear {{.*}} {nn.epilogue = ["bias", "gelu"]}
+// EPI-NEXT: nn.fused
+func.func @gelu_forward(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf32>) -> (tensor<4x16xf32>, tensor<4x16xf32>, tensor<4x16xf32>) {
+  %0 = nn.linear %x, %w, %b : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<4x16xf32>
+  %1 = nn.gelu %0 approximate = "tanh" : tensor<4x16xf32>
+  %2 = nn.exp %1 : tensor<4x16xf32>
+  %3 = nn.linear %x, %w, %b : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<4x16xf32>
+  %4 = nn.gelu %3 : tensor<4x16xf32>
+  %5 = nn.exp %4 : tensor<4x16xf32>
+  return %0, %2, %5 : tensor<4x16xf32>, tensor<4x16xf32>, tensor<4x16xf32>
 }

@@ -61,7 +61,7 @@ func.func @yield_types(%x: tensor<4xf32>) -> tensor<4xf32> {
 // -----
 
 func.func @bad_epilogue(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) -> tensor<4x8xf32> {
-  // expected-error@+1 {{'nn.epilogue' must be an array of bias, gelu, gelu_tanh, relu, silu and residual, got ["softmax"]}}
+  // expected-error@+1 {{'nn.epilogue' must be an array of bias, gelu, gelu_tanh, relu, silu, residual and dgelu_tanh, got ["softmax"]}}
   %0 = nn.matmul %x, %w {nn.epilogue = ["softmax"]} : (tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<4x8xf32>
   return %0 : tensor<4x8xf32>
 }

@@ -1,0 +1,152 @@
+//===- HostGemmTest.cpp - GEMM epilogues: the plan and the host's math ----===//
+
+#include "runtime/host/HostGemm.h"
+#include "runtime/host/Plan.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+using namespace hotstage::rt;
+
+namespace {
+
+// x (2x3), w (4x3), bias (4), a residual r (2x4), the outputs y and pre
+// (2x4), and dy (2x4), w2 (4x4) for a gradient.
+std::string planWith(const std::string &gemm) {
+  return R"(hotstage-plan 1
+model Tiny
+microbatches 1
+batch 1
+seq 2
+vocab 4
+arena 1024
+persistent 1024
+buffer 0 temp x f32 2x3 offset 0 bytes 24
+buffer 1 param w f32 4x3 offset 64 bytes 48 init zeros 0 0
+buffer 2 param bias f32 4 offset 128 bytes 16 init zeros 0 0
+buffer 3 temp r f32 2x4 offset 192 bytes 32
+buffer 4 temp y f32 2x4 offset 256 bytes 32
+buffer 5 temp pre f32 2x4 offset 320 bytes 32
+function forward 1
+)" + gemm +
+         "\nend\n";
+}
+
+std::string parseError(const std::string &gemm) {
+  Plan plan;
+  std::string error;
+  if (parsePlan(planWith(gemm).c_str(), plan, error))
+    return "";
+  return error;
+}
+
+TEST(GemmEpilogue, Parses) {
+  Plan plan;
+  std::string error;
+  ASSERT_TRUE(parsePlan(
+      planWith("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias 2 gelu_tanh aux 5 # fc")
+          .c_str(),
+      plan, error))
+      << error;
+  const PlanAction &a = plan.functions.at("forward").at(0);
+  EXPECT_EQ(a.activation, "gelu_tanh");
+  ASSERT_EQ(a.buffers.size(), 5u);
+  EXPECT_EQ(a.buffers[a.biasArg], 2);
+  EXPECT_EQ(a.buffers[a.auxArg], 5);
+  EXPECT_EQ(a.addendArg, -1);
+  EXPECT_EQ(a.note, "fc");
+}
+
+TEST(GemmEpilogue, BadEpiloguesAreRefused) {
+  auto refused = [](const std::string &gemm, const std::string &why) {
+    std::string error = parseError(gemm);
+    EXPECT_NE(error.find(why), std::string::npos) << gemm << ": " << error;
+    EXPECT_NE(error.find("plan line"), std::string::npos) << error;
+  };
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 relu", "unknown gemm epilogue");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias", "bad gemm bias");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias 2 bias 2", "bad gemm bias");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias 9", "unknown buffer 9");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias 3", "bias must be 4 f32");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 addend 2", "must be 2x4 f32");
+  refused("  gemm 1 2 4 3 0 1 1 0 1 4 0 0 0 bias 2", "does not accumulate");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 dgelu_tanh", "takes aux");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 aux 5", "aux without");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 addend 4", "not be its output");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 addend 3 gelu_tanh",
+          "both an addend and gelu_tanh");
+}
+
+double gelu(double x) {
+  return 0.5 * x *
+         (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+/// The host GEMM of `gemm` on fixed inputs against a double-precision
+/// reference of the product, bias, addend and activation.
+struct GemmRun {
+  std::vector<float> x{0.5f, -1.0f, 2.0f, 1.5f, 0.25f, -0.75f};
+  std::vector<float> w{0.1f, 0.2f, -0.3f, 0.4f,  -0.5f, 0.6f,
+                       0.7f, 0.8f, 0.9f,  -1.0f, 1.1f,  1.2f};
+  std::vector<float> bias{0.05f, -0.1f, 0.15f, -0.2f};
+  std::vector<float> r{1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> y = std::vector<float>(8, -7), pre = y;
+
+  void run(const std::string &gemm) {
+    Plan plan;
+    std::string error;
+    ASSERT_TRUE(parsePlan(planWith(gemm).c_str(), plan, error)) << error;
+    const PlanAction &a = plan.functions.at("forward").at(0);
+    void *byId[] = {x.data(), w.data(), bias.data(),
+                    r.data(), y.data(), pre.data()};
+    std::vector<void *> args;
+    for (int b : a.buffers)
+      args.push_back(byId[b]);
+    ThreadPool pool(2);
+    hostGemm(a, args.data(), pool);
+  }
+  double product(int i, int j) const {
+    double s = 0;
+    for (int k = 0; k < 3; ++k)
+      s += double(x[i * 3 + k]) * w[j * 3 + k];
+    return s;
+  }
+};
+
+TEST(GemmEpilogue, BiasGeluKeepsItsInput) {
+  GemmRun t;
+  t.run("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias 2 gelu_tanh aux 5");
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      double p = t.product(i, j) + t.bias[j];
+      EXPECT_NEAR(t.pre[i * 4 + j], p, 1e-6);
+      EXPECT_NEAR(t.y[i * 4 + j], gelu(p), 1e-6);
+    }
+}
+
+TEST(GemmEpilogue, BiasAndResidual) {
+  GemmRun t;
+  t.run("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bias 2 addend 3");
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j)
+      EXPECT_NEAR(t.y[i * 4 + j], t.product(i, j) + t.bias[j] + t.r[i * 4 + j],
+                  1e-6);
+  EXPECT_EQ(t.pre[0], -7); // untouched
+}
+
+TEST(GemmEpilogue, GeluGradient) {
+  GemmRun t;
+  // The GELU's input in r; y = (x w^T) * gelu'(r).
+  t.run("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 dgelu_tanh aux 3");
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      double v = t.r[i * 4 + j], h = 1e-4;
+      double slope = (gelu(v + h) - gelu(v - h)) / (2 * h);
+      EXPECT_NEAR(t.y[i * 4 + j], t.product(i, j) * slope, 1e-4);
+    }
+}
+
+} // namespace
