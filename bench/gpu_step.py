@@ -68,10 +68,7 @@ def build(hotstage, out, batch, seq):
 
 def carried_env(out):
     """The environment with the libraries build() carried on the path."""
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = (os.path.join(out, "lib") + ":"
-                              + env.get("LD_LIBRARY_PATH", ""))
-    return env
+    return bundle.gpu_env(os.path.join(out, "lib"))
 
 
 def hotstage_run(out, precision, warmup, iters):

@@ -114,6 +114,14 @@ static cl::opt<cl::boolOrDefault> gemmEpilogues(
              "on with --target cuda, off on the host"),
     cl::cat(category));
 
+static cl::opt<cl::boolOrDefault> sdpa(
+    "sdpa",
+    cl::desc("Run attention and its gradient as one fused library call each "
+             "(cuDNN's flash attention on a GPU; a reference loop on the "
+             "host) on bf16 copies of their inputs. Default: on with "
+             "--target cuda when the model trains in bf16"),
+    cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -561,6 +569,11 @@ int main(int argc, char **argv) {
   host::KernelOptions kernelOptions;
   kernelOptions.parallelOverElements = target || kernelsOverElements;
   kernelOptions.gemmEpilogues = epilogues;
+  using Attention = host::KernelOptions::Attention;
+  kernelOptions.attention = sdpa == cl::BOU_TRUE    ? Attention::Library
+                            : sdpa == cl::BOU_FALSE ? Attention::Kernels
+                            : target                ? Attention::LibraryIfBf16
+                                                    : Attention::Kernels;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;

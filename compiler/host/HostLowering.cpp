@@ -456,6 +456,10 @@ private:
   int accumulatorFor(Operation *gemm);
   LogicalResult lowerRowOp(Operation *op);
   LogicalResult lowerAttention(Operation *op);
+  /// options.attention: the library's fused attention on bf16 copies.
+  LogicalResult lowerLibraryAttention(Operation *op);
+  /// f32 copy `to` of bf16 buffer `from` (exact).
+  void widenBf16(int from, int to, Operation *op);
   LogicalResult lowerDataMovement(Operation *op);
   LogicalResult lowerLrSchedule(LrScheduleOp op);
   void fill(int buffer, RankedTensorType type, Attribute value, Operation *op);
@@ -1894,7 +1898,82 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
 // Attention: one (batch, head) per parallel index, scores in a stack row
 //===----------------------------------------------------------------------===//
 
+void HostLowering::widenBf16(int from, int to, Operation *op) {
+  int64_t n = plan.buffers[to].bytes / 4;
+  Type i32 = IntegerType::get(ctx, 32), i16 = IntegerType::get(ctx, 16);
+  Kernel k =
+      startKernel("widen_bf16", op->getLoc(),
+                  {memrefOf({n}, Float32Type::get(ctx)), memrefOf({n}, i16)});
+  k.loop(k.begin, k.end, [&](Value i) {
+    Value bits = arith::ExtUIOp::create(k.b, k.loc, i32, k.load(k.args[1], i));
+    Value wide = arith::ShLIOp::create(
+        k.b, k.loc, bits,
+        arith::ConstantOp::create(k.b, k.loc, k.b.getI32IntegerAttr(16)));
+    k.store(arith::BitcastOp::create(k.b, k.loc, Float32Type::get(ctx), wide),
+            k.args[0], i);
+  });
+  call(finishKernel(k), n, {to, from}, op);
+  current->actions.back().note = "widen_bf16";
+}
+
+LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
+  bool grad = isa<AttentionGradOp>(op);
+  unsigned first = grad ? 1 : 0;
+  Value q = op->getOperand(first), key = op->getOperand(first + 1),
+        val = op->getOperand(first + 2);
+  plan::Action act;
+  act.kind = plan::Action::Kind::Attention;
+  act.heads = cast<IntegerAttr>(op->getAttr("heads")).getInt();
+  act.kvHeads = act.heads;
+  if (auto kv = op->getAttrOfType<IntegerAttr>("kv_heads"))
+    act.kvHeads = kv.getInt();
+  act.causal = op->hasAttr("causal");
+  ArrayRef<int64_t> shape = tensorType(q).getShape();
+  act.batch = shape[0];
+  act.seq = shape[1];
+  act.headDim = shape[2] / act.heads;
+  act.scale = 1.0 / std::sqrt(static_cast<double>(act.headDim));
+  if (auto s = op->getAttrOfType<FloatAttr>("scale"))
+    act.scale = s.getValueAsDouble();
+  Type bf16 = BFloat16Type::get(ctx), f32 = Float32Type::get(ctx);
+  int dyb = grad ? castToBf16(bufferFor(op->getOperand(0)), op) : -1;
+  int qb = castToBf16(bufferFor(q), op), kb = castToBf16(bufferFor(key), op),
+      vb = castToBf16(bufferFor(val), op);
+  int ob = newScratch(shape, bf16);
+  int stats = newScratch({act.batch, act.heads, act.seq}, f32);
+  // The gradient needs the forward's output and statistics: it runs the
+  // forward again rather than keeping them from it.
+  act.buffers = {qb, kb, vb, ob, stats};
+  act.note = "attention";
+  auto push = [&](plan::Action a) {
+    for (int b : a.buffers)
+      touch(b);
+    current->actions.push_back(std::move(a));
+    ++actionIndex;
+  };
+  push(act);
+  if (!grad) {
+    widenBf16(ob, newTemp(op->getResult(0)), op);
+    return success();
+  }
+  int dqb = newScratch(shape, bf16);
+  int dkb = newScratch(tensorType(key).getShape(), bf16);
+  int dvb = newScratch(tensorType(val).getShape(), bf16);
+  act.kind = plan::Action::Kind::AttentionGrad;
+  act.buffers = {qb, kb, vb, ob, stats, dyb, dqb, dkb, dvb};
+  act.note = "attention_grad";
+  push(act);
+  widenBf16(dqb, newTemp(op->getResult(0)), op);
+  widenBf16(dkb, newTemp(op->getResult(1)), op);
+  widenBf16(dvb, newTemp(op->getResult(2)), op);
+  return success();
+}
+
 LogicalResult HostLowering::lowerAttention(Operation *op) {
+  if (options.attention == host::KernelOptions::Attention::Library ||
+      (options.attention == host::KernelOptions::Attention::LibraryIfBf16 &&
+       bf16Gemms))
+    return lowerLibraryAttention(op);
   Location loc = op->getLoc();
   Type f32 = Float32Type::get(ctx);
   bool grad = isa<AttentionGradOp>(op);

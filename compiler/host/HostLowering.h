@@ -42,6 +42,12 @@ struct KernelOptions {
   /// (nn::epilogueReader: a tanh GELU with its input kept, a residual add,
   /// a tanh GELU's gradient), as a plan epilogue: what cuBLASLt fuses.
   bool gemmEpilogues = false;
+  /// Attention and its gradient as one library call each (the plan's
+  /// `attention` actions: cuDNN's fused flash attention on a GPU) on bf16
+  /// copies of their inputs, rather than kernels: always, never, or when
+  /// the model trains in bf16.
+  enum class Attention { Kernels, Library, LibraryIfBf16 };
+  Attention attention = Attention::Kernels;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the

@@ -144,6 +144,15 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
            << a.buffers.size();
         for (int b : a.buffers)
           os << " " << b;
+      } else if (a.kind == Action::Kind::Attention ||
+                 a.kind == Action::Kind::AttentionGrad) {
+        os << (a.kind == Action::Kind::Attention ? "  attention "
+                                                 : "  attention_grad ")
+           << a.batch << " " << a.seq << " " << a.heads << " " << a.kvHeads
+           << " " << a.headDim << " " << a.causal << " "
+           << llvm::format("%.9g", a.scale);
+        for (int b : a.buffers)
+          os << " " << b;
       } else {
         os << "  gemm " << a.batch << " " << a.m << " " << a.n << " " << a.k
            << " " << a.transA << " " << a.transB << " " << a.accumulate << " "

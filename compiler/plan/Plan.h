@@ -58,7 +58,7 @@ struct Buffer {
 /// One action of a function: a kernel call over a parallel range, or a
 /// (batched) row-major GEMM C = A op(B) (+ C when accumulate).
 struct Action {
-  enum class Kind { Call, Gemm } kind = Kind::Call;
+  enum class Kind { Call, Gemm, Attention, AttentionGrad } kind = Kind::Call;
   int kernel = -1;      // Call: index into the kernel table
   int64_t parallel = 1; // Call: the range [0, parallel) split over threads
   llvm::SmallVector<int, 8> buffers; // Call: arguments; Gemm: A, B, C
@@ -72,7 +72,15 @@ struct Action {
   // C = (A op(B)) * gelu_tanh'(aux). Buffers, or -1.
   int bias = -1, addend = -1, aux = -1;
   std::string activation; // "", "gelu_tanh" or "dgelu_tanh"
-  std::string note;       // the op it implements, for --emit=plan
+  // Attention (fused scaled dot-product attention, a library call on bf16
+  // [batch, seq, heads * headDim] tensors): batch, seq, its heads, the
+  // key/value heads, headDim, causal and scale. Buffers: Q K V O STATS
+  // (f32 [batch, heads, seq]: each row's log-sum-exp), then for the
+  // gradient dO dQ dK dV.
+  int64_t seq = 0, heads = 0, kvHeads = 0, headDim = 0;
+  bool causal = false;
+  double scale = 1;
+  std::string note; // the op it implements, for --emit=plan
 };
 
 struct Function {

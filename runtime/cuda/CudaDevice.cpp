@@ -13,6 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cuda/CudnnAttention.h"
 #include "runtime/host/Device.h"
 #include "runtime/host/HostGemm.h"
 
@@ -180,6 +181,9 @@ private:
   cublasLtHandle_t blas_ = nullptr;
   std::vector<CUfunction> kernels_;
   std::map<const PlanAction *, Gemm> gemms_;
+  // The plan's fused attention (cuDNN), released before the context.
+  std::unique_ptr<CudnnAttention> attention_;
+  CUdeviceptr attentionWorkspace_ = 0;
   bool graphs_ = true;
   std::map<std::pair<std::string, int>, CUgraphExec> graphExecs_;
 
@@ -292,6 +296,13 @@ bool CudaDevice::init(const Plan &plan, std::string &error) {
              "cuStreamCreate", error))
     return false;
   if (!check(cublasLtCreate(&blas_), "cublasLtCreate", error))
+    return false;
+  attention_ = std::make_unique<CudnnAttention>();
+  if (!attention_->init(plan, stream_, error))
+    return false;
+  if (int64_t bytes = attention_->workspaceBytes();
+      bytes > 0 && !check(driver_.cuMemAlloc(&attentionWorkspace_, bytes),
+                          "allocating cuDNN's attention workspace", error))
     return false;
   if (const char *graphs = std::getenv("HOTSTAGE_CUDA_GRAPHS"))
     graphs_ = std::atoi(graphs) != 0;
@@ -422,6 +433,9 @@ void CudaDevice::printProfile() const {
 CudaDevice::~CudaDevice() {
   if (profile_)
     printProfile();
+  attention_.reset();
+  if (attentionWorkspace_)
+    driver_.cuMemFree(attentionWorkspace_);
   for (CUevent e : events_)
     driver_.cuEventDestroy(e);
   for (auto &[key, exec] : graphExecs_)
@@ -464,6 +478,11 @@ bool CudaDevice::run(const std::string &function,
       ++e.calls;
       if (a.gemm)
         e.flops += 2.0 * a.batch * a.m * a.n * a.k;
+      // Attention's two products (half of them under a causal mask); its
+      // gradient's five.
+      if (a.attention)
+        e.flops += (a.attention == 1 ? 4.0 : 10.0) * a.batch * a.heads * a.seq *
+                   a.seq * a.headDim * (a.causal ? 0.5 : 1.0);
     }
     return true;
   }
@@ -525,6 +544,20 @@ bool CudaDevice::enqueue(const std::string &function,
         driver_.cuEventRecord(events_[2 * index + 1], stream_);
       continue;
     }
+    if (a.attention) {
+      void *pointers[9];
+      for (size_t i = 0; i < a.buffers.size() && i < 9; ++i)
+        pointers[i] = reinterpret_cast<void *>(pointer(a.buffers[i], slot));
+      if (!attention_->enqueue(a, pointers,
+                               reinterpret_cast<void *>(attentionWorkspace_),
+                               error)) {
+        error = function + ", " + error;
+        return false;
+      }
+      if (profile_)
+        driver_.cuEventRecord(events_[2 * index + 1], stream_);
+      continue;
+    }
     // The kernel's buffers, then the size of its parallel range: one
     // thread per index.
     CUdeviceptr pointers[16];
@@ -579,6 +612,12 @@ bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
 // build always has: no oneDNN in it.
 void hotstage::rt::hostGemm(const PlanAction &, void *const *, ThreadPool &) {
   std::fprintf(stderr, "error: internal: a host GEMM in a GPU build\n");
+  std::abort();
+}
+
+void hotstage::rt::hostAttention(const PlanAction &, void *const *,
+                                 ThreadPool &) {
+  std::fprintf(stderr, "error: internal: host attention in a GPU build\n");
   std::abort();
 }
 

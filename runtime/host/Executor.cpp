@@ -91,7 +91,7 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
     variants.resize(slots);
     for (int slot = 0; slot < slots; ++slot)
       for (const PlanAction &a : actions) {
-        Step step{&a, a.gemm ? nullptr : kernels[a.kernel], {}, 0};
+        Step step{&a, a.kernel >= 0 ? kernels[a.kernel] : nullptr, {}, 0};
         if (a.buffers.empty() || a.buffers.size() > 12) {
           setupError_ = "an action of '" + name + "' has " +
                         std::to_string(a.buffers.size()) +
@@ -231,6 +231,10 @@ void Executor::runStep(Step &step) {
     const PlanAction &a = *step.action;
     if (a.gemm) {
       hostGemm(a, step.args, pool_);
+      return;
+    }
+    if (a.attention) {
+      hostAttention(a, step.args, pool_);
       return;
     }
     pool_.parallelFor(a.parallel, invoke, &step);

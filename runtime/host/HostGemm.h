@@ -2,7 +2,8 @@
 //-*-===//
 //
 // Apart from the executor so that only the host target links oneDNN: a GPU
-// build (runtime/cuda) runs its GEMMs through cuBLASLt and never calls it.
+// build (runtime/cuda) runs its GEMMs through cuBLASLt and its attention
+// through cuDNN, and never calls these.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,6 +20,11 @@ namespace hotstage::rt {
 /// elementwise part runs on `pool`. `args` are the action's buffers; A and
 /// B hold bf16 when `a.bf16`.
 void hostGemm(const PlanAction &a, void *const *args, ThreadPool &pool);
+
+/// A plan's fused attention (a.attention 1) or its gradient (2) on this
+/// CPU: what cuDNN's flash attention computes on a GPU, in f32 from the
+/// bf16 inputs, each output rounded to bf16 once (HostAttention.cpp).
+void hostAttention(const PlanAction &a, void *const *args, ThreadPool &pool);
 
 } // namespace hotstage::rt
 

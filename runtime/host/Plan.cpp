@@ -74,6 +74,26 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
   return "";
 }
 
+/// What is wrong with attention action `a`, or "".
+static std::string checkAttention(Plan &plan, const PlanAction &a) {
+  if (a.batch < 1 || a.seq < 1 || a.heads < 1 || a.kvHeads < 1 ||
+      a.headDim < 1 || a.heads % a.kvHeads != 0)
+    return "attention needs positive sizes and heads a multiple of kv heads";
+  int64_t q = a.batch * a.seq * a.heads * a.headDim,
+          kv = a.batch * a.seq * a.kvHeads * a.headDim;
+  // Q K V O STATS [dO dQ dK dV]: elements and type of each.
+  const int64_t elements[] = {q, kv, kv, q, a.batch * a.heads * a.seq,
+                              q, q,  kv, kv};
+  for (size_t i = 0; i < a.buffers.size(); ++i) {
+    const PlanBuffer &b = plan.buffers[a.buffers[i]];
+    const char *dtype = i == 4 ? "f32" : "bf16";
+    if (b.dtype != dtype || b.bytes != elements[i] * (i == 4 ? 4 : 2))
+      return "attention buffer " + std::to_string(i + 1) + " must be " +
+             std::to_string(elements[i]) + " " + dtype;
+  }
+  return "";
+}
+
 bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
                              int which) {
   std::istringstream in(text);
@@ -211,6 +231,24 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
       std::string name;
       f >> name;
       function = &plan.functions[name];
+    } else if (word == "attention" || word == "attention_grad") {
+      if (!function)
+        return fail("action outside a function");
+      PlanAction a;
+      size_t hash = line.find('#');
+      if (hash != std::string::npos)
+        a.note = line.substr(hash + 2);
+      a.attention = word == "attention" ? 1 : 2;
+      a.buffers.resize(a.attention == 1 ? 5 : 9);
+      if (!(f >> a.batch >> a.seq >> a.heads >> a.kvHeads >> a.headDim >>
+            a.causal >> a.scale))
+        return fail("bad " + word);
+      for (int &b : a.buffers)
+        if (!(f >> b) || !plan.buffers.count(b))
+          return fail("bad " + word + " buffer");
+      if (std::string bad = checkAttention(plan, a); !bad.empty())
+        return fail(bad);
+      function->push_back(std::move(a));
     } else if (word == "call" || word == "gemm") {
       if (!function)
         return fail("action outside a function");

@@ -69,6 +69,13 @@ struct PlanAction {
   /// "gelu_tanh", "dgelu_tanh" or "".
   int biasArg = -1, addendArg = -1, auxArg = -1;
   std::string activation;
+  /// 1: fused attention, 2: its gradient (docs/plan.md), on bf16
+  /// [batch, seq, heads * headDim] buffers Q K V O, f32 statistics
+  /// [batch, heads, seq], then dO dQ dK dV.
+  int attention = 0;
+  int64_t seq = 0, heads = 0, kvHeads = 0, headDim = 0;
+  bool causal = false;
+  float scale = 1;
   std::string note;
 };
 

@@ -16,6 +16,8 @@ reports each test as PASS or FAIL with the line that failed; it exits 1
 if any failed. The tests default to test/gpu/*.test.
 """
 import argparse
+import glob
+import lzma
 import os
 import re
 import shutil
@@ -107,14 +109,32 @@ def build(out, tests, hotstage):
 
 def copy_libraries(executables, folder):
     """The shared libraries of CARRIED_LIBS the executables load, as ldd
-    finds them here, into `folder`."""
+    finds them here, into `folder`; those over 8 MB (oneDNN's 38 MB) xz
+    compressed, to keep a bundle under what one device call carries
+    (64 MiB): unpack_libraries() restores them there."""
     os.makedirs(folder, exist_ok=True)
     for exe in executables:
         text = subprocess.run(["ldd", exe], capture_output=True,
                               text=True).stdout
         for lib, path in re.findall(r"^\s*(\S+) => (\S+)", text, re.M):
-            if lib.startswith(CARRIED_LIBS):
+            if not lib.startswith(CARRIED_LIBS):
+                continue
+            if os.path.getsize(path) < 8 << 20:
                 shutil.copy(path, os.path.join(folder, lib))
+            elif not os.path.exists(os.path.join(folder, lib + ".xz")):
+                with open(path, "rb") as f, lzma.open(
+                        os.path.join(folder, lib + ".xz"), "wb") as out:
+                    shutil.copyfileobj(f, out)
+
+
+def unpack_libraries(folder):
+    """The libraries copy_libraries() compressed, restored in `folder`."""
+    for packed in glob.glob(os.path.join(folder, "*.xz")):
+        lib = packed[:-3]
+        if not os.path.exists(lib):
+            with lzma.open(packed) as f, open(lib + ".part", "wb") as out:
+                shutil.copyfileobj(f, out)
+            os.rename(lib + ".part", lib)
 
 
 # A small FileCheck: what the GPU tests use of it.
@@ -163,10 +183,25 @@ def filecheck(argv):
                 sys.exit(f"CHECK-NOT matched: {line}")
 
 
+def gpu_env(lib):
+    """The environment of a GPU run: the carried libraries (unpacked)
+    first, then the CUDA libraries Python's NVIDIA wheels installed
+    (PyTorch's and JAX's site-packages/nvidia/*/lib): cuDNN, which the
+    fused attention opens at run time, and the CUDA runtime and NVRTC it
+    opens in turn."""
+    unpack_libraries(lib)
+    env = dict(os.environ)
+    wheels = sorted(glob.glob(os.path.join(p, "nvidia", "*", "lib"))
+                    for p in sys.path if p.endswith(("site-packages",
+                                                     "dist-packages")))
+    dirs = [lib] + [d for found in wheels for d in found]
+    env["LD_LIBRARY_PATH"] = ":".join(dirs + [env.get("LD_LIBRARY_PATH", "")])
+    return env
+
+
 def run(out):
     lib = os.path.join(out, "lib")
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = lib + ":" + env.get("LD_LIBRARY_PATH", "")
+    env = gpu_env(lib)
     # As test/lit.cfg.py has them for multi-rank runs.
     env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1",
                 "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_btl": "self,vader",

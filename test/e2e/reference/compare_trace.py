@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--loss-tol", type=float, default=1e-4)
     ap.add_argument("--grad-tol", type=float, default=1e-4)
     ap.add_argument("--steps-tol", type=float, default=1e-3)
+    ap.add_argument("--final-tol", type=float, default=None,
+                    help="for the final weights (default: --steps-tol)")
     args = ap.parse_args()
 
     trace, meta = safetensors_io.load(args.trace)
@@ -87,7 +89,7 @@ def main():
     finals = sorted(k for k in ref if k.startswith("final."))
     worst_final = max(finals, key=lambda k: rel(trace[k], ref[k]))
     report(f"final weights (worst: {worst_final[6:]})", rel(trace[worst_final], ref[worst_final]),
-           args.steps_tol)
+           args.steps_tol if args.final_tol is None else args.final_tol)
     print(f"worst gradient: {worst[5:]} rel {rel(trace[worst], ref[worst]):.2e}")
     print(f"losses: hotstage {trace['losses'][-1].item():.7f} reference {ref['losses'][-1].item():.7f} "
           f"after {len(ref['losses'])} steps")

@@ -128,7 +128,8 @@ def resolve_config(raw, steps=None):
     """Checks a config dict and fills defaults; returns a new dict."""
     if not isinstance(raw, dict):
         fail("config: the top level must be a JSON object")
-    allowed = set(MODEL_KEYS) | {"eps", "optimizer", "batch", "seq", "precision"}
+    allowed = set(MODEL_KEYS) | {"eps", "optimizer", "batch", "seq", "precision",
+                                 "attention"}
     extra = sorted(set(raw) - allowed)
     if extra:
         fail(f"config: unknown key(s) {extra}; allowed: {sorted(allowed)}")
@@ -146,6 +147,9 @@ def resolve_config(raw, steps=None):
     cfg["precision"] = raw.get("precision", "fp32")
     if cfg["precision"] not in ("fp32", "bf16"):
         fail(f"config: precision {cfg['precision']!r}; expected fp32 or bf16")
+    cfg["attention"] = raw.get("attention", "fp32")
+    if cfg["attention"] not in ("fp32", "bf16"):
+        fail(f"config: attention {cfg['attention']!r}; expected fp32 or bf16")
     for k in ("batch", "seq"):
         if k in raw:
             cfg[k] = int(raw[k])
@@ -274,6 +278,32 @@ def causal_attention(q, k, v, heads):
     return y.transpose(1, 2).reshape(B, T, D)
 
 
+class Bf16Attention(torch.autograd.Function):
+    """causal_attention as Hotstage's --sdpa runs it (cuDNN's fused flash
+    attention on a GPU): on bf16 copies of q, k and v, f32 inside, the
+    output rounded to bf16; the backward rounds the incoming gradient and
+    each input's gradient."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, heads):
+        rq, rk, rv = round_bf16(q), round_bf16(k), round_bf16(v)
+        ctx.save_for_backward(rq, rk, rv)
+        ctx.heads = heads
+        return round_bf16(causal_attention(rq, rk, rv, heads))
+
+    @staticmethod
+    def backward(ctx, g):
+        inputs = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            y = causal_attention(*inputs, ctx.heads)
+        grads = torch.autograd.grad(y, inputs, round_bf16(g))
+        return tuple(round_bf16(d) for d in grads) + (None,)
+
+
+# The model's attention: f32, or with "attention": "bf16" Bf16Attention.
+ATTENTION = causal_attention
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim, heads):
         super().__init__()
@@ -284,7 +314,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         D = x.shape[-1]
         q, k, v = self.qkv(x).split(D, dim=-1)  # split(qkv(x), 3): q first
-        return self.proj(causal_attention(q, k, v, self.heads))
+        if ATTENTION is causal_attention:
+            return self.proj(causal_attention(q, k, v, self.heads))
+        return self.proj(ATTENTION(q, k, v, self.heads))
 
 
 class MLP(nn.Module):
@@ -473,8 +505,9 @@ def run_reference(args):
     if not 1 <= steps <= n:
         fail(f"--steps {steps}: the batches file has {n} batch(es)")
     cfg = resolve_config(raw, steps)
-    global GEMM
+    global GEMM, ATTENTION
     GEMM = Bf16Matmul.apply if cfg["precision"] == "bf16" else torch.matmul
+    ATTENTION = Bf16Attention.apply if cfg["attention"] == "bf16" else causal_attention
     model = build_model(cfg, weights)
     out = train(model, batches["tokens"], batches["targets"], cfg["optimizer"], steps)
     meta = {"config": json.dumps(cfg, sort_keys=True), "torch": torch.__version__,
@@ -827,6 +860,20 @@ def selftest(args):
     assert torch.allclose(a.grad, rg @ rb.t(), atol=1e-6)
     assert torch.allclose(b.grad, ra.reshape(-1, 5).t() @ rg.reshape(-1, 4), atol=1e-6)
     ok("bf16 GEMM: round to nearest even, backward from rounded operands")
+
+    # 10. bf16 attention: outputs and gradients are f32 attention's on the
+    # rounded inputs, rounded.
+    q, k, v = (torch.randn(2, 5, 8, requires_grad=True) for _ in range(3))
+    g = torch.randn(2, 5, 8)
+    y = Bf16Attention.apply(q, k, v, 2)
+    y.backward(g)
+    rounded = [round_bf16(t.detach()).requires_grad_() for t in (q, k, v)]
+    y32 = causal_attention(*rounded, 2)
+    assert torch.equal(y, round_bf16(y32.detach())), "bf16 attention output"
+    y32.backward(round_bf16(g))
+    for t, r in zip((q, k, v), rounded):
+        assert torch.equal(t.grad, round_bf16(r.grad)), "bf16 attention gradient"
+    ok("bf16 attention: rounded inputs, outputs and gradients")
     print(f"selftest passed ({len(checks)} checks)", file=sys.stderr)
 
 

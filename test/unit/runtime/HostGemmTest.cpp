@@ -150,3 +150,58 @@ TEST(GemmEpilogue, GeluGradient) {
 }
 
 } // namespace
+
+namespace {
+
+// Attention over [1, 4, 2 * 8] bf16 (2 heads of 8, one kv head), its
+// statistics f32 [1, 2, 4].
+std::string attentionPlan(const std::string &action) {
+  return R"(hotstage-plan 1
+model Tiny
+microbatches 1
+batch 1
+seq 4
+vocab 4
+arena 4096
+persistent 0
+buffer 0 temp q bf16 1x4x16 offset 0 bytes 128
+buffer 1 temp k bf16 1x4x8 offset 128 bytes 64
+buffer 2 temp v bf16 1x4x8 offset 192 bytes 64
+buffer 3 temp o bf16 1x4x16 offset 256 bytes 128
+buffer 4 temp stats f32 1x2x4 offset 384 bytes 32
+buffer 5 temp dk f32 1x4x8 offset 448 bytes 128
+function forward 1
+)" + action + "\nend\n";
+}
+
+TEST(AttentionAction, ParsesAndChecksItsBuffers) {
+  Plan plan;
+  std::string error;
+  ASSERT_TRUE(parsePlan(
+      attentionPlan("  attention 1 4 2 1 8 1 0.35355339 0 1 2 3 4 # attention")
+          .c_str(),
+      plan, error))
+      << error;
+  const PlanAction &a = plan.functions.at("forward").at(0);
+  EXPECT_EQ(a.attention, 1);
+  EXPECT_EQ(a.heads, 2);
+  EXPECT_EQ(a.kvHeads, 1);
+  EXPECT_TRUE(a.causal);
+  EXPECT_FLOAT_EQ(a.scale, 0.35355339f);
+  auto refused = [](const std::string &action, const std::string &why) {
+    Plan p;
+    std::string e;
+    EXPECT_FALSE(parsePlan(attentionPlan(action).c_str(), p, e)) << action;
+    EXPECT_NE(e.find(why), std::string::npos) << action << ": " << e;
+  };
+  refused("  attention 1 4 2 1 8 1 0.35 0 1 2 3", "bad attention buffer");
+  refused("  attention 1 4 3 2 8 1 0.35 0 1 2 3 4", "multiple of kv heads");
+  refused("  attention 1 4 2 1 8 1 0.35 0 1 2 3 3",
+          "attention buffer 5 must be 8 f32");
+  refused("  attention 1 4 2 2 8 1 0.35 0 1 2 3 4",
+          "attention buffer 2 must be 64 bf16");
+  refused("  attention_grad 1 4 2 1 8 1 0.35 0 1 2 3 4 3 0 5 2",
+          "attention buffer 8 must be 32 bf16");
+}
+
+} // namespace
