@@ -94,6 +94,26 @@ std::optional<Attribute> splatOf(Value v) {
 //===----------------------------------------------------------------------===//
 
 /// The body of one kernel under construction.
+/// The bf16 bits of f32 `x` (i16), rounded to nearest with ties to even
+/// (NaN stays NaN) by integer ops: the same bits on every target, with no
+/// runtime library call.
+Value bf16Bits(OpBuilder &b, Location loc, Value x) {
+  Type i32 = b.getI32Type(), i16 = b.getI16Type();
+  auto c32 = [&](uint32_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
+  };
+  Value bits = arith::BitcastOp::create(b, loc, i32, x);
+  Value lsb = arith::AndIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, bits, c32(16)), c32(1));
+  Value rounded = arith::AddIOp::create(
+      b, loc, bits, arith::AddIOp::create(b, loc, lsb, c32(0x7fff)));
+  Value isNan = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNO, x, x);
+  Value quiet = arith::OrIOp::create(b, loc, bits, c32(0x00400000));
+  Value chosen = arith::SelectOp::create(b, loc, isNan, quiet, rounded);
+  return arith::TruncIOp::create(
+      b, loc, i16, arith::ShRUIOp::create(b, loc, chosen, c32(16)));
+}
+
 struct Kernel {
   func::FuncOp func;
   OpBuilder b;
@@ -111,7 +131,13 @@ struct Kernel {
   Value load(Value m, ValueRange i) {
     return memref::LoadOp::create(b, loc, m, i);
   }
+  /// Stores `v`; an f32 into a bf16 buffer (a value only GEMMs read,
+  /// kept in bf16: storeInBf16) rounds as the GEMMs' cast would.
   void store(Value v, Value m, ValueRange i) {
+    if (cast<MemRefType>(m.getType()).getElementType().isBF16() &&
+        v.getType().isF32())
+      v = arith::BitcastOp::create(b, loc, b.getBF16Type(),
+                                   bf16Bits(b, loc, v));
     memref::StoreOp::create(b, loc, v, m, i);
   }
   Value add(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
@@ -413,7 +439,25 @@ public:
 private:
   // Buffers.
   int bufferFor(Value v);
-  int newTemp(Value v);
+  /// A temp for `v`; in bf16 when `bf16Allowed` (its producer stores
+  /// through Kernel::store) and storeInBf16(v).
+  int newTemp(Value v, bool bf16Allowed = false);
+  /// precision = bf16: whether `v` is read by GEMMs only (through
+  /// reshapes and folded transposes, and as a result saved for functions
+  /// that read it by GEMMs only). Its producer then stores it in bf16
+  /// directly, rounded as the GEMMs' cast kernel would round it: the same
+  /// bits, without the f32 copy and the cast's pass.
+  bool storeInBf16(Value v);
+  bool readByGemmsOnly(Value v);
+  void findResultReaders();
+  /// The arguments of other functions that receive result K of function F
+  /// (their `nn.source`), by "F:K".
+  llvm::StringMap<SmallVector<Value>> resultReaders;
+  /// The element type a kernel stores into `buffer` with.
+  Type storedType(int buffer) {
+    return plan.buffers[buffer].dtype == "bf16" ? Type(BFloat16Type::get(ctx))
+                                                : Type(Float32Type::get(ctx));
+  }
   /// The buffer an elementwise result is written to: the parameter or
   /// state it is stored into when that is safe (findInPlaceStores), else a
   /// new temp.
@@ -602,12 +646,62 @@ int HostLowering::accumulatorFor(Operation *gemm) {
   return it->second;
 }
 
-int HostLowering::newTemp(Value v) {
+int HostLowering::newTemp(Value v, bool bf16Allowed) {
   auto type = tensorType(v);
-  int id = plan.addBuffer(describeBuffer(BufferKind::Temp, "", type.getShape(),
-                                         type.getElementType()));
+  Type element = type.getElementType();
+  if (bf16Allowed && storeInBf16(v))
+    element = BFloat16Type::get(ctx);
+  int id = plan.addBuffer(
+      describeBuffer(BufferKind::Temp, "", type.getShape(), element));
   buffers[v] = id;
   return id;
+}
+
+bool HostLowering::storeInBf16(Value v) {
+  return bf16Gemms && tensorType(v).getElementType().isF32() &&
+         readByGemmsOnly(v);
+}
+
+static bool isFoldableTranspose(TransposeOp t);
+
+void HostLowering::findResultReaders() {
+  resultReaders.clear();
+  for (auto func : module.getOps<func::FuncOp>())
+    for (BlockArgument arg : func.getArguments())
+      if (auto source = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                          "nn.source"))
+        resultReaders[source.getValue()].push_back(arg);
+}
+
+bool HostLowering::readByGemmsOnly(Value v) {
+  if (v.use_empty())
+    return false;
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if ((isa<LinearOp>(user) && use.getOperandNumber() < 2) ||
+        isa<MatmulOp>(user))
+      continue;
+    if (auto reshape = dyn_cast<ReshapeOp>(user)) {
+      if (!readByGemmsOnly(reshape.getResult()))
+        return false;
+      continue;
+    }
+    if (auto t = dyn_cast<TransposeOp>(user); t && isFoldableTranspose(t))
+      continue;
+    if (isa<func::ReturnOp>(user)) {
+      auto func = user->getParentOfType<func::FuncOp>();
+      std::string key =
+          (func.getName() + ":" + Twine(use.getOperandNumber())).str();
+      auto it = resultReaders.find(key);
+      if (it == resultReaders.end() || it->second.empty() ||
+          !llvm::all_of(it->second,
+                        [&](Value arg) { return readByGemmsOnly(arg); }))
+        return false;
+      continue;
+    }
+    return false;
+  }
+  return true;
 }
 
 int HostLowering::newScratch(ArrayRef<int64_t> shape, Type element) {
@@ -1175,33 +1269,16 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
 }
 
 int HostLowering::castToBf16(int buffer, Operation *op) {
+  if (plan.buffers[buffer].dtype == "bf16")
+    return buffer; // stored in bf16 by its producer (storeInBf16)
   int64_t n = plan.buffers[buffer].bytes / 4;
   int copy = newScratch({n}, BFloat16Type::get(ctx));
-  // Integer rounding (to nearest, ties to even; NaN stays NaN): the same
-  // bits on every target, with no runtime library call.
-  Type i32 = IntegerType::get(ctx, 32), i16 = IntegerType::get(ctx, 16);
+  Type i16 = IntegerType::get(ctx, 16);
   Kernel k =
       startKernel("cast_bf16", op->getLoc(),
                   {memrefOf({n}, i16), memrefOf({n}, Float32Type::get(ctx))});
   k.loop(k.begin, k.end, [&](Value i) {
-    OpBuilder &b = k.b;
-    Location loc = k.loc;
-    auto c32 = [&](uint32_t v) {
-      return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
-    };
-    Value x = k.load(k.args[1], i);
-    Value bits = arith::BitcastOp::create(b, loc, i32, x);
-    Value lsb = arith::AndIOp::create(
-        b, loc, arith::ShRUIOp::create(b, loc, bits, c32(16)), c32(1));
-    Value rounded = arith::AddIOp::create(
-        b, loc, bits, arith::AddIOp::create(b, loc, lsb, c32(0x7fff)));
-    Value isNan =
-        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNO, x, x);
-    Value quiet = arith::OrIOp::create(b, loc, bits, c32(0x00400000));
-    Value chosen = arith::SelectOp::create(b, loc, isNan, quiet, rounded);
-    Value high = arith::TruncIOp::create(
-        b, loc, i16, arith::ShRUIOp::create(b, loc, chosen, c32(16)));
-    k.store(high, k.args[0], i);
+    k.store(bf16Bits(k.b, k.loc, k.load(k.args[1], i)), k.args[0], i);
   });
   call(finishKernel(k), n, {copy, buffer}, op);
   current->actions.back().note = "cast_bf16";
@@ -1321,9 +1398,9 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
                      : cast<LayerNormOp>(op).getEps().convertToDouble();
     int64_t rows, d;
     std::tie(rows, d) = rowsOf(x);
-    int out = newTemp(op->getResult(0));
-    SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
-                            memrefOf({d}, f32)};
+    int out = newTemp(op->getResult(0), /*bf16Allowed=*/true);
+    SmallVector<Type> types{memrefOf({rows, d}, storedType(out)),
+                            memrefOf({rows, d}, f32), memrefOf({d}, f32)};
     SmallVector<int> args{out, bufferFor(x), bufferFor(w)};
     if (bias) {
       types.push_back(memrefOf({d}, f32));
@@ -1695,14 +1772,16 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     int64_t rows, v;
     std::tie(rows, v) = rowsOf(ceg.getLogits());
     Type idType = tensorType(ceg.getTargets()).getElementType();
-    int out = newTemp(ceg.getResult());
+    // Over elements each logit's gradient is stored once: in bf16 where
+    // only GEMMs read it (the rows form reuses it as scratch).
+    int out = newTemp(ceg.getResult(), options.parallelOverElements);
     if (options.parallelOverElements) {
       // Each row's maximum and sum first, then one index per logit:
       // dx = exp(x - max) * (g / rows) / sum, less g / rows at the target.
       int stats = rowMaxSum(bufferFor(ceg.getLogits()), rows, v);
       Kernel k =
           startKernel(name, loc,
-                      {memrefOf({rows, v}, f32), memrefOf({}, f32),
+                      {memrefOf({rows, v}, storedType(out)), memrefOf({}, f32),
                        memrefOf({rows, 2}, f32), memrefOf({rows, v}, f32),
                        memrefOf({rows}, idType)});
       Value D = k.args[0], G = k.args[1], S = k.args[2], X = k.args[3],
@@ -1953,7 +2032,11 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
   };
   push(act);
   if (!grad) {
-    widenBf16(ob, newTemp(op->getResult(0)), op);
+    // What only GEMMs read stays in bf16 (storeInBf16).
+    if (storeInBf16(op->getResult(0)))
+      buffers[op->getResult(0)] = ob;
+    else
+      widenBf16(ob, newTemp(op->getResult(0)), op);
     return success();
   }
   int dqb = newScratch(shape, bf16);
@@ -2716,6 +2799,7 @@ void HostLowering::addPersistentBuffers(
 
 FailureOr<plan::Plan> HostLowering::run() {
   describeModel();
+  findResultReaders();
   addPersistentBuffers([](StringRef) { return true; });
   // B and W apart, or one @backward (nn-autodiff's split-backward).
   SmallVector<StringRef> names{"forward", "backward_input", "backward_weight",
@@ -2774,6 +2858,7 @@ host::PipelineUse host::findPipelineUse(ModuleOp module,
 FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
                                             const host::PipelineUse &use) {
   describeModel();
+  findResultReaders();
   int rank = pipeline.rank;
   chunkSlots = pipeline.chunkSlots;
   int numChunks = static_cast<int>(pipeline.chunkRank.size());
