@@ -190,7 +190,7 @@ private:
   // HOTSTAGE_PROFILE=1: each action timed with events (no graphs), summed
   // by function and op, printed at exit with the GEMMs' TFLOP/s.
   struct ProfileEntry {
-    double ms = 0, flops = 0;
+    double ms = 0, flops = 0, bytes = 0;
     int64_t calls = 0;
   };
   bool profile_ = false;
@@ -418,15 +418,21 @@ void CudaDevice::printProfile() const {
             [](auto &a, auto &b) { return a.second->ms > b.second->ms; });
   std::fprintf(stderr, "profile (HOTSTAGE_PROFILE, %s): %.3f s in actions\n",
                name_.c_str(), total / 1e3);
-  std::fprintf(stderr, "%10s %6s %10s %9s  %s\n", "ms", "%", "calls", "TFLOP/s",
-               "function / action");
+  // A kernel's GB/s counts each of its buffers once: a lower bound on its
+  // traffic, to hold against the GPU's memory bandwidth.
+  std::fprintf(stderr, "%10s %6s %10s %9s %9s  %s\n", "ms", "%", "calls",
+               "TFLOP/s", "GB/s", "function / action");
   for (auto &[key, e] : rows) {
-    char rate[32] = "";
+    char rate[32] = "", bandwidth[32] = "";
     if (e->flops > 0)
       std::snprintf(rate, sizeof(rate), "%9.1f", e->flops / (e->ms * 1e9));
-    std::fprintf(stderr, "%10.2f %6.1f %10lld %9s  %s\n", e->ms,
+    if (e->bytes > 0)
+      std::snprintf(bandwidth, sizeof(bandwidth), "%9.0f",
+                    e->bytes / (e->ms * 1e6));
+    std::fprintf(stderr, "%10.2f %6.1f %10lld %9s %9s  %s\n", e->ms,
                  total > 0 ? 100 * e->ms / total : 0.0,
-                 static_cast<long long>(e->calls), rate, key.c_str());
+                 static_cast<long long>(e->calls), rate, bandwidth,
+                 key.c_str());
   }
 }
 
@@ -483,6 +489,9 @@ bool CudaDevice::run(const std::string &function,
       if (a.attention)
         e.flops += (a.attention == 1 ? 4.0 : 10.0) * a.batch * a.heads * a.seq *
                    a.seq * a.headDim * (a.causal ? 0.5 : 1.0);
+      if (!a.gemm && !a.attention)
+        for (int b : a.buffers)
+          e.bytes += plan_->buffers.at(b).bytes;
     }
     return true;
   }
