@@ -106,12 +106,19 @@ static cl::opt<bool> kernelsOverElements(
              "(as --target cuda does) on the host too"),
     cl::Hidden, cl::cat(category));
 
-static cl::opt<cl::boolOrDefault> gemmEpilogues(
+enum class EpilogueFlag { Default, None, Bias, Gelu };
+static cl::opt<EpilogueFlag> gemmEpilogues(
     "gemm-epilogues",
-    cl::desc("Compute a GEMM's bias, the tanh GELU after it (keeping its "
-             "input for the backward), a residual add after it and a tanh "
-             "GELU's gradient in the GEMM (cuBLASLt's epilogues). Default: "
-             "on with --target cuda, off on the host"),
+    cl::desc("What GEMMs compute in their epilogue (cuBLASLt's). Default: "
+             "bias with --target cuda, none on the host"),
+    cl::init(EpilogueFlag::Default),
+    cl::values(
+        clEnumValN(EpilogueFlag::None, "none", "nothing"),
+        clEnumValN(EpilogueFlag::Bias, "bias",
+                   "a linear's bias and a residual add after the GEMM"),
+        clEnumValN(EpilogueFlag::Gelu, "gelu",
+                   "also the tanh GELU after it (keeping its input for the "
+                   "backward) and the GELU's gradient")),
     cl::cat(category));
 
 static cl::opt<cl::boolOrDefault> sdpa(
@@ -546,12 +553,21 @@ int main(int argc, char **argv) {
   train.addPass(createOptimizer());
   train.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
   train.addNestedPass<mlir::func::FuncOp>(mlir::createCSEPass());
-  bool epilogues = gemmEpilogues == cl::BOU_UNSET
-                       ? target.has_value()
-                       : gemmEpilogues == cl::BOU_TRUE;
+  using Epilogues = host::KernelOptions::Epilogues;
+  Epilogues epilogues = Epilogues::None;
+  if (gemmEpilogues == EpilogueFlag::Gelu)
+    epilogues = Epilogues::Gelu;
+  else if (gemmEpilogues == EpilogueFlag::Bias ||
+           (gemmEpilogues == EpilogueFlag::Default && target))
+    epilogues = Epilogues::BiasResidual;
   if (emit != Emit::Train) {
     FusionOptions fusion;
-    fusion.epilogues = epilogues;
+    if (epilogues != Epilogues::None)
+      fusion.epilogues.push_back("residual");
+    if (epilogues == Epilogues::Gelu) {
+      fusion.epilogues.push_back("gelu_tanh");
+      fusion.epilogues.push_back("dgelu_tanh");
+    }
     train.addNestedPass<mlir::func::FuncOp>(createFusion(fusion));
   }
   if (mlir::failed(train.run(*module)))

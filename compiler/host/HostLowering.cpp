@@ -1178,7 +1178,8 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   }
 
   plan::Action act;
-  if (options.gemmEpilogues && bias && !accumulateIntoOut && batch == 1) {
+  if (options.gemmEpilogues != host::KernelOptions::Epilogues::None && bias &&
+      !accumulateIntoOut && batch == 1) {
     act.bias = bufferFor(bias);
     bias = Value();
   }
@@ -1241,8 +1242,10 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
 Operation *HostLowering::epilogueFor(Operation *gemm) {
   StringRef stage;
   Operation *reader = epilogueReader(gemm, &stage);
-  if (!options.gemmEpilogues || !reader ||
-      reader->getBlock() != gemm->getBlock() ||
+  using Epilogues = host::KernelOptions::Epilogues;
+  bool allowed = stage == "residual" ? options.gemmEpilogues != Epilogues::None
+                                     : options.gemmEpilogues == Epilogues::Gelu;
+  if (!allowed || !reader || reader->getBlock() != gemm->getBlock() ||
       storeTargets.count(reader->getResult(0)))
     return nullptr;
   // One GEMM (cuBLASLt's epilogues take no batch), f32 out.

@@ -38,10 +38,12 @@ struct KernelOptions {
   /// of a GPU grid, where one thread per row leaves most of it idle. Each
   /// element is computed exactly as before.
   bool parallelOverElements = false;
-  /// GEMMs take their bias, and the op nn-fusion's epilogue mark names
-  /// (nn::epilogueReader: a tanh GELU with its input kept, a residual add,
-  /// a tanh GELU's gradient), as a plan epilogue: what cuBLASLt fuses.
-  bool gemmEpilogues = false;
+  /// What GEMMs compute in their plan epilogue (cuBLASLt's): nothing;
+  /// their bias and the residual add nn-fusion's epilogue mark names
+  /// (nn::epilogueReader); or also a tanh GELU after them (its input kept)
+  /// and a tanh GELU's gradient.
+  enum class Epilogues { None, BiasResidual, Gelu };
+  Epilogues gemmEpilogues = Epilogues::None;
   /// Attention and its gradient as one library call each (the plan's
   /// `attention` actions: cuDNN's fused flash attention on a GPU) on bf16
   /// copies of their inputs, rather than kernels: always, never, or when

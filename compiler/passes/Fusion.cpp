@@ -123,12 +123,13 @@ void FusionPass::runOnOperation() {
   // A target whose GEMMs take epilogues computes these ops in the GEMM:
   // they stay out of the groups.
   llvm::SmallPtrSet<Operation *, 16> inEpilogue;
-  if (epilogues)
-    func.walk([&](Operation *op) {
-      if (isa<LinearOp, MatmulOp>(op))
-        if (Operation *reader = epilogueReader(op))
-          inEpilogue.insert(reader);
-    });
+  func.walk([&](Operation *op) {
+    StringRef stage;
+    if (isa<LinearOp, MatmulOp>(op))
+      if (Operation *reader = epilogueReader(op, &stage);
+          reader && llvm::is_contained(epilogues, stage.str()))
+        inEpilogue.insert(reader);
+  });
 
   std::vector<Group> groups;
   DenseMap<Operation *, int> groupOf;

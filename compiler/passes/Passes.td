@@ -92,21 +92,22 @@ def Fusion : Pass<"nn-fusion", "::mlir::func::FuncOp"> {
     GEMMs (`nn.linear`, `nn.matmul`) whose result flows through a chain of
     single readers (the function's return aside) into an activation, an
     activation's gradient or a residual add are marked
-    `nn.epilogue = ["bias", "gelu", "residual"]` (in order). With
-    `epilogues` (a target whose GEMM library fuses epilogues: cuBLASLt),
-    the reader the mark's first stage after the bias names
-    (`nn::epilogueReader`: a tanh GELU, its gradient or a residual add)
+    `nn.epilogue = ["bias", "gelu", "residual"]` (in order). When the
+    mark's first stage after the bias is one of `epilogues` (the stages a
+    target's GEMM library computes: cuBLASLt), the reader it names
+    (`nn::epilogueReader`: a residual add, a tanh GELU or its gradient)
     stays out of the groups, and the target's lowering computes it in the
-    GEMM. Without, the host runs the bias as a GEMM accumulate and the
-    rest as kernels.
+    GEMM. Otherwise it groups as any elementwise op.
   }];
   let options = [
     Option<"maxArguments", "max-arguments", "unsigned", /*default=*/"12",
            "most inputs (splat constants aside) plus results of one group; "
            "a larger group is cut into consecutive pieces (kernel argument "
            "limits)">,
-    Option<"epilogues", "epilogues", "bool", /*default=*/"false",
-           "keep the ops a GEMM epilogue computes out of the groups">,
+    ListOption<"epilogues", "epilogues", "std::string",
+               "the epilogue stages the target's GEMMs compute (residual, "
+               "gelu_tanh, dgelu_tanh): the ops they name stay out of the "
+               "groups">,
   ];
 }
 

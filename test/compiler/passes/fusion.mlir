@@ -1,6 +1,7 @@
 // RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion))' -split-input-file | FileCheck %s
 // RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion{max-arguments=3}))' -split-input-file | FileCheck %s --check-prefix=SMALL
-// RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion{epilogues=true}))' -split-input-file | FileCheck %s --check-prefix=EPI
+// RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion{epilogues=residual,gelu_tanh,dgelu_tanh}))' -split-input-file | FileCheck %s --check-prefix=EPI
+// RUN: hotstage-opt %s --pass-pipeline='builtin.module(func.func(nn-fusion{epilogues=residual}))' -split-input-file | FileCheck %s --check-prefix=RESIDUAL
 
 // A chain becomes one group; only the value read outside is a result, and
 // the splat constant stays an input.
@@ -118,9 +119,9 @@ func.func @epilogues(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf3
 // -----
 
 // The backward of a tanh GELU after a GEMM is an epilogue (cuBLASLt's
-// DGELU, reading the GELU's saved input). With epilogues=true the op the
-// mark's first stage names stays out of the groups, for the GEMM to
-// compute; without, it groups as usual.
+// DGELU, reading the GELU's saved input). When the target's GEMMs compute
+// the mark's first stage (epilogues=...,dgelu_tanh), the op it names stays
+// out of the groups, for the GEMM to compute; else it groups as usual.
 // CHECK-LABEL: func.func @gelu_backward
 // CHECK: nn.matmul {{.*}} {nn.epilogue = ["dgelu_tanh"]}
 // CHECK: nn.fused
@@ -130,6 +131,9 @@ func.func @epilogues(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf3
 // EPI: %[[P:.*]] = nn.matmul {{.*}} {nn.epilogue = ["dgelu_tanh"]}
 // EPI-NEXT: nn.activation_grad "gelu_tanh" %[[P]]
 // EPI-NOT: nn.fused
+// RESIDUAL-LABEL: func.func @gelu_backward
+// RESIDUAL: nn.fused
+// RESIDUAL: nn.activation_grad
 func.func @gelu_backward(%dy: tensor<4x8xf32>, %w: tensor<8x16xf32>, %x: tensor<4x16xf32>) -> tensor<4x16xf32> {
   %0 = nn.matmul %dy, %w : (tensor<4x8xf32>, tensor<8x16xf32>) -> tensor<4x16xf32>
   %1 = nn.activation_grad "gelu_tanh" %0, %x : tensor<4x16xf32>
