@@ -134,10 +134,12 @@ struct Kernel {
   /// Stores `v`; an f32 into a bf16 buffer (a value only GEMMs read,
   /// kept in bf16: storeInBf16) rounds as the GEMMs' cast would.
   void store(Value v, Value m, ValueRange i) {
-    if (cast<MemRefType>(m.getType()).getElementType().isBF16() &&
-        v.getType().isF32())
+    Type element = cast<MemRefType>(m.getType()).getElementType();
+    if (element.isBF16() && v.getType().isF32())
       v = arith::BitcastOp::create(b, loc, b.getBF16Type(),
                                    bf16Bits(b, loc, v));
+    else if (element.isF32() && v.getType().isBF16())
+      v = arith::ExtFOp::create(b, loc, element, v); // exact
     memref::StoreOp::create(b, loc, v, m, i);
   }
   Value add(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
@@ -455,8 +457,18 @@ private:
   llvm::StringMap<SmallVector<Value>> resultReaders;
   /// The element type a kernel stores into `buffer` with.
   Type storedType(int buffer) {
-    return plan.buffers[buffer].dtype == "bf16" ? Type(BFloat16Type::get(ctx))
-                                                : Type(Float32Type::get(ctx));
+    return bufferElement(buffer, Float32Type::get(ctx));
+  }
+  /// bf16 for a buffer kept in bf16, else `declared`.
+  Type bufferElement(int buffer, Type declared) {
+    return plan.buffers[buffer].dtype == "bf16" ? BFloat16Type::get(ctx)
+                                                : declared;
+  }
+  /// Attention and its gradient as library calls on bf16 copies.
+  bool libraryAttention() const {
+    using Attention = host::KernelOptions::Attention;
+    return options.attention == Attention::Library ||
+           (options.attention == Attention::LibraryIfBf16 && bf16Gemms);
   }
   /// The buffer an elementwise result is written to: the parameter or
   /// state it is stored into when that is safe (findInPlaceStores), else a
@@ -681,6 +693,20 @@ bool HostLowering::readByGemmsOnly(Value v) {
     if ((isa<LinearOp>(user) && use.getOperandNumber() < 2) ||
         isa<MatmulOp>(user))
       continue;
+    // Fused attention reads bf16 copies of its inputs too.
+    if (isa<AttentionOp, AttentionGradOp>(user) && libraryAttention())
+      continue;
+    // Copies keep the bits: fine when whatever they write is read so too
+    // (they then write bf16; unused pieces of a split are not written).
+    auto transpose = dyn_cast<TransposeOp>(user);
+    if (isa<SplitOp, ConcatOp, SliceOp>(user) ||
+        (transpose && !isFoldableTranspose(transpose))) {
+      if (!llvm::all_of(user->getResults(), [&](Value r) {
+            return r.use_empty() || readByGemmsOnly(r);
+          }))
+        return false;
+      continue;
+    }
     if (auto reshape = dyn_cast<ReshapeOp>(user)) {
       if (!readByGemmsOnly(reshape.getResult()))
         return false;
@@ -2049,16 +2075,18 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
   act.buffers = {qb, kb, vb, ob, stats, dyb, dqb, dkb, dvb};
   act.note = "attention_grad";
   push(act);
-  widenBf16(dqb, newTemp(op->getResult(0)), op);
-  widenBf16(dkb, newTemp(op->getResult(1)), op);
-  widenBf16(dvb, newTemp(op->getResult(2)), op);
+  int copies[] = {dqb, dkb, dvb};
+  for (auto [result, copy] : llvm::zip(op->getResults(), copies)) {
+    if (storeInBf16(result))
+      buffers[result] = copy;
+    else
+      widenBf16(copy, newTemp(result), op);
+  }
   return success();
 }
 
 LogicalResult HostLowering::lowerAttention(Operation *op) {
-  if (options.attention == host::KernelOptions::Attention::Library ||
-      (options.attention == host::KernelOptions::Attention::LibraryIfBf16 &&
-       bf16Gemms))
+  if (libraryAttention())
     return lowerLibraryAttention(op);
   Location loc = op->getLoc();
   Type f32 = Float32Type::get(ctx);
@@ -2387,10 +2415,12 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
                   RankedTensorType toType, ArrayRef<int64_t> shape,
                   ArrayRef<int64_t> fromOffsets, ArrayRef<int64_t> toOffsets,
                   ArrayRef<int64_t> perm) {
+    // Either side may be kept in bf16 (storeInBf16): Kernel::store converts.
     Type element = fromType.getElementType();
-    Kernel k = startKernel(name, loc,
-                           {memrefOf(toType.getShape(), element),
-                            memrefOf(fromType.getShape(), element)});
+    Kernel k = startKernel(
+        name, loc,
+        {memrefOf(toType.getShape(), bufferElement(to, element)),
+         memrefOf(fromType.getShape(), bufferElement(from, element))});
     bool overElements = options.parallelOverElements;
     nest(k, shape, overElements, [&](ArrayRef<Value> idx) {
       SmallVector<Value> in(idx.size()), out(idx.size());
@@ -2417,14 +2447,14 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
 
   if (auto t = dyn_cast<TransposeOp>(op)) {
     auto outType = tensorType(t.getResult());
-    int out = newTemp(t.getResult());
+    int out = newTemp(t.getResult(), /*bf16Allowed=*/true);
     copy("transpose", bufferFor(t.getInput()), tensorType(t.getInput()), out,
          outType, outType.getShape(), {}, {}, t.getPerm());
     return success();
   }
   if (auto s = dyn_cast<SliceOp>(op)) {
     auto outType = tensorType(s.getResult());
-    int out = newTemp(s.getResult());
+    int out = newTemp(s.getResult(), /*bf16Allowed=*/true);
     copy("slice", bufferFor(s.getInput()), tensorType(s.getInput()), out,
          outType, outType.getShape(), s.getOffsets(), {}, {});
     return success();
@@ -2442,7 +2472,7 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
       at += rt.getShape()[axis];
       if (r.use_empty())
         continue;
-      int out = newTemp(r);
+      int out = newTemp(r, /*bf16Allowed=*/true);
       copy("split", bufferFor(s.getInput()), inType, out, rt, rt.getShape(),
            offsets, {}, {});
     }
@@ -2461,7 +2491,7 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
     auto outType = tensorType(c.getResult());
     int64_t axis = static_cast<int64_t>(c.getAxis());
     axis = axis < 0 ? axis + outType.getRank() : axis;
-    int out = newTemp(c.getResult());
+    int out = newTemp(c.getResult(), /*bf16Allowed=*/true);
     int64_t at = 0;
     for (Value in : c.getInputs()) {
       auto it = tensorType(in);
