@@ -578,7 +578,7 @@ int HostLowering::bufferFor(Value v) {
 int HostLowering::outputFor(Value v) {
   auto it = storeTargets.find(v);
   if (it == storeTargets.end())
-    return newTemp(v);
+    return newTemp(v, /*bf16Allowed=*/true);
   buffers[v] = it->second;
   return it->second;
 }
@@ -911,8 +911,9 @@ LogicalResult HostLowering::emitElementwiseKernel(
   int64_t rank = shape.size();
   SmallVector<Type> argTypes;
   SmallVector<int> argBuffers;
+  // An output kept in bf16 (storeInBf16) rounds as it is stored.
   for (auto [out, element] : llvm::zip(outs, outElements)) {
-    argTypes.push_back(memrefOf(shape, element));
+    argTypes.push_back(memrefOf(shape, bufferElement(out, element)));
     argBuffers.push_back(out);
   }
   // Per operand: a kernel argument, or an inlined splat.
@@ -1032,6 +1033,11 @@ LogicalResult HostLowering::emitElementwiseKernel(
           // Keep the IR well formed until the error is reported.
           r = SmallVector<Value>(blockArgs.take_back(outs.size()));
         }
+        for (auto [value, out] :
+             llvm::zip(*r, blockArgs.take_back(outs.size())))
+          if (out.getType().isBF16() && value.getType().isF32())
+            value = arith::BitcastOp::create(nb, nl, nb.getBF16Type(),
+                                             bf16Bits(nb, nl, value));
         linalg::YieldOp::create(nb, nl, *r);
       });
   if (failed(status))
