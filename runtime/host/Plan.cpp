@@ -231,32 +231,26 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
       std::string name;
       f >> name;
       function = &plan.functions[name];
-    } else if (word == "attention" || word == "attention_grad") {
+    } else if (word == "call" || word == "gemm" || word == "attention" ||
+               word == "attention_grad") {
       if (!function)
         return fail("action outside a function");
       PlanAction a;
       size_t hash = line.find('#');
       if (hash != std::string::npos)
         a.note = line.substr(hash + 2);
-      a.attention = word == "attention" ? 1 : 2;
-      a.buffers.resize(a.attention == 1 ? 5 : 9);
-      if (!(f >> a.batch >> a.seq >> a.heads >> a.kvHeads >> a.headDim >>
-            a.causal >> a.scale))
-        return fail("bad " + word);
-      for (int &b : a.buffers)
-        if (!(f >> b) || !plan.buffers.count(b))
-          return fail("bad " + word + " buffer");
-      if (std::string bad = checkAttention(plan, a); !bad.empty())
-        return fail(bad);
-      function->push_back(std::move(a));
-    } else if (word == "call" || word == "gemm") {
-      if (!function)
-        return fail("action outside a function");
-      PlanAction a;
-      size_t hash = line.find('#');
-      if (hash != std::string::npos)
-        a.note = line.substr(hash + 2);
-      if (word == "call") {
+      if (word == "attention" || word == "attention_grad") {
+        a.attention = word == "attention" ? 1 : 2;
+        a.buffers.resize(a.attention == 1 ? 5 : 9);
+        if (!(f >> a.batch >> a.seq >> a.heads >> a.kvHeads >> a.headDim >>
+              a.causal >> a.scale))
+          return fail("bad " + word);
+        for (int &b : a.buffers)
+          if (!(f >> b) || !plan.buffers.count(b))
+            return fail("bad " + word + " buffer");
+        if (std::string bad = checkAttention(plan, a); !bad.empty())
+          return fail(bad);
+      } else if (word == "call") {
         size_t n = 0;
         if (!(f >> a.kernel >> a.parallel >> n))
           return fail("bad call");
