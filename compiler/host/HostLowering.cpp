@@ -532,6 +532,11 @@ private:
   bool bf16Gemms = false;
   /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills).
   int castToBf16(int buffer, Operation *op);
+  /// The bf16 copies of weights made so far: by (chunk, weight), the copy
+  /// and the function that made it.
+  std::map<std::pair<int, int>, std::pair<int, std::string>> weightCopies;
+  /// The chunk of the function being lowered (pipelines), or -1.
+  int currentChunk = -1;
   /// Parameter and state buffers; with `keep`, only those it accepts.
   void addPersistentBuffers(llvm::function_ref<bool(StringRef)> keep);
   /// The chunk of a function (pipelines), or -1.
@@ -1306,8 +1311,30 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
 int HostLowering::castToBf16(int buffer, Operation *op) {
   if (plan.buffers[buffer].dtype == "bf16")
     return buffer; // stored in bf16 by its producer (storeInBf16)
+  // A weight keeps its value through a microbatch's forward and backward:
+  // the backward reads the forward's copy (a chunk's, per microbatch in
+  // flight, handed on like what the forward saves).
+  bool weight = plan.buffers[buffer].kind == BufferKind::Param &&
+                current->name.find("optimizer") == std::string::npos &&
+                current->name.find("grad_norms") == std::string::npos;
+  if (weight) {
+    auto it = weightCopies.find({currentChunk, buffer});
+    if (it != weightCopies.end()) {
+      auto [copy, function] = it->second;
+      plan::Buffer &b = plan.buffers[copy];
+      if (function != current->name && currentChunk >= 0 &&
+          b.kind == BufferKind::Temp) {
+        b.kind = BufferKind::Stash;
+        b.chunk = currentChunk;
+        b.slots = chunkSlots[currentChunk];
+      }
+      return copy;
+    }
+  }
   int64_t n = plan.buffers[buffer].bytes / 4;
   int copy = newScratch({n}, BFloat16Type::get(ctx));
+  if (weight)
+    weightCopies[{currentChunk, buffer}] = {copy, current->name};
   Type i16 = IntegerType::get(ctx, 16);
   Kernel k =
       startKernel("cast_bf16", op->getLoc(),
@@ -2693,6 +2720,7 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
       name.contains('.') ? name.rsplit('.') : std::pair(StringRef(), name);
   std::string dot = prefix.empty() ? "" : (prefix + ".").str();
   int chunk = chunkOf(func);
+  currentChunk = chunk;
   for (BlockArgument arg : func.getArguments()) {
     unsigned i = arg.getArgNumber();
     auto type = tensorType(arg);
