@@ -532,9 +532,30 @@ private:
   bool bf16Gemms = false;
   /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills).
   int castToBf16(int buffer, Operation *op);
-  /// The bf16 copies of weights made so far: by (chunk, weight), the copy
-  /// and the function that made it.
-  std::map<std::pair<int, int>, std::pair<int, std::string>> weightCopies;
+  /// Scratch buffers a later function of the same chunk (the backward of
+  /// the forward that made them) may read rather than compute again: by
+  /// chunk and what they hold, the buffer and the function that made it.
+  std::map<std::pair<int, std::string>, std::pair<int, std::string>> kept;
+  void keepScratch(const std::string &what, int buffer) {
+    kept[{currentChunk, what}] = {buffer, current->name};
+  }
+  /// The scratch kept for `what` in this chunk, or -1. Read by another
+  /// function of a pipeline's chunk, it becomes a stash: one copy per
+  /// microbatch in flight, as the forward's saved values.
+  int reuseScratch(const std::string &what) {
+    auto it = kept.find({currentChunk, what});
+    if (it == kept.end())
+      return -1;
+    auto [buffer, function] = it->second;
+    plan::Buffer &b = plan.buffers[buffer];
+    if (function != current->name && currentChunk >= 0 &&
+        b.kind == BufferKind::Temp) {
+      b.kind = BufferKind::Stash;
+      b.chunk = currentChunk;
+      b.slots = chunkSlots[currentChunk];
+    }
+    return buffer;
+  }
   /// The chunk of the function being lowered (pipelines), or -1.
   int currentChunk = -1;
   /// Parameter and state buffers; with `keep`, only those it accepts.
@@ -1317,24 +1338,14 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
   bool weight = plan.buffers[buffer].kind == BufferKind::Param &&
                 current->name.find("optimizer") == std::string::npos &&
                 current->name.find("grad_norms") == std::string::npos;
-  if (weight) {
-    auto it = weightCopies.find({currentChunk, buffer});
-    if (it != weightCopies.end()) {
-      auto [copy, function] = it->second;
-      plan::Buffer &b = plan.buffers[copy];
-      if (function != current->name && currentChunk >= 0 &&
-          b.kind == BufferKind::Temp) {
-        b.kind = BufferKind::Stash;
-        b.chunk = currentChunk;
-        b.slots = chunkSlots[currentChunk];
-      }
+  std::string key = "bf16 copy of " + std::to_string(buffer);
+  if (weight)
+    if (int copy = reuseScratch(key); copy >= 0)
       return copy;
-    }
-  }
   int64_t n = plan.buffers[buffer].bytes / 4;
   int copy = newScratch({n}, BFloat16Type::get(ctx));
   if (weight)
-    weightCopies[{currentChunk, buffer}] = {copy, current->name};
+    keepScratch(key, copy);
   Type i16 = IntegerType::get(ctx, 16);
   Kernel k =
       startKernel("cast_bf16", op->getLoc(),
@@ -1730,7 +1741,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   // (neighbouring indices read neighbouring floats), then one index a row
   // combining its lanes. Returns the [rows, 2] buffer of (max, sum).
   constexpr int64_t kLanes = 32;
-  auto rowMaxSum = [&](int logits, int64_t rows, int64_t v) {
+  auto computeRowMaxSum = [&](int logits, int64_t rows, int64_t v) {
     int partial = newScratch({rows, kLanes, 2}, f32);
     Kernel k = startKernel(
         "row_max_sum_lanes", loc,
@@ -1773,6 +1784,16 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       c.store(sum, c.args[0], {r, c.idx(1)});
     });
     call(finishKernel(c), rows, {stats, partial}, op);
+    return stats;
+  };
+  // The loss gradient reads the statistics its forward computed on the
+  // same logits.
+  auto rowMaxSum = [&](int logits, int64_t rows, int64_t v) {
+    std::string key = "row max and sum of " + std::to_string(logits);
+    if (int kept = reuseScratch(key); kept >= 0)
+      return kept;
+    int stats = computeRowMaxSum(logits, rows, v);
+    keepScratch(key, stats);
     return stats;
   };
 
@@ -2080,19 +2101,31 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
   int dyb = grad ? castToBf16(bufferFor(op->getOperand(0)), op) : -1;
   int qb = castToBf16(bufferFor(q), op), kb = castToBf16(bufferFor(key), op),
       vb = castToBf16(bufferFor(val), op);
-  int ob = newScratch(shape, bf16);
-  int stats = newScratch({act.batch, act.heads, act.seq}, f32);
-  // The gradient needs the forward's output and statistics: it runs the
-  // forward again rather than keeping them from it.
-  act.buffers = {qb, kb, vb, ob, stats};
-  act.note = "attention";
   auto push = [&](plan::Action a) {
     for (int b : a.buffers)
       touch(b);
     current->actions.push_back(std::move(a));
     ++actionIndex;
   };
-  push(act);
+  // The gradient needs the forward's output and statistics: it reads what
+  // the forward kept, or runs it again (a gradient without its forward in
+  // the same chunk, as with recomputation).
+  std::string what = "attention of " + std::to_string(bufferFor(q)) + " " +
+                     std::to_string(bufferFor(key)) + " " +
+                     std::to_string(bufferFor(val));
+  int ob = grad ? reuseScratch(what + " output") : -1;
+  int stats = grad ? reuseScratch(what + " statistics") : -1;
+  if (ob < 0 || stats < 0) {
+    ob = newScratch(shape, bf16);
+    stats = newScratch({act.batch, act.heads, act.seq}, f32);
+    act.buffers = {qb, kb, vb, ob, stats};
+    act.note = "attention";
+    push(act);
+    if (!grad) {
+      keepScratch(what + " output", ob);
+      keepScratch(what + " statistics", stats);
+    }
+  }
   if (!grad) {
     // What only GEMMs read stays in bf16 (storeInBf16).
     if (storeInBf16(op->getResult(0)))
