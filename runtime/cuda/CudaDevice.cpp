@@ -228,7 +228,8 @@ bool CudaDevice::check(cublasStatus_t status, const std::string &what,
 
 bool CudaDevice::init(const Plan &plan, std::string &error) {
   plan_ = &plan;
-  if (!driver_.load(error))
+  attention_ = std::make_unique<CudnnAttention>();
+  if (!attention_->load(plan, error) || !driver_.load(error))
     return false;
   CUresult status = driver_.cuInit(0);
   if (status == CUDA_ERROR_NO_DEVICE) {
@@ -297,8 +298,7 @@ bool CudaDevice::init(const Plan &plan, std::string &error) {
     return false;
   if (!check(cublasLtCreate(&blas_), "cublasLtCreate", error))
     return false;
-  attention_ = std::make_unique<CudnnAttention>();
-  if (!attention_->init(plan, stream_, error))
+  if (!attention_->init(stream_, error))
     return false;
   if (int64_t bytes = attention_->workspaceBytes();
       bytes > 0 && !check(driver_.cuMemAlloc(&attentionWorkspace_, bytes),

@@ -120,6 +120,8 @@ std::shared_ptr<fe::graph::Graph> buildGraph(const PlanAction &a,
 } // namespace
 
 struct CudnnAttention::State {
+  std::vector<const PlanAction *> actions;
+  std::string library;
   cudnnHandle_t handle = nullptr;
   std::map<const PlanAction *, std::shared_ptr<fe::graph::Graph>> graphs;
   int64_t workspace = 0;
@@ -135,35 +137,39 @@ CudnnAttention::~CudnnAttention() {
 
 int64_t CudnnAttention::workspaceBytes() const { return state_->workspace; }
 
-bool CudnnAttention::init(const Plan &plan, CUstream stream,
-                          std::string &error) {
-  std::vector<const PlanAction *> actions;
+bool CudnnAttention::load(const Plan &plan, std::string &error) {
   for (const auto &[name, list] : plan.functions)
     for (const PlanAction &a : list)
       if (a.attention)
-        actions.push_back(&a);
+        state_->actions.push_back(&a);
+  if (state_->actions.empty())
+    return true;
+  const char *path = std::getenv("HOTSTAGE_CUDNN");
+  state_->library = path && *path ? path : "libcudnn.so.9";
+  void *cudnn = dlopen(state_->library.c_str(), RTLD_NOW | RTLD_GLOBAL);
+  if (!cudnn) {
+    const char *why = dlerror();
+    error = "the plan's attention runs in cuDNN 9, which did not load (" +
+            (why ? std::string(why) : state_->library) +
+            "): set HOTSTAGE_CUDNN to a libcudnn.so.9 (PyTorch installs one "
+            "under site-packages/nvidia/cudnn/lib), or build with "
+            "--sdpa=false";
+    return false;
+  }
+  fe::cudnn_dlhandle = cudnn;
+  return true;
+}
+
+bool CudnnAttention::init(CUstream stream, std::string &error) {
+  const std::vector<const PlanAction *> &actions = state_->actions;
   if (actions.empty())
     return true;
   try {
-    const char *path = std::getenv("HOTSTAGE_CUDNN");
-    const char *library = path && *path ? path : "libcudnn.so.9";
-    void *cudnn = dlopen(library, RTLD_NOW | RTLD_GLOBAL);
-    if (!cudnn) {
-      const char *why = dlerror();
-      error = std::string("the plan's attention runs in cuDNN 9, which did "
-                          "not load (") +
-              (why ? why : library) +
-              "): set HOTSTAGE_CUDNN to a libcudnn.so.9 (PyTorch installs "
-              "one under site-packages/nvidia/cudnn/lib), or build with "
-              "--sdpa=false";
-      return false;
-    }
-    fe::cudnn_dlhandle = cudnn;
     if (fe::detail::create_handle(&state_->handle) != CUDNN_STATUS_SUCCESS ||
         fe::detail::set_stream(state_->handle,
                                reinterpret_cast<cudaStream_t>(stream)) !=
             CUDNN_STATUS_SUCCESS) {
-      error = "cuDNN (" + std::string(library) + ") could not start";
+      error = "cuDNN (" + state_->library + ") could not start";
       return false;
     }
     for (const PlanAction *a : actions) {

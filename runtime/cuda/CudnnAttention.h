@@ -29,9 +29,11 @@ public:
   ~CudnnAttention();
 
   /// Opens cuDNN (HOTSTAGE_CUDNN, else libcudnn.so.9 on the library path)
-  /// and builds the graph of every attention action of `plan`, to run on
-  /// `stream`. Does nothing for a plan without them.
-  bool init(const Plan &plan, CUstream stream, std::string &error);
+  /// when `plan` has attention actions: before anything of the GPU, so
+  /// that a missing cuDNN is said first.
+  bool load(const Plan &plan, std::string &error);
+  /// Builds the graph of every attention action, to run on `stream`.
+  bool init(CUstream stream, std::string &error);
   /// The largest workspace the graphs need.
   int64_t workspaceBytes() const;
   /// Enqueues attention action `a` (Q K V O STATS [dO dQ dK dV] at
