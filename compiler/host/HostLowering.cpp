@@ -451,6 +451,10 @@ private:
   /// bits, without the f32 copy and the cast's pass.
   bool storeInBf16(Value v);
   bool readByGemmsOnly(Value v);
+  /// The activations chunk `chunk` receives (its forward's pipe.boundary
+  /// arguments): the first results of the chunk before's forward and of
+  /// its own backward, which go to another rank.
+  int boundaryInputs(int chunk);
   void findResultReaders();
   /// The arguments of other functions that receive result K of function F
   /// (their `nn.source`), by "F:K".
@@ -742,6 +746,17 @@ bool HostLowering::readByGemmsOnly(Value v) {
       continue;
     if (isa<func::ReturnOp>(user)) {
       auto func = user->getParentOfType<func::FuncOp>();
+      // What a chunk sends to another rank arrives there in f32.
+      if (auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk")) {
+        StringRef base = func.getName().rsplit('.').second;
+        int c = static_cast<int>(chunk.getInt());
+        int sent = base == "forward" ? boundaryInputs(c + 1)
+                   : base == "backward" || base == "backward_input"
+                       ? boundaryInputs(c)
+                       : 0;
+        if (static_cast<int>(use.getOperandNumber()) < sent)
+          return false;
+      }
       std::string key =
           (func.getName() + ":" + Twine(use.getOperandNumber())).str();
       auto it = resultReaders.find(key);
@@ -754,6 +769,15 @@ bool HostLowering::readByGemmsOnly(Value v) {
     return false;
   }
   return true;
+}
+
+int HostLowering::boundaryInputs(int chunk) {
+  auto forward = module.lookupSymbol<func::FuncOp>("c" + std::to_string(chunk) +
+                                                   ".forward");
+  int inputs = 0;
+  for (unsigned i = 0; forward && i < forward.getNumArguments(); ++i)
+    inputs += forward.getArgAttr(i, "pipe.boundary") != nullptr;
+  return inputs;
 }
 
 int HostLowering::newScratch(ArrayRef<int64_t> shape, Type element) {
@@ -2998,14 +3022,6 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
 
   // Sends: a chunk's activations after F (its first results, as many as
   // the next chunk takes), its input gradients after B (its first results).
-  auto boundaryInputs = [&](int chunk) {
-    auto forward = module.lookupSymbol<func::FuncOp>(
-        "c" + std::to_string(chunk) + ".forward");
-    int inputs = 0;
-    for (unsigned i = 0; forward && i < forward.getNumArguments(); ++i)
-      inputs += forward.getArgAttr(i, "pipe.boundary") != nullptr;
-    return inputs;
-  };
   for (func::FuncOp func : funcs) {
     int chunk = chunkOf(func);
     if (chunk < 0)
