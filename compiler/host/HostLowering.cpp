@@ -1356,19 +1356,24 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
 int HostLowering::castToBf16(int buffer, Operation *op) {
   if (plan.buffers[buffer].dtype == "bf16")
     return buffer; // stored in bf16 by its producer (storeInBf16)
-  // A weight keeps its value through a microbatch's forward and backward:
-  // the backward reads the forward's copy (a chunk's, per microbatch in
-  // flight, handed on like what the forward saves).
-  bool weight = plan.buffers[buffer].kind == BufferKind::Param &&
-                current->name.find("optimizer") == std::string::npos &&
-                current->name.find("grad_norms") == std::string::npos;
+  // One copy serves every GEMM that reads the same value: a weight keeps
+  // its value through a microbatch's forward and backward, and any other
+  // buffer but the optimizer's states is written once, by the op that
+  // makes it, before anything reads it. The backward reads the forward's
+  // copies (a chunk's per microbatch in flight, handed on like what the
+  // forward saves).
+  BufferKind kind = plan.buffers[buffer].kind;
+  bool fixed = kind == BufferKind::Param
+                   ? current->name.find("optimizer") == std::string::npos &&
+                         current->name.find("grad_norms") == std::string::npos
+                   : kind != BufferKind::State && kind != BufferKind::Scalar;
   std::string key = "bf16 copy of " + std::to_string(buffer);
-  if (weight)
+  if (fixed)
     if (int copy = reuseScratch(key); copy >= 0)
       return copy;
   int64_t n = plan.buffers[buffer].bytes / 4;
   int copy = newScratch({n}, BFloat16Type::get(ctx));
-  if (weight)
+  if (fixed)
     keepScratch(key, copy);
   Type i16 = IntegerType::get(ctx, 16);
   Kernel k =
