@@ -14,7 +14,6 @@ attention (jax.nn.dot_product_attention), optax AdamW (lr 6e-4, betas
 Prints one JSON line like bench/peers/pytorch_gpt2_gpu.py.
 """
 
-import argparse
 import json
 import statistics
 import time
@@ -22,6 +21,8 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+
+import gpu_args  # the shared command line (bench/peers/gpu_args.py)
 
 
 def init(key, vocab, ctx, dim, layers):
@@ -83,17 +84,7 @@ def make_loss(heads, dtype, attention):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--ctx", type=int, default=1024)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq", type=int, default=1024)
-    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=20)
+    ap = gpu_args.parser(__doc__.split("\n\n")[0])
     args = ap.parse_args()
 
     jax.config.update("jax_default_matmul_precision", "highest")

@@ -15,7 +15,6 @@ Prints one JSON line: {"peer": "pytorch", "torch": ..., "gpu": ...,
 "tokens_per_s": z, ...}; tokens_per_s = batch * seq / median step.
 """
 
-import argparse
 import json
 import math
 import statistics
@@ -24,6 +23,8 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import gpu_args  # the shared command line (bench/peers/gpu_args.py)
 
 
 class Block(nn.Module):
@@ -73,18 +74,8 @@ class GPT2(nn.Module):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--ctx", type=int, default=1024)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq", type=int, default=1024)
-    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap = gpu_args.parser(__doc__.split("\n\n")[0])
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=20)
     args = ap.parse_args()
 
     torch.manual_seed(0)

@@ -536,6 +536,13 @@ private:
   bool bf16Gemms = false;
   /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills).
   int castToBf16(int buffer, Operation *op);
+  /// out[i] = sum over p, in order, of partial[p][i] (`partsFirst`) or
+  /// partial[i][p], one index per i: the second level of a split sum.
+  void sumPartials(StringRef name, int out, int partial, int64_t count,
+                   int64_t parts, bool partsFirst, Operation *op);
+  /// Whether parameters keep their values through the function being
+  /// lowered (all but the optimizer's, which updates them).
+  bool parametersFixed = true;
   /// Scratch buffers a later function of the same chunk (the backward of
   /// the forward that made them) may read rather than compute again: by
   /// chunk and what they hold, the buffer and the function that made it.
@@ -1353,6 +1360,25 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
   return reader;
 }
 
+void HostLowering::sumPartials(StringRef name, int out, int partial,
+                               int64_t count, int64_t parts, bool partsFirst,
+                               Operation *op) {
+  Type f32 = Float32Type::get(ctx);
+  SmallVector<int64_t> shape = partsFirst ? SmallVector<int64_t>{parts, count}
+                                          : SmallVector<int64_t>{count, parts};
+  Kernel k = startKernel(name, op->getLoc(),
+                         {memrefOf({count}, f32), memrefOf(shape, f32)});
+  k.loop(k.begin, k.end, [&](Value i) {
+    Value sum = k.reduce(0, parts, k.f32(0), [&](Value p, Value acc) {
+      return k.add(acc,
+                   k.load(k.args[1], partsFirst ? SmallVector<Value>{p, i}
+                                                : SmallVector<Value>{i, p}));
+    });
+    k.store(sum, k.args[0], i);
+  });
+  call(finishKernel(k), count, {out, partial}, op);
+}
+
 int HostLowering::castToBf16(int buffer, Operation *op) {
   if (plan.buffers[buffer].dtype == "bf16")
     return buffer; // stored in bf16 by its producer (storeInBf16)
@@ -1364,8 +1390,7 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
   // forward saves).
   BufferKind kind = plan.buffers[buffer].kind;
   bool fixed = kind == BufferKind::Param
-                   ? current->name.find("optimizer") == std::string::npos &&
-                         current->name.find("grad_norms") == std::string::npos
+                   ? parametersFixed
                    : kind != BufferKind::State && kind != BufferKind::Scalar;
   std::string key = "bf16 copy of " + std::to_string(buffer);
   if (fixed)
@@ -1447,15 +1472,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     });
     call(finishKernel(k), rows * lanes, args, op);
     int sums = newScratch({rows}, f32);
-    Kernel c = startKernel(
-        what, loc, {memrefOf({rows}, f32), memrefOf({rows, lanes}, f32)});
-    c.loop(c.begin, c.end, [&](Value r) {
-      Value sum = c.reduce(0, lanes, c.f32(0), [&](Value l, Value acc) {
-        return c.add(acc, c.load(c.args[1], {r, l}));
-      });
-      c.store(sum, c.args[0], r);
-    });
-    call(finishKernel(c), rows, {sums, partial}, op);
+    sumPartials(what, sums, partial, rows, lanes, /*partsFirst=*/false, op);
     return sums;
   };
   // A row's mean and reciprocal standard deviation from its lane sums, as
@@ -1688,15 +1705,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       });
       call(finishKernel(first), parts, {partial, bufferFor(dy), bufferFor(x)},
            op);
-      Kernel last = startKernel(
-          name, loc, {memrefOf({d}, f32), memrefOf({parts, d}, f32)});
-      last.loop(last.begin, last.end, [&](Value j) {
-        Value sum = last.reduce(0, parts, last.f32(0), [&](Value p, Value acc) {
-          return last.add(acc, last.load(last.args[1], {p, j}));
-        });
-        last.store(sum, last.args[0], j);
-      });
-      call(finishKernel(last), d, {out, partial}, op);
+      sumPartials(name, out, partial, d, parts, /*partsFirst=*/true, op);
       return success();
     }
     // One thread: the rows are summed in order, the same on any machine.
@@ -2783,6 +2792,7 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
   std::string dot = prefix.empty() ? "" : (prefix + ".").str();
   int chunk = chunkOf(func);
   currentChunk = chunk;
+  parametersFixed = base != "optimizer_step" && base != "grad_norms";
   for (BlockArgument arg : func.getArguments()) {
     unsigned i = arg.getArgNumber();
     auto type = tensorType(arg);

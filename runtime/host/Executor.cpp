@@ -151,21 +151,22 @@ static bool persistent(const PlanBuffer &b, std::string &error) {
 }
 
 bool Executor::upload(const PlanBuffer &b, int slot, std::string &error) {
-  if (!device_)
-    return true;
-  if (!persistent(b, error))
-    return false;
-  int64_t offset = static_cast<char *>(buffer(b, slot)) - arena_;
-  return device_->upload(arena_ + offset, offset, b.bytes, error);
+  return transfer(b, slot, /*toDevice=*/true, error);
 }
 
 bool Executor::download(const PlanBuffer &b, int slot, std::string &error) {
+  return transfer(b, slot, /*toDevice=*/false, error);
+}
+
+bool Executor::transfer(const PlanBuffer &b, int slot, bool toDevice,
+                        std::string &error) {
   if (!device_)
     return true;
   if (!persistent(b, error))
     return false;
   int64_t offset = static_cast<char *>(buffer(b, slot)) - arena_;
-  return device_->download(arena_ + offset, offset, b.bytes, error);
+  return toDevice ? device_->upload(arena_ + offset, offset, b.bytes, error)
+                  : device_->download(arena_ + offset, offset, b.bytes, error);
 }
 
 bool Executor::run(const std::string &name, std::string &error, int slot) {

@@ -89,6 +89,9 @@ public:
   };
 
 private:
+  /// upload() or download() of one persistent buffer's slot.
+  bool transfer(const PlanBuffer &b, int slot, bool toDevice,
+                std::string &error);
   void runStep(Step &step);
   void printProfile() const;
 

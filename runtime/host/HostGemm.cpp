@@ -27,7 +27,8 @@ namespace {
 /// The epilogue's elementwise part over rows [begin, end) of the product
 /// P (which is C, or aux when a GELU keeps its input there).
 struct Epilogue {
-  const PlanAction *a;
+  int64_t n;
+  bool gelu, geluGrad; // decided once, not per element
   float *C;
   const float *addend, *aux;
   float *P;
@@ -52,13 +53,12 @@ float geluTanhSlope(float x) {
 
 void applyEpilogue(void *ctx, int64_t begin, int64_t end) {
   auto &e = *static_cast<Epilogue *>(ctx);
-  int64_t n = e.a->n;
-  for (int64_t i = begin * n; i < end * n; ++i) {
+  for (int64_t i = begin * e.n; i < end * e.n; ++i) {
     if (e.addend)
       e.P[i] = e.addend[i] + e.P[i];
-    if (e.a->activation == "gelu_tanh")
+    if (e.gelu)
       e.C[i] = geluTanh(e.P[i]);
-    else if (e.a->activation == "dgelu_tanh")
+    else if (e.geluGrad)
       e.C[i] = e.C[i] * geluTanhSlope(e.aux[i]);
   }
 }
@@ -97,6 +97,12 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
                accumulate ? 1.0f : 0.0f, P + b * a.strideC, ldc);
   if (a.addendArg < 0 && a.activation.empty())
     return;
-  Epilogue e{&a, C, arg(a.addendArg), arg(a.auxArg), P};
+  Epilogue e{a.n,
+             a.activation == "gelu_tanh",
+             a.activation == "dgelu_tanh",
+             C,
+             arg(a.addendArg),
+             arg(a.auxArg),
+             P};
   pool.parallelFor(a.m, applyEpilogue, &e);
 }
