@@ -155,7 +155,15 @@ static LogicalResult wrapInGpuModule(ModuleOp kernels,
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i, parallel);
     auto guardOp = scf::IfOp::create(b, loc, inRange, /*withElse=*/false);
     b.setInsertionPointToStart(&guardOp.getThenRegion().front());
-    SmallVector<Value> args(entry.getArguments().drop_back());
+    // Every buffer of the plan starts on a 64-byte boundary (of the arena,
+    // itself 256-byte aligned): said here, a kernel's neighbouring loads
+    // of a 16-byte chunk become one 128-bit load.
+    SmallVector<Value> args;
+    for (Value arg : entry.getArguments().drop_back())
+      args.push_back(
+          isa<MemRefType>(arg.getType())
+              ? memref::AssumeAlignmentOp::create(b, loc, arg, 16).getResult()
+              : arg);
     args.push_back(i);
     args.push_back(arith::AddIOp::create(
         b, loc, i, arith::ConstantIndexOp::create(b, loc, 1)));

@@ -584,6 +584,7 @@ int main(int argc, char **argv) {
   mlir::TimingScope lowerTiming = rootTiming.nest("host lowering");
   host::KernelOptions kernelOptions;
   kernelOptions.parallelOverElements = target || kernelsOverElements;
+  kernelOptions.warpShuffles = target.has_value();
   kernelOptions.gemmEpilogues = epilogues;
   using Attention = host::KernelOptions::Attention;
   kernelOptions.attention = sdpa == cl::BOU_TRUE    ? Attention::Library

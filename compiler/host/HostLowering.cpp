@@ -25,6 +25,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -211,6 +212,143 @@ struct Kernel {
   Value reduce(int64_t lb, int64_t ub, Value init,
                llvm::function_ref<Value(Value, Value)> body) {
     return reduce(idx(lb), idx(ub), init, body);
+  }
+};
+
+/// The 32 lanes of a row (a warp on a GPU) that reduce it together. Lane
+/// l walks the row's chunks l, l + 32, ... of `kVector` neighbouring
+/// columns (16 bytes of floats: one 128-bit load on a GPU, neighbouring
+/// lanes reading neighbouring chunks) where the row divides into whole
+/// chunks of every lane, else its columns l, l + 32, .... A sum or maximum
+/// combines the lanes' partials as warp shuffles do, halving the distance
+/// (xor 16, 8, 4, 2, 1), which leaves the same bits in every lane. With
+/// `shuffles` (the GPU) each index of the kernel is one lane of a row;
+/// without, each index is a row whose lanes run in turn, keeping their
+/// partials in a 32-float array, so the host computes bitwise what the
+/// GPU's warps compute.
+struct RowLanes {
+  static constexpr int64_t kLanes = 32;
+  static constexpr int64_t kVector = 4;
+  /// The kernel's parallel range for `rows` rows.
+  static int64_t range(int64_t rows, bool shuffles) {
+    return shuffles ? rows * kLanes : rows;
+  }
+
+  RowLanes(Kernel &k, Value index, int64_t d, bool shuffles)
+      : k(k), d(d), shuffles(shuffles),
+        vector(d % (kLanes * kVector) == 0 ? kVector : 1) {
+    row = shuffles ? k.divi(index, k.idx(kLanes)) : index;
+    if (shuffles)
+      lane = k.remi(index, k.idx(kLanes));
+  }
+
+  /// combine over the row's columns j of term(j), starting from `init` in
+  /// every lane; `combine` must be commutative (add, maximum).
+  Value reduce(Value init, llvm::function_ref<Value(Value, Value)> combine,
+               llvm::function_ref<Value(Value)> term) {
+    auto fold = [&](Value l) {
+      if (vector == 1)
+        return k.foldStrided(l, kLanes, d, init, [&](Value acc, Value j) {
+          return combine(acc, term(j));
+        });
+      return k.reduce(0, d / (kLanes * vector), init,
+                      [&](Value step, Value acc) {
+                        Value first = chunkStart(l, step);
+                        for (int64_t e = 0; e < vector; ++e)
+                          acc = combine(acc, term(k.addi(first, k.idx(e))));
+                        return acc;
+                      });
+    };
+    if (shuffles) {
+      Value v = fold(lane);
+      for (int32_t offset = kLanes / 2; offset >= 1; offset /= 2) {
+        Value other = gpu::ShuffleOp::create(k.b, k.loc, v, offset, kLanes,
+                                             gpu::ShuffleMode::XOR)
+                          .getShuffleResult();
+        v = combine(v, other);
+      }
+      return v;
+    }
+    // At the kernel's entry, not in its loop over rows (the stack would
+    // grow a row at a time).
+    OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
+    Value partial = memref::AllocaOp::create(
+        entry, k.loc, MemRefType::get({kLanes}, k.b.getF32Type()));
+    k.loop(0, kLanes, [&](Value l) { k.store(fold(l), partial, l); });
+    // Lane l < offset takes lane l + offset's partial, as lane l reads lane
+    // l ^ offset's; the others hold the same values mirrored.
+    for (int64_t offset = kLanes / 2; offset >= 1; offset /= 2)
+      k.loop(0, offset, [&](Value l) {
+        Value other = k.load(partial, k.addi(l, k.idx(offset)));
+        k.store(combine(k.load(partial, l), other), partial, l);
+      });
+    return k.load(partial, k.idx(0));
+  }
+  Value sum(llvm::function_ref<Value(Value)> term) {
+    return reduce(
+        k.f32(0), [&](Value a, Value b) { return k.add(a, b); }, term);
+  }
+  Value max(llvm::function_ref<Value(Value)> term) {
+    return reduce(
+        k.f32(-INFINITY), [&](Value a, Value b) { return k.max(a, b); }, term);
+  }
+
+  /// out[row, j] = value(j) for every column j of the row, each lane its
+  /// own; a chunk's values all before its stores (one 128-bit store, its
+  /// loads not held back by the stores between them).
+  void writeRow(Value out, llvm::function_ref<Value(Value)> value) {
+    auto walk = [&](Value l) {
+      int64_t perStep = kLanes * vector;
+      k.loop(0, (d + perStep - 1) / perStep, [&](Value step) {
+        if (vector > 1) {
+          Value first = chunkStart(l, step);
+          SmallVector<Value> columns, values;
+          for (int64_t e = 0; e < vector; ++e) {
+            columns.push_back(k.addi(first, k.idx(e)));
+            values.push_back(value(columns.back()));
+          }
+          for (int64_t e = 0; e < vector; ++e)
+            k.store(values[e], out, {row, columns[e]});
+          return;
+        }
+        Value j = k.addi(l, k.muli(step, k.idx(kLanes)));
+        if (d % kLanes == 0)
+          return k.store(value(j), out, {row, j});
+        Value inRange = arith::CmpIOp::create(
+            k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
+        auto guard = scf::IfOp::create(k.b, k.loc, inRange, false);
+        OpBuilder::InsertionGuard g(k.b);
+        k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+        k.store(value(j), out, {row, j});
+      });
+    };
+    if (shuffles)
+      return walk(lane);
+    k.loop(0, kLanes, walk);
+  }
+
+  /// body() once per row: in its first lane.
+  void once(llvm::function_ref<void()> body) {
+    if (!shuffles)
+      return body();
+    Value first = arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
+                                        lane, k.idx(0));
+    auto guard = scf::IfOp::create(k.b, k.loc, first, false);
+    OpBuilder::InsertionGuard g(k.b);
+    k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+    body();
+  }
+
+  Kernel &k;
+  int64_t d;
+  bool shuffles;
+  int64_t vector;
+  Value row, lane;
+
+private:
+  /// The first column of lane l's chunk at `step`: (l + 32 step) * vector.
+  Value chunkStart(Value l, Value step) {
+    return k.muli(k.addi(l, k.muli(step, k.idx(kLanes))), k.idx(vector));
   }
 };
 
@@ -427,6 +565,8 @@ public:
     ctx->loadDialect<arith::ArithDialect, func::FuncDialect,
                      linalg::LinalgDialect, math::MathDialect,
                      memref::MemRefDialect, scf::SCFDialect>();
+    if (options.warpShuffles)
+      ctx->loadDialect<gpu::GPUDialect>();
     plan.kernels = std::move(table);
     kernelCounter = plan.kernels.size();
   }
@@ -1447,66 +1587,27 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   };
   auto name = op->getName().stripDialect();
 
-  // Over elements (the GPU): sum_j term(r, j) of every row in two kernels,
-  // 32 lanes a row (lane l adds columns l, l + 32, ..., so neighbouring
-  // indices read neighbouring floats), then one index a row adding its
-  // lanes in order. `term` reads the kernel's arguments from 1 on, which
-  // are `buffers` (of `types`). Returns the [rows] buffer of sums.
-  auto laneSums = [&](StringRef what, int64_t rows, int64_t d,
-                      ArrayRef<int> buffers, ArrayRef<Type> types,
-                      llvm::function_ref<Value(Kernel &, Value, Value)> term) {
-    constexpr int64_t lanes = 32;
-    int partial = newScratch({rows, lanes}, f32);
-    SmallVector<Type> argTypes{memrefOf({rows, lanes}, f32)};
-    argTypes.append(types.begin(), types.end());
-    SmallVector<int> args{partial};
-    args.append(buffers.begin(), buffers.end());
-    Kernel k = startKernel(what, loc, argTypes);
-    k.loop(k.begin, k.end, [&](Value index) {
-      SmallVector<Value> at = k.unflatten(index, {rows, lanes});
-      Value r = at[0], l = at[1];
-      Value sum = k.foldStrided(l, lanes, d, k.f32(0), [&](Value acc, Value j) {
-        return k.add(acc, term(k, r, j));
-      });
-      k.store(sum, k.args[0], {r, l});
+  // Over elements (the GPU), a row on 32 lanes (RowLanes): its mean and
+  // reciprocal standard deviation as rowStatistics has them (mean 0 for
+  // rms_norm), each sum over the lanes.
+  bool shuffles = options.warpShuffles;
+  auto laneStatistics = [&](RowLanes &lanes, Value x, double eps,
+                            bool rms) -> std::pair<Value, Value> {
+    Kernel &k = lanes.k;
+    Value r = lanes.row;
+    int64_t d = lanes.d;
+    Value mean = k.f32(0);
+    if (!rms)
+      mean = k.mul(lanes.sum([&](Value j) {
+        return k.load(x, {r, j});
+      }),
+                   k.f32(1.0 / d));
+    Value sq = lanes.sum([&](Value j) {
+      Value c = k.sub(k.load(x, {r, j}), mean);
+      return k.mul(c, c);
     });
-    call(finishKernel(k), rows * lanes, args, op);
-    int sums = newScratch({rows}, f32);
-    sumPartials(what, sums, partial, rows, lanes, /*partsFirst=*/false, op);
-    return sums;
-  };
-  // A row's mean and reciprocal standard deviation from its lane sums, as
-  // rowStatistics has them (mean 0 for rms_norm).
-  auto statsOf = [&](Kernel &k, Value sum, Value sq, int64_t d, double eps,
-                     bool rms) -> std::pair<Value, Value> {
-    Value mean = rms ? k.f32(0) : k.mul(sum, k.f32(1.0 / d));
     Value var = k.add(k.mul(sq, k.f32(1.0 / d)), k.f32(eps));
     return {mean, math::RsqrtOp::create(k.b, k.loc, var)};
-  };
-  // Each row's sum (layer_norm) and sum of squared deviations.
-  auto rowSums = [&](StringRef what, int xBuf, int64_t rows, int64_t d,
-                     bool rms) -> std::pair<int, int> {
-    Type rowsType = memrefOf({rows, d}, f32);
-    int sum = -1;
-    if (!rms)
-      sum = laneSums(what, rows, d, {xBuf}, {rowsType},
-                     [&](Kernel &k, Value r, Value j) {
-                       return k.load(k.args[1], {r, j});
-                     });
-    SmallVector<int> bufs{xBuf};
-    SmallVector<Type> types{rowsType};
-    if (!rms) {
-      bufs.push_back(sum);
-      types.push_back(memrefOf({rows}, f32));
-    }
-    int sq =
-        laneSums(what, rows, d, bufs, types, [&](Kernel &k, Value r, Value j) {
-          Value mean =
-              rms ? k.f32(0) : k.mul(k.load(k.args[2], r), k.f32(1.0 / d));
-          Value c = k.sub(k.load(k.args[1], {r, j}), mean);
-          return k.mul(c, c);
-        });
-    return {sum, sq};
   };
 
   if (isa<LayerNormOp, RMSNormOp>(op)) {
@@ -1526,29 +1627,21 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       args.push_back(bufferFor(bias));
     }
     if (options.parallelOverElements) {
-      // The row sums over lanes, then one index per element.
-      auto [sum, sq] = rowSums(name, bufferFor(x), rows, d, rms);
-      int first = types.size();
-      types.push_back(memrefOf({rows}, f32));
-      args.push_back(sq);
-      if (!rms) {
-        types.push_back(memrefOf({rows}, f32));
-        args.push_back(sum);
-      }
+      // One kernel: a row's statistics over its lanes, then each lane
+      // normalises its columns.
       Kernel k = startKernel(name, loc, types);
       k.loop(k.begin, k.end, [&](Value index) {
-        SmallVector<Value> at = k.unflatten(index, {rows, d});
-        Value r = at[0], j = at[1];
-        auto [mean, rstd] =
-            statsOf(k, rms ? Value() : k.load(k.args[first + 1], r),
-                    k.load(k.args[first], r), d, eps, rms);
-        Value v = k.mul(k.mul(k.sub(k.load(k.args[1], {r, j}), mean), rstd),
-                        k.load(k.args[2], j));
-        if (bias)
-          v = k.add(v, k.load(k.args[3], j));
-        k.store(v, k.args[0], {r, j});
+        RowLanes lanes(k, index, d, shuffles);
+        Value r = lanes.row;
+        Value mean, rstd;
+        std::tie(mean, rstd) = laneStatistics(lanes, k.args[1], eps, rms);
+        lanes.writeRow(k.args[0], [&](Value j) {
+          Value v = k.mul(k.mul(k.sub(k.load(k.args[1], {r, j}), mean), rstd),
+                          k.load(k.args[2], j));
+          return bias ? k.add(v, k.load(k.args[3], j)) : v;
+        });
       });
-      call(finishKernel(k), rows * d, args, op);
+      call(finishKernel(k), RowLanes::range(rows, shuffles), args, op);
       return success();
     }
     Kernel k = startKernel(name, loc, types);
@@ -1575,63 +1668,36 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
     if (options.parallelOverElements) {
-      // Row statistics, then sum(dxhat) and sum(dxhat * xhat), over lanes;
-      // then one index per element.
-      Type rowsType = memrefOf({rows, d}, f32), rowType = memrefOf({rows}, f32);
-      auto [sum, sq] = rowSums(name, bufferFor(x), rows, d, rms);
-      // Arguments from 1: dY, X, W, sq[, sum].
-      SmallVector<int> bufs{bufferFor(dy), bufferFor(x), bufferFor(w), sq};
-      SmallVector<Type> types{rowsType, rowsType, memrefOf({d}, f32), rowType};
-      if (!rms) {
-        bufs.push_back(sum);
-        types.push_back(rowType);
-      }
-      auto rowStats = [&](Kernel &k, Value r, unsigned base) {
-        return statsOf(k, rms ? Value() : k.load(k.args[base + 4], r),
-                       k.load(k.args[base + 3], r), d, eps, rms);
-      };
-      auto g = [&](Kernel &k, Value r, Value j, unsigned base) {
-        return k.mul(k.load(k.args[base], {r, j}), k.load(k.args[base + 2], j));
-      };
-      auto xhat = [&](Kernel &k, Value r, Value j, unsigned base,
-                      std::pair<Value, Value> stats) {
-        return k.mul(k.sub(k.load(k.args[base + 1], {r, j}), stats.first),
-                     stats.second);
-      };
-      int sumG = -1;
-      if (!rms)
-        sumG = laneSums(
-            name, rows, d, bufs, types,
-            [&](Kernel &k, Value r, Value j) { return g(k, r, j, 1); });
-      int sumGX = laneSums(
-          name, rows, d, bufs, types, [&](Kernel &k, Value r, Value j) {
-            return k.mul(g(k, r, j, 1), xhat(k, r, j, 1, rowStats(k, r, 1)));
-          });
-      // Arguments: dX, dY, X, W, sq[, sum], sumGX[, sumG].
-      SmallVector<int> all{out};
-      all.append(bufs.begin(), bufs.end());
-      all.push_back(sumGX);
-      SmallVector<Type> allTypes{rowsType};
-      allTypes.append(types.begin(), types.end());
-      allTypes.push_back(rowType);
-      if (!rms) {
-        all.push_back(sumG);
-        allTypes.push_back(rowType);
-      }
-      unsigned sums = bufs.size() + 1;
-      Kernel k = startKernel(name, loc, allTypes);
+      // One kernel: a row's statistics, sum(dxhat) and sum(dxhat * xhat)
+      // over its lanes, then each lane its columns' gradients (the same
+      // formula as below).
+      Kernel k =
+          startKernel(name, loc,
+                      {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
+                       memrefOf({rows, d}, f32), memrefOf({d}, f32)});
+      Value dX = k.args[0], dY = k.args[1], X = k.args[2], W = k.args[3];
       k.loop(k.begin, k.end, [&](Value index) {
-        SmallVector<Value> at = k.unflatten(index, {rows, d});
-        Value r = at[0], j = at[1];
-        auto stats = rowStats(k, r, 1);
-        Value meanG =
-            rms ? k.f32(0) : k.mul(k.load(k.args[sums + 1], r), k.f32(1.0 / d));
-        Value meanGX = k.mul(k.load(k.args[sums], r), k.f32(1.0 / d));
-        Value v = k.sub(k.sub(g(k, r, j, 1), meanG),
-                        k.mul(xhat(k, r, j, 1, stats), meanGX));
-        k.store(k.mul(v, stats.second), k.args[0], {r, j});
+        RowLanes lanes(k, index, d, shuffles);
+        Value r = lanes.row;
+        Value mean, rstd;
+        std::tie(mean, rstd) = laneStatistics(lanes, X, eps, rms);
+        auto xhat = [&](Value j) {
+          return k.mul(k.sub(k.load(X, {r, j}), mean), rstd);
+        };
+        auto g = [&](Value j) {
+          return k.mul(k.load(dY, {r, j}), k.load(W, j));
+        };
+        Value sumG = rms ? k.f32(0) : lanes.sum(g);
+        Value sumGX = lanes.sum([&](Value j) { return k.mul(g(j), xhat(j)); });
+        Value meanG = k.mul(sumG, k.f32(1.0 / d));
+        Value meanGX = k.mul(sumGX, k.f32(1.0 / d));
+        lanes.writeRow(dX, [&](Value j) {
+          Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
+          return k.mul(v, rstd);
+        });
       });
-      call(finishKernel(k), rows * d, all, op);
+      call(finishKernel(k), RowLanes::range(rows, shuffles),
+           {out, bufferFor(dy), bufferFor(x), bufferFor(w)}, op);
       return success();
     }
     Kernel k = startKernel(name, loc,
@@ -1742,6 +1808,35 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       types.push_back(memrefOf({rows, d}, f32));
       args.push_back(bufferFor(op->getOperand(1)));
     }
+    if (options.parallelOverElements) {
+      // A row on 32 lanes: the same formulas, each sum over the lanes.
+      Kernel k = startKernel(name, loc, types);
+      k.loop(k.begin, k.end, [&](Value index) {
+        RowLanes lanes(k, index, d, shuffles);
+        Value r = lanes.row;
+        if (grad) {
+          Value dY = k.args[1], Y = k.args[2];
+          Value dot = lanes.sum([&](Value j) {
+            return k.mul(k.load(dY, {r, j}), k.load(Y, {r, j}));
+          });
+          lanes.writeRow(k.args[0], [&](Value j) {
+            return k.mul(k.load(Y, {r, j}), k.sub(k.load(dY, {r, j}), dot));
+          });
+          return;
+        }
+        Value X = k.args[1];
+        Value mx = lanes.max([&](Value j) { return k.load(X, {r, j}); });
+        Value sum = lanes.sum([&](Value j) {
+          return k.exp(k.sub(k.load(X, {r, j}), mx));
+        });
+        Value inv = k.div(k.f32(1), sum);
+        lanes.writeRow(k.args[0], [&](Value j) {
+          return k.mul(k.exp(k.sub(k.load(X, {r, j}), mx)), inv);
+        });
+      });
+      call(finishKernel(k), RowLanes::range(rows, shuffles), args, op);
+      return success();
+    }
     Kernel k = startKernel(name, loc, types);
     k.loop(k.begin, k.end, [&](Value r) {
       if (grad) {
@@ -1774,54 +1869,41 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     return success();
   }
 
-  // Over elements (the GPU), each row's maximum and sum of exponentials in
-  // two kernels: 32 lanes a row, lane l folding columns l, l + 32, ...
-  // (neighbouring indices read neighbouring floats), then one index a row
-  // combining its lanes. Returns the [rows, 2] buffer of (max, sum).
-  constexpr int64_t kLanes = 32;
-  auto computeRowMaxSum = [&](int logits, int64_t rows, int64_t v) {
-    int partial = newScratch({rows, kLanes, 2}, f32);
-    Kernel k = startKernel(
-        "row_max_sum_lanes", loc,
-        {memrefOf({rows, kLanes, 2}, f32), memrefOf({rows, v}, f32)});
-    Value P = k.args[0], X = k.args[1];
-    k.loop(k.begin, k.end, [&](Value index) {
-      SmallVector<Value> at = k.unflatten(index, {rows, kLanes});
-      Value r = at[0], l = at[1];
-      // Columns l, l + 32, ... of row r.
-      auto fold = [&](Value init, auto combine) {
-        return k.foldStrided(l, kLanes, v, init, [&](Value acc, Value j) {
-          return combine(acc, k.load(X, {r, j}));
-        });
-      };
-      Value mx = fold(k.f32(-INFINITY),
-                      [&](Value acc, Value x) { return k.max(acc, x); });
-      Value sum = fold(k.f32(0), [&](Value acc, Value x) {
-        return k.add(acc, k.exp(k.sub(x, mx)));
-      });
-      k.store(mx, P, {r, l, k.idx(0)});
-      k.store(sum, P, {r, l, k.idx(1)});
-    });
-    call(finishKernel(k), rows * kLanes, {partial, logits}, op);
+  // Over elements (the GPU), each row's maximum and sum of exponentials
+  // (relative to the maximum) over its 32 lanes (RowLanes), into the
+  // [rows, 2] buffer it returns; with `targets` and `losses`, also each
+  // row's loss, log-sum-exp less the target's logit.
+  auto computeRowMaxSum = [&](int logits, int64_t rows, int64_t v,
+                              int targets = -1, int losses = -1,
+                              Type idType = {}) {
     int stats = newScratch({rows, 2}, f32);
-    Kernel c = startKernel(
-        "row_max_sum", loc,
-        {memrefOf({rows, 2}, f32), memrefOf({rows, kLanes, 2}, f32)});
-    c.loop(c.begin, c.end, [&](Value r) {
-      Value Pc = c.args[1];
-      Value mx = c.reduce(0, kLanes, c.f32(-INFINITY), [&](Value l, Value acc) {
-        return c.max(acc, c.load(Pc, {r, l, c.idx(0)}));
+    SmallVector<Type> types{memrefOf({rows, 2}, f32), memrefOf({rows, v}, f32)};
+    SmallVector<int> args{stats, logits};
+    if (losses >= 0) {
+      types.append({memrefOf({rows}, idType), memrefOf({rows}, f32)});
+      args.append({targets, losses});
+    }
+    Kernel k = startKernel(losses >= 0 ? "cross_entropy_rows" : "row_max_sum",
+                           loc, types);
+    Value S = k.args[0], X = k.args[1];
+    k.loop(k.begin, k.end, [&](Value index) {
+      RowLanes lanes(k, index, v, shuffles);
+      Value r = lanes.row;
+      Value mx = lanes.max([&](Value j) { return k.load(X, {r, j}); });
+      Value sum = lanes.sum([&](Value j) {
+        return k.exp(k.sub(k.load(X, {r, j}), mx));
       });
-      // A lane's sum, rescaled from its maximum to the row's (an empty
-      // lane has sum 0).
-      Value sum = c.reduce(0, kLanes, c.f32(0), [&](Value l, Value acc) {
-        Value scale = c.exp(c.sub(c.load(Pc, {r, l, c.idx(0)}), mx));
-        return c.add(acc, c.mul(c.load(Pc, {r, l, c.idx(1)}), scale));
+      lanes.once([&] {
+        k.store(mx, S, {r, k.idx(0)});
+        k.store(sum, S, {r, k.idx(1)});
+        if (losses < 0)
+          return;
+        Value lse = k.add(mx, math::LogOp::create(k.b, k.loc, sum));
+        Value target = k.toIndex(k.load(k.args[2], r));
+        k.store(k.sub(lse, k.load(X, {r, target})), k.args[3], r);
       });
-      c.store(mx, c.args[0], {r, c.idx(0)});
-      c.store(sum, c.args[0], {r, c.idx(1)});
     });
-    call(finishKernel(c), rows, {stats, partial}, op);
+    call(finishKernel(k), RowLanes::range(rows, shuffles), args, op);
     return stats;
   };
   // The loss gradient reads the statistics its forward computed on the
@@ -1842,23 +1924,11 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     // Per-row losses in parallel, then their mean in order on one thread.
     int perRow = newScratch({rows}, f32);
     if (options.parallelOverElements) {
-      int stats = rowMaxSum(bufferFor(ce.getLogits()), rows, v);
-      Kernel k =
-          startKernel("cross_entropy_rows", loc,
-                      {memrefOf({rows}, f32), memrefOf({rows, 2}, f32),
-                       memrefOf({rows, v}, f32), memrefOf({rows}, idType)});
-      Value L = k.args[0], S = k.args[1], X = k.args[2], T = k.args[3];
-      k.loop(k.begin, k.end, [&](Value r) {
-        Value lse =
-            k.add(k.load(S, {r, k.idx(0)}),
-                  math::LogOp::create(k.b, k.loc, k.load(S, {r, k.idx(1)})));
-        Value target = k.toIndex(k.load(T, r));
-        k.store(k.sub(lse, k.load(X, {r, target})), L, r);
-      });
-      call(finishKernel(k), rows,
-           {perRow, stats, bufferFor(ce.getLogits()),
-            bufferFor(ce.getTargets())},
-           op);
+      // The statistics the gradient reads, and the losses, in one kernel.
+      int logits = bufferFor(ce.getLogits());
+      int stats = computeRowMaxSum(logits, rows, v, bufferFor(ce.getTargets()),
+                                   perRow, idType);
+      keepScratch("row max and sum of " + std::to_string(logits), stats);
     } else {
       Kernel k = startKernel("cross_entropy_rows", loc,
                              {memrefOf({rows}, f32), memrefOf({rows, v}, f32),
@@ -1881,6 +1951,17 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     int out = newTemp(ce.getResult());
     Kernel m =
         startKernel("mean", loc, {memrefOf({}, f32), memrefOf({rows}, f32)});
+    if (options.parallelOverElements) {
+      // The losses as one row on 32 lanes.
+      m.loop(m.begin, m.end, [&](Value index) {
+        RowLanes lanes(m, index, rows, shuffles);
+        Value total = lanes.sum([&](Value r) { return m.load(m.args[1], r); });
+        lanes.once(
+            [&] { m.store(m.mul(total, m.f32(1.0 / rows)), m.args[0], {}); });
+      });
+      call(finishKernel(m), RowLanes::range(1, shuffles), {out, perRow}, op);
+      return success();
+    }
     Value total = m.reduce(0, rows, m.f32(0), [&](Value r, Value acc) {
       return m.add(acc, m.load(m.args[1], r));
     });

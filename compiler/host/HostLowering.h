@@ -38,6 +38,12 @@ struct KernelOptions {
   /// of a GPU grid, where one thread per row leaves most of it idle. Each
   /// element is computed exactly as before.
   bool parallelOverElements = false;
+  /// Over elements, a row reduction (the norms, softmax, cross entropy)
+  /// runs a row on 32 GPU threads that combine their partials with warp
+  /// shuffles; without, on the host, an index runs the row's 32 lanes in
+  /// turn and combines them in the same order (the GPU's results checked
+  /// there bit for bit).
+  bool warpShuffles = false;
   /// What GEMMs compute in their plan epilogue (cuBLASLt's): nothing;
   /// their bias and the residual add nn-fusion's epilogue mark names
   /// (nn::epilogueReader); or also a tanh GELU after them (its input kept)
