@@ -30,6 +30,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -143,6 +144,40 @@ struct Kernel {
       v = arith::ExtFOp::create(b, loc, element, v); // exact
     memref::StoreOp::create(b, loc, v, m, i);
   }
+  /// Elements at .. at + n - 1 along the last dimension of `m`, as one
+  /// vector load aligned to its size (a 128-bit load of four floats: the
+  /// caller knows the chunk starts on such a boundary).
+  SmallVector<Value> loadChunk(Value m, ValueRange at, int64_t n) {
+    Type element = cast<MemRefType>(m.getType()).getElementType();
+    auto type = VectorType::get({n}, element);
+    Value v = vector::LoadOp::create(
+        b, loc, type, m, at, /*nontemporal=*/false,
+        llvm::Align(n * element.getIntOrFloatBitWidth() / 8));
+    SmallVector<Value> elements;
+    for (int64_t e = 0; e < n; ++e)
+      elements.push_back(vector::ExtractOp::create(b, loc, v, e));
+    return elements;
+  }
+  /// Stores `values` from `at` on along the last dimension of `m` as one
+  /// aligned vector store, each converted as store() converts it.
+  void storeChunk(ArrayRef<Value> values, Value m, ValueRange at) {
+    Type element = cast<MemRefType>(m.getType()).getElementType();
+    SmallVector<Value> converted;
+    for (Value v : values) {
+      if (element.isBF16() && v.getType().isF32())
+        v = arith::BitcastOp::create(b, loc, b.getBF16Type(),
+                                     bf16Bits(b, loc, v));
+      else if (element.isF32() && v.getType().isBF16())
+        v = arith::ExtFOp::create(b, loc, element, v);
+      converted.push_back(v);
+    }
+    int64_t n = values.size();
+    Value v = vector::FromElementsOp::create(
+        b, loc, VectorType::get({n}, element), converted);
+    vector::StoreOp::create(
+        b, loc, v, m, at, /*nontemporal=*/false,
+        llvm::Align(n * element.getIntOrFloatBitWidth() / 8));
+  }
   Value add(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
   Value sub(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
   Value mul(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
@@ -215,6 +250,9 @@ struct Kernel {
   }
 };
 
+/// Floats in 16 bytes: a GPU thread's widest load.
+constexpr int64_t kVector = 4;
+
 /// The 32 lanes of a row (a warp on a GPU) that reduce it together. Lane
 /// l walks the row's chunks l, l + 32, ... of `kVector` neighbouring
 /// columns (16 bytes of floats: one 128-bit load on a GPU, neighbouring
@@ -228,7 +266,6 @@ struct Kernel {
 /// GPU's warps compute.
 struct RowLanes {
   static constexpr int64_t kLanes = 32;
-  static constexpr int64_t kVector = 4;
   /// The kernel's parallel range for `rows` rows.
   static int64_t range(int64_t rows, bool shuffles) {
     return shuffles ? rows * kLanes : rows;
@@ -564,7 +601,8 @@ public:
         kernelByText(kernelByText), options(options) {
     ctx->loadDialect<arith::ArithDialect, func::FuncDialect,
                      linalg::LinalgDialect, math::MathDialect,
-                     memref::MemRefDialect, scf::SCFDialect>();
+                     memref::MemRefDialect, scf::SCFDialect,
+                     vector::VectorDialect>();
     if (options.warpShuffles)
       ctx->loadDialect<gpu::GPUDialect>();
     plan.kernels = std::move(table);
@@ -1135,20 +1173,34 @@ LogicalResult HostLowering::emitElementwiseKernel(
   Kernel k = startKernel(name, op->getLoc(), argTypes);
   OpBuilder &b = k.b;
   if (options.parallelOverElements) {
-    // Index i of the range is element i of the output, row-major; each
-    // operand reads it as the linalg.generic below would (dropped leading
-    // dimensions, broadcast dimensions of size 1).
+    // Index i of the range is chunk i of the output, row-major: its
+    // elements 4i .. 4i + 3 where the last dimension holds whole chunks of
+    // four (one 128-bit load of each operand and store of each output on a
+    // GPU), else element i. Each operand reads an element as the
+    // linalg.generic below would (dropped leading dimensions, broadcast
+    // dimensions of size 1).
     int64_t total = 1;
     for (int64_t d : shape)
       total *= d;
+    int64_t vector = rank > 0 && shape.back() % kVector == 0 ? kVector : 1;
+    SmallVector<int64_t> chunks(shape);
+    if (rank > 0)
+      chunks.back() /= vector;
     LogicalResult status = success();
-    k.loop(k.begin, k.end, [&](Value flat) {
-      SmallVector<Value> at = k.unflatten(flat, shape);
-      SmallVector<Value> scalars;
+    k.loop(k.begin, k.end, [&](Value chunk) {
+      SmallVector<Value> first = k.unflatten(chunk, chunks);
+      if (vector > 1)
+        first.back() = k.muli(first.back(), k.idx(vector));
+      // A chunk's loads, then its arithmetic, then its stores: one vector
+      // load of each operand that varies along the last dimension, one
+      // vector store of each result.
+      SmallVector<SmallVector<Value>> scalars(vector);
       for (auto [i, v] : llvm::enumerate(operands)) {
         if (splats[i]) {
-          scalars.push_back(
-              arith::ConstantOp::create(b, k.loc, cast<TypedAttr>(*splats[i])));
+          Value c =
+              arith::ConstantOp::create(b, k.loc, cast<TypedAttr>(*splats[i]));
+          for (int64_t e = 0; e < vector; ++e)
+            scalars[e].push_back(c);
           continue;
         }
         ArrayRef<int64_t> s = tensorType(v).getShape();
@@ -1156,20 +1208,41 @@ LogicalResult HostLowering::emitElementwiseKernel(
         SmallVector<Value> index;
         for (int64_t j = 0; j < static_cast<int64_t>(s.size()); ++j)
           index.push_back(s[j] == 1 && shape[j + lead] != 1 ? k.idx(0)
-                                                            : at[j + lead]);
-        scalars.push_back(k.load(k.args[argIndex[i]], index));
+                                                            : first[j + lead]);
+        Value arg = k.args[argIndex[i]];
+        if (vector > 1 && !s.empty() && s.back() == shape.back()) {
+          for (auto [e, x] : llvm::enumerate(k.loadChunk(arg, index, vector)))
+            scalars[e].push_back(x);
+          continue;
+        }
+        Value x = k.load(arg, index); // the same for the whole chunk
+        for (int64_t e = 0; e < vector; ++e)
+          scalars[e].push_back(x);
       }
-      FailureOr<SmallVector<Value>> r = body(b, k.loc, scalars);
-      if (failed(r)) {
-        status = failure();
+      SmallVector<SmallVector<Value>> results;
+      for (int64_t e = 0; e < vector && succeeded(status); ++e) {
+        FailureOr<SmallVector<Value>> r = body(b, k.loc, scalars[e]);
+        if (failed(r))
+          status = failure();
+        else
+          results.push_back(*r);
+      }
+      if (failed(status))
         return;
+      for (size_t i = 0; i < outs.size(); ++i) {
+        if (vector == 1) {
+          k.store(results[0][i], k.args[i], first);
+          continue;
+        }
+        SmallVector<Value> chunk;
+        for (int64_t e = 0; e < vector; ++e)
+          chunk.push_back(results[e][i]);
+        k.storeChunk(chunk, k.args[i], first);
       }
-      for (size_t i = 0; i < outs.size(); ++i)
-        k.store((*r)[i], k.args[i], at);
     });
     if (failed(status))
       return failure();
-    call(finishKernel(k), total, argBuffers, op);
+    call(finishKernel(k), total / vector, argBuffers, op);
     return success();
   }
   // Views of this thread's rows of the first dimension.
