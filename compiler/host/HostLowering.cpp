@@ -46,10 +46,19 @@ using plan::BufferKind;
 
 namespace {
 
-/// Partial sums of a whole-tensor reduction split over elements: enough
-/// GPU threads to keep a few SMs' memory pipes busy, few enough for one
-/// thread to fold them.
-constexpr int64_t kPartialSums = 1024;
+/// Partial sums of a whole-tensor reduction of `count` elements split over
+/// elements, each folding at least 64 (a power of two, at most 32,768:
+/// enough GPU threads to keep the memory busy, few enough for one warp to
+/// fold them); 0 where one warp folds the elements themselves.
+static int64_t partialSumsFor(int64_t count) {
+  constexpr int64_t kPerThread = 64, kWarp = 32, kMost = 32768;
+  if (count <= kWarp * kPerThread)
+    return 0;
+  int64_t parts = kWarp;
+  while (parts * 2 <= kMost && parts * 2 * kPerThread <= count)
+    parts *= 2;
+  return parts;
+}
 
 RankedTensorType tensorType(Value v) {
   return cast<RankedTensorType>(v.getType());
@@ -771,6 +780,9 @@ private:
   /// Results of each lowered function, by index.
   llvm::StringMap<SmallVector<int>> results;
   llvm::DenseSet<Operation *> foldedTransposes;
+  /// Over elements, squares x * x read only by a whole-tensor sum, which
+  /// squares x as it reads it rather than reading a squared copy.
+  llvm::DenseSet<Operation *> foldedSquares;
   int64_t actionIndex = 0;
   unsigned kernelCounter = 0;
 };
@@ -1344,8 +1356,14 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
     }
   }
   int out = newTemp(y);
+  // The gradient norm's sum of x * x reads x (foldedSquares).
+  bool square = false;
+  if (auto mul = x.getDefiningOp<MulOp>(); mul && foldedSquares.contains(mul)) {
+    square = true;
+    x = mul.getLhs();
+  }
   int in = bufferFor(x);
-  Type f32 = tx.getElementType();
+  Type f32 = Float32Type::get(ctx);
   Kernel k = startKernel(op->getName().stripDialect(), op->getLoc(),
                          {memrefOf(kept, f32), memrefOf(tx.getShape(), f32)});
   bool isMax = isa<ReduceMaxOp>(op);
@@ -1360,40 +1378,57 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
     int64_t keptCount = 1;
     for (int64_t d : kept)
       keptCount *= d;
-    if (kept.empty() && count > kPartialSums) {
-      // A whole-tensor sum in two kernels: partial p folds elements p,
-      // p + P, p + 2P, ... (neighbouring indices read neighbouring
-      // elements), then one index folds the partials in order.
+    if (kept.empty()) {
+      // A whole-tensor reduction: partial p folds elements p, p + P, ...
+      // (neighbouring indices read neighbouring elements), then one warp
+      // folds the partials (RowLanes); small tensors on one warp alone.
       k.func.erase();
-      int partials = newScratch({kPartialSums}, f32);
-      Kernel first =
-          startKernel(op->getName().stripDialect(), op->getLoc(),
-                      {memrefOf({kPartialSums}, f32), memrefOf({count}, f32)});
-      first.loop(first.begin, first.end, [&](Value p) {
-        Value sum = first.foldStrided(
-            p, kPartialSums, count, first.f32(isMax ? -INFINITY : 0.0),
-            [&](Value acc, Value at) {
-              Value x = first.load(first.args[1], at);
-              return isMax ? first.max(x, acc) : first.add(acc, x);
-            });
-        first.store(sum, first.args[0], p);
-      });
-      call(finishKernel(first), kPartialSums, {partials, in}, op);
+      StringRef name = op->getName().stripDialect();
+      auto combine = [&](Kernel &c, Value acc, Value x) {
+        return isMax ? c.max(x, acc) : c.add(acc, x);
+      };
+      // A folded x * x (the gradient norm's) is squared as it is read.
+      auto element = [&](Kernel &c, Value at) {
+        Value x = c.load(c.args[1], at);
+        return square ? c.mul(x, x) : x;
+      };
+      int64_t parts = partialSumsFor(count);
+      int source = in;
+      int64_t length = count;
+      if (parts) {
+        source = newScratch({parts}, f32);
+        length = parts;
+        Kernel first = startKernel(
+            name, op->getLoc(),
+            {memrefOf({parts}, f32), memrefOf({count}, tx.getElementType())});
+        first.loop(first.begin, first.end, [&](Value p) {
+          Value sum = first.foldStrided(
+              p, parts, count, first.f32(isMax ? -INFINITY : 0.0),
+              [&](Value acc, Value at) {
+                return combine(first, acc, element(first, at));
+              });
+          first.store(sum, first.args[0], p);
+        });
+        call(finishKernel(first), parts, {source, in}, op);
+      }
+      bool squareHere = square && !parts;
       Kernel last =
-          startKernel(op->getName().stripDialect(), op->getLoc(),
-                      {memrefOf({}, f32), memrefOf({kPartialSums}, f32)});
-      last.loop(last.begin, last.end, [&](Value) {
-        Value sum =
-            last.reduce(0, kPartialSums, last.f32(isMax ? -INFINITY : 0.0),
-                        [&](Value p, Value acc) {
-                          Value x = last.load(last.args[1], p);
-                          return isMax ? last.max(x, acc) : last.add(acc, x);
-                        });
+          startKernel(name, op->getLoc(),
+                      {memrefOf({}, f32),
+                       memrefOf({length}, parts ? f32 : tx.getElementType())});
+      last.loop(last.begin, last.end, [&](Value index) {
+        RowLanes lanes(last, index, length, options.warpShuffles);
+        auto term = [&](Value j) {
+          Value x = last.load(last.args[1], j);
+          return squareHere ? last.mul(x, x) : x;
+        };
+        Value sum = isMax ? lanes.max(term) : lanes.sum(term);
         if (isa<ReduceMeanOp>(op))
           sum = last.mul(sum, last.f32(1.0 / count));
-        last.store(sum, last.args[0], {});
+        lanes.once([&] { last.store(sum, last.args[0], {}); });
       });
-      call(finishKernel(last), 1, {out, partials}, op);
+      call(finishKernel(last), RowLanes::range(1, options.warpShuffles),
+           {out, source}, op);
       return success();
     }
     k.loop(k.begin, k.end, [&](Value flat) {
@@ -2860,6 +2895,8 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
   }
   if (auto t = dyn_cast<TransposeOp>(op); t && foldedTransposes.contains(t))
     return success();
+  if (foldedSquares.contains(op))
+    return success();
   if (auto store = dyn_cast<StoreOp>(op)) {
     StringRef name = store.getTarget();
     int target = plan.find(name, BufferKind::State);
@@ -2997,6 +3034,20 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
     if (isFoldableTranspose(t))
       foldedTransposes.insert(t);
   });
+  if (options.parallelOverElements)
+    func.walk([&](MulOp m) {
+      auto sum = m->hasOneUse() ? dyn_cast<ReduceSumOp>(*m->user_begin())
+                                : ReduceSumOp();
+      if (!sum || m.getLhs() != m.getRhs() ||
+          !tensorType(m.getLhs()).getElementType().isF32())
+        return;
+      int64_t rank = tensorType(m.getLhs()).getRank();
+      std::set<int64_t> axes;
+      for (int64_t a : sum.getAxes())
+        axes.insert(a < 0 ? a + rank : a);
+      if (axes.empty() || static_cast<int64_t>(axes.size()) == rank)
+        foldedSquares.insert(m);
+    });
   for (Operation &op : func.getBody().front()) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       SmallVector<int> out;
