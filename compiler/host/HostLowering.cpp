@@ -1652,10 +1652,21 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
   Kernel k =
       startKernel("cast_bf16", op->getLoc(),
                   {memrefOf({n}, i16), memrefOf({n}, Float32Type::get(ctx))});
-  k.loop(k.begin, k.end, [&](Value i) {
-    k.store(bf16Bits(k.b, k.loc, k.load(k.args[1], i)), k.args[0], i);
+  // Over elements, one index per chunk of four floats where they divide
+  // (a 128-bit load, a 64-bit store).
+  int64_t vector =
+      options.parallelOverElements && n % kVector == 0 ? kVector : 1;
+  k.loop(k.begin, k.end, [&](Value chunk) {
+    Value first = k.muli(chunk, k.idx(vector));
+    if (vector == 1)
+      return k.store(bf16Bits(k.b, k.loc, k.load(k.args[1], first)), k.args[0],
+                     first);
+    SmallVector<Value> bits;
+    for (Value x : k.loadChunk(k.args[1], first, vector))
+      bits.push_back(bf16Bits(k.b, k.loc, x));
+    k.storeChunk(bits, k.args[0], first);
   });
-  call(finishKernel(k), n, {copy, buffer}, op);
+  call(finishKernel(k), n / vector, {copy, buffer}, op);
   current->actions.back().note = "cast_bf16";
   return copy;
 }
