@@ -2726,6 +2726,38 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
         {memrefOf(toType.getShape(), bufferElement(to, element)),
          memrefOf(fromType.getShape(), bufferElement(from, element))});
     bool overElements = options.parallelOverElements;
+    int64_t elements = 1;
+    for (int64_t d : shape)
+      elements *= d;
+    // Over elements, a chunk of four along the last dimension per index
+    // where both sides' chunks start on 4-element boundaries (one vector
+    // load and store; a permutation moves single elements).
+    auto lastOf = [](ArrayRef<int64_t> offsets) {
+      return offsets.empty() ? 0 : offsets.back();
+    };
+    if (overElements && perm.empty() && !shape.empty() &&
+        shape.back() % kVector == 0 &&
+        fromType.getShape().back() % kVector == 0 &&
+        toType.getShape().back() % kVector == 0 &&
+        lastOf(fromOffsets) % kVector == 0 &&
+        lastOf(toOffsets) % kVector == 0) {
+      SmallVector<int64_t> chunks(shape);
+      chunks.back() /= kVector;
+      k.loop(k.begin, k.end, [&](Value chunk) {
+        SmallVector<Value> idx = k.unflatten(chunk, chunks);
+        idx.back() = k.muli(idx.back(), k.idx(kVector));
+        SmallVector<Value> in(idx), out(idx);
+        for (size_t i = 0; i < idx.size(); ++i) {
+          if (!fromOffsets.empty())
+            in[i] = k.addi(idx[i], k.idx(fromOffsets[i]));
+          if (!toOffsets.empty())
+            out[i] = k.addi(idx[i], k.idx(toOffsets[i]));
+        }
+        k.storeChunk(k.loadChunk(k.args[1], in, kVector), k.args[0], out);
+      });
+      call(finishKernel(k), elements / kVector, {to, from}, op);
+      return;
+    }
     nest(k, shape, overElements, [&](ArrayRef<Value> idx) {
       SmallVector<Value> in(idx.size()), out(idx.size());
       for (size_t i = 0; i < idx.size(); ++i) {
@@ -2741,9 +2773,6 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
       }
       k.store(k.load(k.args[1], in), k.args[0], out);
     });
-    int64_t elements = 1;
-    for (int64_t d : shape)
-      elements *= d;
     call(finishKernel(k),
          overElements ? elements : (shape.empty() ? 1 : shape[0]), {to, from},
          op);
