@@ -142,16 +142,20 @@ struct Kernel {
   Value load(Value m, ValueRange i) {
     return memref::LoadOp::create(b, loc, m, i);
   }
-  /// Stores `v`; an f32 into a bf16 buffer (a value only GEMMs read,
-  /// kept in bf16: storeInBf16) rounds as the GEMMs' cast would.
+  /// `v` as a buffer of `element` holds it: an f32 into a bf16 buffer (a
+  /// value only GEMMs read, kept in bf16: storeInBf16) rounds as the GEMMs'
+  /// cast would; a bf16 into an f32 buffer widens (exactly).
+  Value storedAs(Value v, Type element) {
+    if (element.isBF16() && v.getType().isF32())
+      return arith::BitcastOp::create(b, loc, b.getBF16Type(),
+                                      bf16Bits(b, loc, v));
+    if (element.isF32() && v.getType().isBF16())
+      return arith::ExtFOp::create(b, loc, element, v);
+    return v;
+  }
   void store(Value v, Value m, ValueRange i) {
     Type element = cast<MemRefType>(m.getType()).getElementType();
-    if (element.isBF16() && v.getType().isF32())
-      v = arith::BitcastOp::create(b, loc, b.getBF16Type(),
-                                   bf16Bits(b, loc, v));
-    else if (element.isF32() && v.getType().isBF16())
-      v = arith::ExtFOp::create(b, loc, element, v); // exact
-    memref::StoreOp::create(b, loc, v, m, i);
+    memref::StoreOp::create(b, loc, storedAs(v, element), m, i);
   }
   /// Elements at .. at + n - 1 along the last dimension of `m`, as one
   /// vector load aligned to its size (a 128-bit load of four floats: the
@@ -168,18 +172,12 @@ struct Kernel {
     return elements;
   }
   /// Stores `values` from `at` on along the last dimension of `m` as one
-  /// aligned vector store, each converted as store() converts it.
+  /// aligned vector store, each converted as storedAs converts it.
   void storeChunk(ArrayRef<Value> values, Value m, ValueRange at) {
     Type element = cast<MemRefType>(m.getType()).getElementType();
     SmallVector<Value> converted;
-    for (Value v : values) {
-      if (element.isBF16() && v.getType().isF32())
-        v = arith::BitcastOp::create(b, loc, b.getBF16Type(),
-                                     bf16Bits(b, loc, v));
-      else if (element.isF32() && v.getType().isBF16())
-        v = arith::ExtFOp::create(b, loc, element, v);
-      converted.push_back(v);
-    }
+    for (Value v : values)
+      converted.push_back(storedAs(v, element));
     int64_t n = values.size();
     Value v = vector::FromElementsOp::create(
         b, loc, VectorType::get({n}, element), converted);
