@@ -683,10 +683,30 @@ private:
       OpBuilder &, Location, ArrayRef<Value>)>;
   /// One linalg.generic over `shape`, parallel over its first dimension,
   /// reading `operands` with broadcasting and writing the `outs` buffers.
-  LogicalResult
-  emitElementwiseKernel(Operation *op, StringRef name, ArrayRef<Value> operands,
-                        ArrayRef<int> outs, ArrayRef<int64_t> shape,
-                        ArrayRef<Type> outElements, ScalarBody body);
+  /// With `flat`, every operand but scalars is read as an array of
+  /// `shape` (one dimension), element i at i.
+  LogicalResult emitElementwiseKernel(Operation *op, StringRef name,
+                                      ArrayRef<Value> operands,
+                                      ArrayRef<int> outs,
+                                      ArrayRef<int64_t> shape,
+                                      ArrayRef<Type> outElements,
+                                      ScalarBody body, bool flat = false);
+  /// The optimizer step's updates of whole parameters (an nn.fused over
+  /// the parameter, its gradient and moments and shared scalars, stored
+  /// back in place) that run the same body: grouped, each group one kernel
+  /// at its first member's place over the members' buffers laid back to
+  /// back (plan.contiguous), which also writes the splats a member's
+  /// inputs are stored with after it (the gradients zeroed for the next
+  /// step). Members join a group only when nothing between the first and
+  /// them reads what they write or writes what they read.
+  void findUpdateGroups(func::FuncOp func);
+  struct UpdateGroup {
+    SmallVector<FusedOp> members;
+    /// Per member, the splat stores into its inputs the kernel makes.
+    SmallVector<SmallVector<StoreOp>> zeroed;
+  };
+  llvm::DenseMap<Operation *, UpdateGroup> updateGroups; // by first member
+  LogicalResult lowerUpdateGroup(const UpdateGroup &group);
   LogicalResult lowerReduce(Operation *op);
   LogicalResult lowerGemm(Operation *op, Value a, Value b, bool transB,
                           Value bias, int out, bool accumulateIntoOut = false,
@@ -1117,7 +1137,31 @@ LogicalResult HostLowering::lowerElementwise(Operation *op,
       });
 }
 
+/// The scalar results of an nn.fused body from its arguments' scalars.
+static FailureOr<SmallVector<Value>>
+fusedScalars(Block &body, OpBuilder &b, Location loc, ArrayRef<Value> scalars) {
+  DenseMap<Value, Value> scalar;
+  for (auto [arg, s] : llvm::zip(body.getArguments(), scalars))
+    scalar[arg] = s;
+  for (Operation &op : body.without_terminator()) {
+    SmallVector<Value> in;
+    for (Value v : op.getOperands())
+      in.push_back(scalar.lookup(v));
+    FailureOr<Value> r =
+        scalarOf(b, loc, &op, in, tensorType(op.getResult(0)).getElementType());
+    if (failed(r))
+      return failure();
+    scalar[op.getResult(0)] = *r;
+  }
+  SmallVector<Value> results;
+  for (Value v : body.getTerminator()->getOperands())
+    results.push_back(scalar.lookup(v));
+  return results;
+}
+
 LogicalResult HostLowering::lowerFused(FusedOp fused) {
+  if (auto group = updateGroups.find(fused); group != updateGroups.end())
+    return lowerUpdateGroup(group->second);
   SmallVector<int> outs;
   SmallVector<Type> elements;
   for (Value r : fused.getResults()) {
@@ -1128,32 +1172,324 @@ LogicalResult HostLowering::lowerFused(FusedOp fused) {
   return emitElementwiseKernel(
       fused, "fused", llvm::to_vector(fused.getInputs()), outs,
       fused.getShape(), elements,
-      [&](OpBuilder &b, Location loc,
-          ArrayRef<Value> scalars) -> FailureOr<SmallVector<Value>> {
-        DenseMap<Value, Value> scalar;
-        for (auto [arg, s] : llvm::zip(body.getArguments(), scalars))
-          scalar[arg] = s;
-        for (Operation &op : body.without_terminator()) {
-          SmallVector<Value> in;
-          for (Value v : op.getOperands())
-            in.push_back(scalar.lookup(v));
-          FailureOr<Value> r = scalarOf(
-              b, loc, &op, in, tensorType(op.getResult(0)).getElementType());
-          if (failed(r))
-            return failure();
-          scalar[op.getResult(0)] = *r;
-        }
-        SmallVector<Value> results;
-        for (Value v : body.getTerminator()->getOperands())
-          results.push_back(scalar.lookup(v));
-        return results;
+      [&](OpBuilder &b, Location loc, ArrayRef<Value> scalars) {
+        return fusedScalars(body, b, loc, scalars);
       });
 }
 
-LogicalResult HostLowering::emitElementwiseKernel(
-    Operation *op, StringRef name, ArrayRef<Value> operands, ArrayRef<int> outs,
-    ArrayRef<int64_t> shape, ArrayRef<Type> outElements, ScalarBody body) {
+//===----------------------------------------------------------------------===//
+// The optimizer's updates: one kernel over many parameters
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// What an update reads and writes: per input, a splat, a scalar value or
+/// a whole persistent buffer; its results' in-place targets.
+struct UpdateShape {
+  SmallVector<std::optional<Attribute>> splats;
+  SmallVector<Value> scalars;     // per input, or null
+  SmallVector<int> inputBuffers;  // per input, or -1
+  SmallVector<int> resultBuffers; // per result
+  /// Buffer slots (inputs, then results) in order, for aliasing checks.
+  SmallVector<int> slots() const {
+    SmallVector<int> all(inputBuffers);
+    all.append(resultBuffers.begin(), resultBuffers.end());
+    return all;
+  }
+};
+} // namespace
+
+/// The persistent buffer a value reads directly (a parameter or state
+/// reference, through reshapes), or -1.
+static int referencedBuffer(Value v, const plan::Plan &plan) {
+  while (auto reshape = v.getDefiningOp<ReshapeOp>())
+    v = reshape.getInput();
+  if (auto ref = v.getDefiningOp<ParamRefOp>())
+    return plan.find(ref.getName(), BufferKind::Param);
+  if (auto ref = v.getDefiningOp<StateRefOp>())
+    return plan.find(ref.getName(), BufferKind::State);
+  return -1;
+}
+
+/// Whether two nn.fused bodies compute the same, op for op.
+static bool sameBody(Block &a, Block &b) {
+  if (a.getNumArguments() != b.getNumArguments() ||
+      a.getOperations().size() != b.getOperations().size())
+    return false;
+  DenseMap<Value, Value> match;
+  for (auto [x, y] : llvm::zip(a.getArguments(), b.getArguments()))
+    match[x] = y;
+  for (auto [x, y] : llvm::zip(a, b)) {
+    if (x.getName() != y.getName() ||
+        x.getAttrDictionary() != y.getAttrDictionary() ||
+        x.getNumOperands() != y.getNumOperands() ||
+        x.getNumResults() != y.getNumResults())
+      return false;
+    for (auto [u, v] : llvm::zip(x.getOperands(), y.getOperands()))
+      if (match.lookup(u) != v)
+        return false;
+    for (auto [u, v] : llvm::zip(x.getResults(), y.getResults())) {
+      if (tensorType(u).getElementType() != tensorType(v).getElementType())
+        return false;
+      match[u] = v;
+    }
+  }
+  return true;
+}
+
+void HostLowering::findUpdateGroups(func::FuncOp func) {
+  updateGroups.clear();
+  Block &block = func.getBody().front();
+  DenseMap<Operation *, int64_t> position;
+  SmallVector<Operation *> ops;
+  for (Operation &op : block) {
+    position[&op] = ops.size();
+    ops.push_back(&op);
+  }
+  auto targetOf = [&](StoreOp store) {
+    int target = plan.find(store.getTarget(), BufferKind::State);
+    return target >= 0 ? target
+                       : plan.find(store.getTarget(), BufferKind::Param);
+  };
+  auto plain = [&](int buffer) {
+    const plan::Buffer &b = plan.buffers[buffer];
+    return (b.kind == BufferKind::Param || b.kind == BufferKind::State) &&
+           b.dtype == "f32" && b.slots == 1;
+  };
+  // An update's inputs and results, if it is one.
+  auto shapeOf = [&](FusedOp f) -> std::optional<UpdateShape> {
+    ArrayRef<int64_t> shape = f.getShape();
+    if (shape.empty())
+      return std::nullopt;
+    UpdateShape u;
+    for (Value v : f.getInputs()) {
+      u.splats.push_back(splatOf(v));
+      u.scalars.push_back(Value());
+      u.inputBuffers.push_back(-1);
+      if (u.splats.back())
+        continue;
+      auto type = tensorType(v);
+      if (type.getRank() == 0) {
+        u.scalars.back() = v;
+        continue;
+      }
+      int b = referencedBuffer(v, plan);
+      if (b < 0 || type.getShape() != shape || !plain(b))
+        return std::nullopt;
+      u.inputBuffers.back() = b;
+    }
+    for (Value r : f.getResults()) {
+      auto it = storeTargets.find(r);
+      if (it == storeTargets.end() || r.use_empty() || !plain(it->second) ||
+          !tensorType(r).getElementType().isF32())
+        return std::nullopt;
+      for (Operation *user : r.getUsers()) {
+        auto store = dyn_cast<StoreOp>(user);
+        if (!store || targetOf(store) != it->second)
+          return std::nullopt;
+      }
+      u.resultBuffers.push_back(it->second);
+    }
+    return u;
+  };
+  // Whether running `member` and its zeroing stores at `first` is as
+  // running them in place: nothing else between `first` and the last of
+  // them writes what they read or write, or reads what they write.
+  // `absorbed` are the ops that move with them.
+  auto hoistable = [&](Operation *first, ArrayRef<Operation *> moved,
+                       const UpdateShape &u, ArrayRef<int> zeroedBuffers,
+                       const llvm::DenseSet<Operation *> &absorbed) {
+    std::set<int> reads, writes(u.resultBuffers.begin(), u.resultBuffers.end());
+    for (int b : u.inputBuffers)
+      if (b >= 0)
+        reads.insert(b);
+    writes.insert(zeroedBuffers.begin(), zeroedBuffers.end());
+    int64_t last = position[first];
+    for (Operation *op : moved)
+      last = std::max(last, position[op]);
+    for (int64_t i = position[first] + 1; i < last; ++i) {
+      Operation *op = ops[i];
+      if (absorbed.contains(op) || llvm::is_contained(moved, op))
+        continue;
+      if (auto store = dyn_cast<StoreOp>(op)) {
+        int t = targetOf(store);
+        if (reads.count(t) || writes.count(t))
+          return false;
+      }
+      for (Value v : op->getOperands())
+        if (writes.count(referencedBuffer(v, plan)))
+          return false;
+    }
+    return true;
+  };
+
+  struct Open {
+    UpdateGroup group;
+    UpdateShape shape;
+    SmallVector<std::optional<Attribute>> zeroSplats; // per input
+    llvm::DenseSet<Operation *> absorbed;
+  };
+  std::vector<Open> open;
+  std::set<int> grouped; // buffers of members so far
+  for (FusedOp f : block.getOps<FusedOp>()) {
+    std::optional<UpdateShape> u = shapeOf(f);
+    if (!u)
+      continue;
+    // The splat stores into its inputs after it, when they can move to it.
+    SmallVector<StoreOp> zeroed;
+    SmallVector<int> zeroedBuffers;
+    SmallVector<std::optional<Attribute>> zeroSplats(u->inputBuffers.size());
+    for (StoreOp store : block.getOps<StoreOp>()) {
+      auto splat = splatOf(store.getValue());
+      int t = targetOf(store);
+      auto input = llvm::find(u->inputBuffers, t);
+      if (!splat || !f->isBeforeInBlock(store) ||
+          input == u->inputBuffers.end() ||
+          llvm::is_contained(u->resultBuffers, t) ||
+          llvm::is_contained(zeroedBuffers, t))
+        continue;
+      zeroed.push_back(store);
+      zeroedBuffers.push_back(t);
+      zeroSplats[input - u->inputBuffers.begin()] = splat;
+    }
+    SmallVector<Operation *> moved{f};
+    for (StoreOp z : zeroed)
+      moved.push_back(z);
+    for (Value r : f.getResults())
+      for (Operation *user : r.getUsers())
+        moved.push_back(user);
+    if (!hoistable(f, moved, *u, zeroedBuffers, {})) {
+      zeroed.clear();
+      zeroedBuffers.clear();
+      zeroSplats.assign(u->inputBuffers.size(), std::nullopt);
+    }
+    SmallVector<int> slots = u->slots();
+    bool fresh = true;
+    for (int b : slots)
+      if (b >= 0 && grouped.count(b))
+        fresh = false;
+    Open *joined = nullptr;
+    for (Open &g : open) {
+      if (!fresh)
+        break;
+      FusedOp head = g.group.members.front();
+      const UpdateShape &h = g.shape;
+      if (h.splats != u->splats || h.scalars != u->scalars ||
+          g.zeroSplats != zeroSplats ||
+          h.resultBuffers.size() != u->resultBuffers.size() ||
+          !sameBody(head.getBody().front(), f.getBody().front()))
+        continue;
+      // The same inputs stand for the same buffers in both.
+      SmallVector<int> hs = h.slots();
+      bool aliasing = true;
+      for (size_t i = 0; i < hs.size() && aliasing; ++i)
+        for (size_t j = 0; j < hs.size() && aliasing; ++j)
+          if ((hs[i] == hs[j]) != (slots[i] == slots[j]))
+            aliasing = false;
+      if (!aliasing || !hoistable(head, moved, *u, zeroedBuffers, g.absorbed))
+        continue;
+      joined = &g;
+      break;
+    }
+    if (!joined) {
+      open.push_back({});
+      joined = &open.back();
+      joined->shape = *u;
+      joined->zeroSplats = zeroSplats;
+    }
+    joined->group.members.push_back(f);
+    joined->group.zeroed.push_back(zeroed);
+    for (Operation *op : moved)
+      joined->absorbed.insert(op);
+    for (int b : slots)
+      if (b >= 0)
+        grouped.insert(b);
+  }
+  for (Open &g : open)
+    updateGroups[g.group.members.front()] = std::move(g.group);
+}
+
+LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
+  FusedOp head = group.members.front();
+  // Every member's results live in their targets; the later members and
+  // the zeroing stores are done here.
+  for (auto [m, op] : llvm::enumerate(group.members)) {
+    FusedOp member = op;
+    for (Value r : member.getResults())
+      buffers[r] = storeTargets.lookup(r);
+    if (m > 0)
+      skipped.insert(member);
+    for (StoreOp z : group.zeroed[m])
+      skipped.insert(z);
+  }
+  // The runs: per input buffer and per result, the members' buffers.
+  auto bufferOf = [&](FusedOp f, unsigned slot) {
+    unsigned inputs = f.getInputs().size();
+    return slot < inputs ? referencedBuffer(f.getInputs()[slot], plan)
+                         : storeTargets.lookup(f.getResult(slot - inputs));
+  };
+  unsigned slots = head.getInputs().size() + head.getNumResults();
+  int64_t elements = tensorType(head.getResult(0)).getNumElements();
+  if (group.members.size() > 1) {
+    std::set<int> laid;
+    for (unsigned s = 0; s < slots; ++s) {
+      std::vector<int> run;
+      for (FusedOp member : group.members)
+        run.push_back(bufferOf(member, s));
+      if (run.front() < 0 || laid.count(run.front()))
+        continue;
+      laid.insert(run.front());
+      plan.contiguous.push_back(run);
+    }
+    elements = plan::runBytes(plan, plan.contiguous.back()) / 4;
+  }
+  SmallVector<int> outs;
+  SmallVector<Type> types;
+  for (Value r : head.getResults()) {
+    outs.push_back(storeTargets.lookup(r));
+    types.push_back(Float32Type::get(ctx));
+  }
+  SmallVector<Attribute> zeros;
+  for (StoreOp z : group.zeroed.front()) {
+    int target = plan.find(z.getTarget(), BufferKind::State);
+    outs.push_back(target >= 0 ? target
+                               : plan.find(z.getTarget(), BufferKind::Param));
+    zeros.push_back(*splatOf(z.getValue()));
+    types.push_back(Float32Type::get(ctx));
+  }
+  Block &body = head.getBody().front();
+  LogicalResult status = emitElementwiseKernel(
+      head, "update", llvm::to_vector(head.getInputs()), outs, {elements},
+      types,
+      [&](OpBuilder &b, Location loc,
+          ArrayRef<Value> scalars) -> FailureOr<SmallVector<Value>> {
+        FailureOr<SmallVector<Value>> r = fusedScalars(body, b, loc, scalars);
+        if (failed(r))
+          return failure();
+        for (Attribute zero : zeros)
+          r->push_back(
+              arith::ConstantOp::create(b, loc, cast<TypedAttr>(zero)));
+        return r;
+      },
+      /*flat=*/true);
+  if (succeeded(status))
+    current->actions.back().note =
+        ("fused update of " + Twine(group.members.size()) + " parameter" +
+         (group.members.size() > 1 ? "s" : ""))
+            .str();
+  return status;
+}
+
+LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
+                                                  ArrayRef<Value> operands,
+                                                  ArrayRef<int> outs,
+                                                  ArrayRef<int64_t> shape,
+                                                  ArrayRef<Type> outElements,
+                                                  ScalarBody body, bool flat) {
   int64_t rank = shape.size();
+  auto shapeOf = [&](Value v) {
+    ArrayRef<int64_t> s = tensorType(v).getShape();
+    return flat && !s.empty() ? shape : s;
+  };
   SmallVector<Type> argTypes;
   SmallVector<int> argBuffers;
   // An output kept in bf16 (storeInBf16) rounds as it is stored.
@@ -1175,8 +1511,7 @@ LogicalResult HostLowering::emitElementwiseKernel(
     if (b < 0)
       return op->emitError("host lowering: operand has no buffer");
     argIndex.push_back(argTypes.size());
-    argTypes.push_back(
-        memrefOf(tensorType(v).getShape(), tensorType(v).getElementType()));
+    argTypes.push_back(memrefOf(shapeOf(v), tensorType(v).getElementType()));
     argBuffers.push_back(b);
   }
 
@@ -1213,7 +1548,7 @@ LogicalResult HostLowering::emitElementwiseKernel(
             scalars[e].push_back(c);
           continue;
         }
-        ArrayRef<int64_t> s = tensorType(v).getShape();
+        ArrayRef<int64_t> s = shapeOf(v);
         int64_t lead = rank - s.size();
         SmallVector<Value> index;
         for (int64_t j = 0; j < static_cast<int64_t>(s.size()); ++j)
@@ -1276,7 +1611,7 @@ LogicalResult HostLowering::emitElementwiseKernel(
   for (auto [i, v] : llvm::enumerate(operands)) {
     if (argIndex[i] < 0)
       continue;
-    ArrayRef<int64_t> s = tensorType(v).getShape();
+    ArrayRef<int64_t> s = shapeOf(v);
     int64_t lead = rank - s.size();
     bool split = rank > 0 && lead == 0 && s[0] == shape[0];
     inputs.push_back(view(k.args[argIndex[i]], s, split));
@@ -3067,6 +3402,10 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
     buffers[arg] = buffer;
   }
   findInPlaceStores(func);
+  if (!parametersFixed)
+    findUpdateGroups(func);
+  else
+    updateGroups.clear();
   // Transposes that GEMMs read through their flags.
   func.walk([&](TransposeOp t) {
     if (isFoldableTranspose(t))

@@ -26,16 +26,42 @@ int Plan::find(llvm::StringRef name, BufferKind kind) const {
   return -1;
 }
 
+int64_t plan::runBytes(const Plan &plan, llvm::ArrayRef<int> run) {
+  int64_t bytes = 0;
+  for (int b : run.drop_back())
+    bytes += alignUp(plan.buffers[b].bytes);
+  return bytes + plan.buffers[run.back()].bytes;
+}
+
 void plan::assignOffsets(Plan &plan) {
+  std::map<int, const std::vector<int> *> runOf;
+  for (const std::vector<int> &run : plan.contiguous)
+    for (int b : run)
+      runOf[b] = &run;
   int64_t offset = 0;
   std::vector<int> temps;
+  std::vector<bool> placed(plan.buffers.size());
+  auto place = [&](int i) {
+    Buffer &b = plan.buffers[i];
+    b.offset = offset;
+    offset += alignUp(b.bytes) * std::max(1, b.slots);
+    placed[i] = true;
+  };
   for (auto [i, b] : llvm::enumerate(plan.buffers)) {
-    if (b.kind != BufferKind::Temp) {
-      b.offset = offset;
-      offset += alignUp(b.bytes) * std::max(1, b.slots);
-    } else if (b.firstUse >= 0) {
-      temps.push_back(static_cast<int>(i));
+    if (b.kind == BufferKind::Temp) {
+      if (b.firstUse >= 0)
+        temps.push_back(static_cast<int>(i));
+      continue;
     }
+    if (placed[i])
+      continue;
+    auto run = runOf.find(static_cast<int>(i));
+    if (run == runOf.end()) {
+      place(static_cast<int>(i));
+      continue;
+    }
+    for (int r : *run->second)
+      place(r);
   }
   plan.persistentBytes = offset;
 
@@ -44,12 +70,12 @@ void plan::assignOffsets(Plan &plan) {
   llvm::stable_sort(temps, [&](int a, int b) {
     return plan.buffers[a].bytes > plan.buffers[b].bytes;
   });
-  std::vector<int> placed;
+  std::vector<int> packed;
   int64_t peak = offset;
   for (int t : temps) {
     Buffer &b = plan.buffers[t];
     std::vector<std::pair<int64_t, int64_t>> busy;
-    for (int p : placed) {
+    for (int p : packed) {
       const Buffer &o = plan.buffers[p];
       if (o.firstUse <= b.lastUse && b.firstUse <= o.lastUse)
         busy.push_back({o.offset, o.offset + o.bytes});
@@ -63,7 +89,7 @@ void plan::assignOffsets(Plan &plan) {
     }
     b.offset = candidate;
     peak = std::max(peak, alignUp(candidate + b.bytes));
-    placed.push_back(t);
+    packed.push_back(t);
   }
   plan.arenaBytes = peak;
 }

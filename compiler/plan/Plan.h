@@ -126,6 +126,10 @@ struct Plan {
   std::vector<Function> functions;  // forward, backward_input, ...
   int64_t arenaBytes = 0;
   int64_t persistentBytes = 0;
+  /// Persistent buffers laid back to back, in order (each from the
+  /// 64-byte boundary after the one before): one kernel reads them as one
+  /// array (the optimizer's update of many parameters at once).
+  std::vector<std::vector<int>> contiguous;
 
   int addBuffer(Buffer buffer) {
     buffers.push_back(std::move(buffer));
@@ -135,8 +139,13 @@ struct Plan {
   int find(llvm::StringRef name, BufferKind kind) const;
 };
 
-/// Assigns every buffer an offset: persistent buffers first, in order,
-/// then temporaries packed by liveness (largest first, lowest free
+/// The bytes from the start of `run`'s first buffer to the end of its
+/// last, laid out as `contiguous` runs are.
+int64_t runBytes(const Plan &plan, llvm::ArrayRef<int> run);
+
+/// Assigns every buffer an offset: persistent buffers first, in order (a
+/// contiguous run's together, where the first of them would be), then
+/// temporaries packed by liveness (largest first, lowest free
 /// offset). Sets `arenaBytes` to the exact peak.
 void assignOffsets(Plan &plan);
 
