@@ -46,6 +46,10 @@ using plan::BufferKind;
 
 namespace {
 
+/// Sums over leading dimensions into fewer elements than this, of at
+/// least kColumnSumsFrom each, are column sums (HostLowering::columnSums).
+constexpr int64_t kColumnSumsBelow = 32768, kColumnSumsFrom = 64;
+
 /// Partial sums of a whole-tensor reduction of `count` elements split over
 /// elements, each folding at least 64 (a power of two, at most 32,768:
 /// enough GPU threads to keep the memory busy, few enough for one warp to
@@ -745,6 +749,18 @@ private:
   /// partial[i][p], one index per i: the second level of a split sum.
   void sumPartials(StringRef name, int out, int partial, int64_t count,
                    int64_t parts, bool partsFirst, Operation *op);
+  /// Over elements: out[j] = sum over r < rows of term(r, j) for each
+  /// j < cols, times `scale`, added to out[j]'s own value when
+  /// `accumulate`. Index (p, j) of parts x cols (neighbouring indices read
+  /// neighbouring columns) sums rows p, p + parts, ... in order into
+  /// partial[j][p]; then a column's 32 lanes (RowLanes) fold its
+  /// partials. `term` reads the kernel's arguments after the partials,
+  /// `args` on `buffers`.
+  using ColumnTerm =
+      llvm::function_ref<Value(Kernel &, ArrayRef<Value>, Value, Value)>;
+  void columnSums(Operation *op, int out, int64_t rows, int64_t cols,
+                  double scale, bool accumulate, ArrayRef<Type> args,
+                  ArrayRef<int> buffers, ColumnTerm term);
   /// Whether parameters keep their values through the function being
   /// lowered (all but the optimizer's, which updates them).
   bool parametersFixed = true;
@@ -1764,6 +1780,26 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
            {out, source}, op);
       return success();
     }
+    // A sum added into a gradient accumulator adds into it itself. One
+    // over leading dimensions into few elements (a bias gradient: [B, T,
+    // C] to C) is a sum of columns.
+    bool leading = !reduced.back();
+    for (int64_t i = 1; i < rank; ++i)
+      if (reduced[i] && !reduced[i - 1])
+        leading = false;
+    int accumulator = isMax ? -1 : accumulatorFor(op);
+    if (!isMax && leading && keptCount < kColumnSumsBelow &&
+        count >= kColumnSumsFrom) {
+      k.func.erase();
+      Type element = tx.getElementType();
+      columnSums(op, accumulator >= 0 ? accumulator : out, count, keptCount,
+                 isa<ReduceMeanOp>(op) ? 1.0 / count : 1.0, accumulator >= 0,
+                 {memrefOf({count, keptCount}, element)}, {in},
+                 [&](Kernel &c, ArrayRef<Value> args, Value r, Value j) {
+                   return c.load(args[0], {r, j});
+                 });
+      return success();
+    }
     k.loop(k.begin, k.end, [&](Value flat) {
       SmallVector<Value> keptAt = k.unflatten(flat, kept);
       Value sum = k.reduce(0, count, init, [&](Value r, Value acc) {
@@ -1776,9 +1812,12 @@ LogicalResult HostLowering::lowerReduce(Operation *op) {
       });
       if (isa<ReduceMeanOp>(op))
         sum = k.mul(sum, k.f32(1.0 / count));
+      if (accumulator >= 0)
+        sum = k.add(k.load(k.args[0], keptAt), sum);
       k.store(sum, k.args[0], keptAt);
     });
-    call(finishKernel(k), keptCount, {out, in}, op);
+    call(finishKernel(k), keptCount, {accumulator >= 0 ? accumulator : out, in},
+         op);
     return success();
   }
   linalg::FillOp::create(k.b, k.loc, ValueRange{init}, ValueRange{k.args[0]});
@@ -1958,6 +1997,58 @@ void HostLowering::sumPartials(StringRef name, int out, int partial,
     k.store(sum, k.args[0], i);
   });
   call(finishKernel(k), count, {out, partial}, op);
+}
+
+void HostLowering::columnSums(Operation *op, int out, int64_t rows,
+                              int64_t cols, double scale, bool accumulate,
+                              ArrayRef<Type> args, ArrayRef<int> buffers,
+                              ColumnTerm term) {
+  // Enough indices to keep a GPU's memory busy, each summing at least 8
+  // rows; parts divides the rows.
+  constexpr int64_t kIndices = 1 << 17, kLeastRows = 8;
+  int64_t parts =
+      std::max<int64_t>(1, std::min(kIndices / cols, rows / kLeastRows));
+  while (rows % parts)
+    --parts;
+  StringRef name = op->getName().stripDialect();
+  Type f32 = Float32Type::get(ctx);
+  int partial = newScratch({cols, parts}, f32);
+  SmallVector<Type> types{memrefOf({cols, parts}, f32)};
+  types.append(args.begin(), args.end());
+  Kernel first = startKernel(name, op->getLoc(), types);
+  first.loop(first.begin, first.end, [&](Value i) {
+    Value p = first.divi(i, first.idx(cols));
+    Value j = first.remi(i, first.idx(cols));
+    ArrayRef<Value> operands = ArrayRef<Value>(first.args).drop_front();
+    Value sum =
+        first.reduce(0, rows / parts, first.f32(0), [&](Value step, Value acc) {
+          Value r = first.addi(p, first.muli(step, first.idx(parts)));
+          return first.add(acc, term(first, operands, r, j));
+        });
+    first.store(sum, first.args[0], {j, p});
+  });
+  SmallVector<int> firstBuffers{partial};
+  firstBuffers.append(buffers.begin(), buffers.end());
+  call(finishKernel(first), parts * cols, firstBuffers, op);
+
+  bool shuffles = options.warpShuffles;
+  Kernel last =
+      startKernel(name, op->getLoc(),
+                  {memrefOf({cols}, f32), memrefOf({cols, parts}, f32)});
+  last.loop(last.begin, last.end, [&](Value index) {
+    RowLanes lanes(last, index, parts, shuffles);
+    Value j = lanes.row;
+    Value sum = lanes.sum([&](Value p) {
+      return last.load(last.args[1], {j, p});
+    });
+    if (scale != 1)
+      sum = last.mul(sum, last.f32(scale));
+    lanes.once([&] {
+      Value v = accumulate ? last.add(last.load(last.args[0], j), sum) : sum;
+      last.store(v, last.args[0], j);
+    });
+  });
+  call(finishKernel(last), RowLanes::range(cols, shuffles), {out, partial}, op);
 }
 
 int HostLowering::castToBf16(int buffer, Operation *op) {
@@ -2192,38 +2283,34 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
     if (options.parallelOverElements) {
-      // Two kernels: index p sums rows p, p + P, ... into partial row p
-      // (P divides the rows), then one index per column sums the P
-      // partials in order.
-      int64_t parts = std::min<int64_t>(rows, 256);
-      while (rows % parts)
-        --parts;
-      int partial = newScratch({parts, d}, f32);
-      Kernel first =
-          startKernel(name, loc,
-                      {memrefOf({parts, d}, f32), memrefOf({rows, d}, f32),
-                       memrefOf({rows, d}, f32)});
-      Value part = first.args[0], dY = first.args[1], X = first.args[2];
-      first.loop(first.begin, first.end, [&](Value p) {
-        first.loop(0, d, [&](Value j) {
-          first.store(first.f32(0), part, {p, j});
-        });
-        first.loop(0, rows / parts, [&](Value s) {
-          Value r = first.addi(p, first.muli(s, first.idx(parts)));
-          Value mean, rstd;
-          std::tie(mean, rstd) = rowStatistics(first, X, r, d, eps, rms);
-          first.loop(0, d, [&](Value j) {
-            Value xhat =
-                first.mul(first.sub(first.load(X, {r, j}), mean), rstd);
-            first.store(first.add(first.load(part, {p, j}),
-                                  first.mul(first.load(dY, {r, j}), xhat)),
-                        part, {p, j});
-          });
+      // Each row's statistics (a row on 32 lanes), then column sums of
+      // dy * xhat, added straight into the weight's gradient accumulator
+      // where the step adds them there.
+      int stats = newScratch({rows, 2}, f32);
+      Kernel k = startKernel(
+          name, loc, {memrefOf({rows, 2}, f32), memrefOf({rows, d}, f32)});
+      k.loop(k.begin, k.end, [&](Value index) {
+        RowLanes lanes(k, index, d, shuffles);
+        Value mean, rstd;
+        std::tie(mean, rstd) = laneStatistics(lanes, k.args[1], eps, rms);
+        lanes.once([&] {
+          k.store(mean, k.args[0], {lanes.row, k.idx(0)});
+          k.store(rstd, k.args[0], {lanes.row, k.idx(1)});
         });
       });
-      call(finishKernel(first), parts, {partial, bufferFor(dy), bufferFor(x)},
-           op);
-      sumPartials(name, out, partial, d, parts, /*partsFirst=*/true, op);
+      call(finishKernel(k), RowLanes::range(rows, shuffles),
+           {stats, bufferFor(x)}, op);
+      int acc = accumulatorFor(op);
+      columnSums(op, acc >= 0 ? acc : out, rows, d, 1.0, acc >= 0,
+                 {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
+                  memrefOf({rows, 2}, f32)},
+                 {bufferFor(dy), bufferFor(x), stats},
+                 [&](Kernel &c, ArrayRef<Value> args, Value r, Value j) {
+                   Value xhat = c.mul(c.sub(c.load(args[1], {r, j}),
+                                            c.load(args[2], {r, c.idx(0)})),
+                                      c.load(args[2], {r, c.idx(1)}));
+                   return c.mul(c.load(args[0], {r, j}), xhat);
+                 });
       return success();
     }
     // One thread: the rows are summed in order, the same on any machine.
