@@ -618,6 +618,7 @@ public:
       ctx->loadDialect<gpu::GPUDialect>();
     plan.kernels = std::move(table);
     kernelCounter = plan.kernels.size();
+    firstOwnKernel = static_cast<int>(plan.kernels.size());
   }
 
   /// The whole step on one rank.
@@ -633,6 +634,9 @@ private:
   /// A temp for `v`; in bf16 when `bf16Allowed` (its producer stores
   /// through Kernel::store) and storeInBf16(v).
   int newTemp(Value v, bool bf16Allowed = false);
+  /// A temp for the output of a GEMM without an epilogue; in bf16 where
+  /// keepGemmOutputInBf16(v).
+  int newGemmOutput(Value v);
   /// precision = bf16: whether `v` is read by GEMMs only (through
   /// reshapes and folded transposes, and as a result saved for functions
   /// that read it by GEMMs only). Its producer then stores it in bf16
@@ -640,6 +644,16 @@ private:
   /// bits, without the f32 copy and the cast's pass.
   bool storeInBf16(Value v);
   bool readByGemmsOnly(Value v);
+  /// precision = bf16: whether the output `v` of a GEMM without an epilogue
+  /// is kept in bf16 (as PyTorch's autocast keeps a linear layer's): where
+  /// everything that reads it reads bf16 or widens it as it loads, in this
+  /// function or in the functions it is saved for, and no other rank
+  /// receives it.
+  bool keepGemmOutputInBf16(Value v);
+  bool readInBf16(Value v);
+  /// Whether `use`, of a function's result, goes only to arguments of
+  /// functions on this rank (not to another rank) that are all `ok`.
+  bool readersOfResult(OpOperand &use, llvm::function_ref<bool(Value)> ok);
   /// The activations chunk `chunk` receives (its forward's pipe.boundary
   /// arguments): the first results of the chunk before's forward and of
   /// its own backward, which go to another rank.
@@ -674,7 +688,17 @@ private:
   // Actions.
   Kernel startKernel(StringRef name, Location loc, ArrayRef<Type> args);
   int finishKernel(Kernel &k);
+  /// The kernel table's index of `func`: an earlier kernel of the same
+  /// text (and `func` erased), or `func` added.
+  int keepKernel(func::FuncOp func);
+  /// Calls `kernel` on `buffers`. Where a buffer is kept in bf16 (a GEMM's
+  /// output: keepGemmOutputInBf16) but the kernel reads f32, a copy of the
+  /// kernel reads it in bf16 (retypedForBf16), or a widened copy of it.
   void call(int kernel, int64_t parallel, ArrayRef<int> buffers, Operation *op);
+  /// `kernel` with its f32 memref arguments `which` read and written in
+  /// bf16: each load widens (exactly), each store rounds (as Kernel::store
+  /// does). -1 where the kernel uses such an argument otherwise.
+  int retypedForBf16(int kernel, ArrayRef<unsigned> which);
   LogicalResult lowerFunction(func::FuncOp func);
   LogicalResult lowerOp(Operation *op);
 
@@ -806,6 +830,10 @@ private:
   std::map<std::tuple<int, bool, int>, int> boundaries;
   /// Finished kernels by their text, to reuse instead of repeating.
   std::map<std::string, int> &kernelByText;
+  /// The kernels some action of this plan calls, and the first kernel
+  /// this plan made (the ones before, other ranks' plans may call).
+  std::set<int> calledKernels;
+  int firstOwnKernel = 0;
   host::KernelOptions options;
   plan::Function *current = nullptr;
   llvm::DenseMap<Value, int> buffers;
@@ -930,6 +958,16 @@ int HostLowering::newTemp(Value v, bool bf16Allowed) {
   return id;
 }
 
+int HostLowering::newGemmOutput(Value v) {
+  auto type = tensorType(v);
+  Type element =
+      keepGemmOutputInBf16(v) ? BFloat16Type::get(ctx) : type.getElementType();
+  int id = plan.addBuffer(
+      describeBuffer(BufferKind::Temp, "", type.getShape(), element));
+  buffers[v] = id;
+  return id;
+}
+
 bool HostLowering::storeInBf16(Value v) {
   return bf16Gemms && tensorType(v).getElementType().isF32() &&
          readByGemmsOnly(v);
@@ -976,28 +1014,73 @@ bool HostLowering::readByGemmsOnly(Value v) {
     if (auto t = dyn_cast<TransposeOp>(user); t && isFoldableTranspose(t))
       continue;
     if (isa<func::ReturnOp>(user)) {
-      auto func = user->getParentOfType<func::FuncOp>();
-      // What a chunk sends to another rank arrives there in f32.
-      if (auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk")) {
-        StringRef base = func.getName().rsplit('.').second;
-        int c = static_cast<int>(chunk.getInt());
-        int sent = base == "forward" ? boundaryInputs(c + 1)
-                   : base == "backward" || base == "backward_input"
-                       ? boundaryInputs(c)
-                       : 0;
-        if (static_cast<int>(use.getOperandNumber()) < sent)
-          return false;
-      }
-      std::string key =
-          (func.getName() + ":" + Twine(use.getOperandNumber())).str();
-      auto it = resultReaders.find(key);
-      if (it == resultReaders.end() || it->second.empty() ||
-          !llvm::all_of(it->second,
-                        [&](Value arg) { return readByGemmsOnly(arg); }))
+      if (!readersOfResult(use,
+                           [&](Value arg) { return readByGemmsOnly(arg); }))
         return false;
       continue;
     }
     return false;
+  }
+  return true;
+}
+
+bool HostLowering::readersOfResult(OpOperand &use,
+                                   llvm::function_ref<bool(Value)> ok) {
+  auto func = use.getOwner()->getParentOfType<func::FuncOp>();
+  // What a chunk sends to another rank arrives there in f32.
+  if (auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk")) {
+    StringRef base = func.getName().rsplit('.').second;
+    int c = static_cast<int>(chunk.getInt());
+    int sent = base == "forward" ? boundaryInputs(c + 1)
+               : base == "backward" || base == "backward_input"
+                   ? boundaryInputs(c)
+                   : 0;
+    if (static_cast<int>(use.getOperandNumber()) < sent)
+      return false;
+  }
+  std::string key =
+      (func.getName() + ":" + Twine(use.getOperandNumber())).str();
+  auto it = resultReaders.find(key);
+  return it != resultReaders.end() && !it->second.empty() &&
+         llvm::all_of(it->second, ok);
+}
+
+bool HostLowering::keepGemmOutputInBf16(Value v) {
+  return bf16Gemms && tensorType(v).getElementType().isF32() && readInBf16(v);
+}
+
+bool HostLowering::readInBf16(Value v) {
+  if (v.use_empty())
+    return false;
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if (isa<func::ReturnOp>(user)) {
+      if (!readersOfResult(use, [&](Value arg) { return readInBf16(arg); }))
+        return false;
+      continue;
+    }
+    if (isa<ReshapeOp, TransposeOp>(user)) {
+      if (!readInBf16(user->getResult(0)))
+        return false;
+      continue;
+    }
+    // What is added to something stays f32 too: a residual branch's output
+    // (which the GEMM adds to the stream itself where it has epilogues) and
+    // a weight's gradient added to its accumulator.
+    if (isa<StoreOp, AddOp>(user))
+      return false;
+    // A bias, and a GEMM epilogue's addend and aux, are read as f32 by the
+    // GEMM.
+    if (isa<LinearOp>(user) && use.getOperandNumber() == 2)
+      return false;
+    for (Value other : user->getOperands()) {
+      Operation *def = other.getDefiningOp();
+      if (other != v && def && isa<LinearOp, MatmulOp>(def) &&
+          epilogueFor(def) == user)
+        return false;
+    }
+    // Anything else is a kernel, whose loads widen (retypedForBf16), or a
+    // GEMM or library attention, which read bf16.
   }
   return true;
 }
@@ -1045,29 +1128,165 @@ Kernel HostLowering::startKernel(StringRef name, Location loc,
 
 int HostLowering::finishKernel(Kernel &k) {
   func::ReturnOp::create(k.b, k.loc);
+  return keepKernel(k.func);
+}
+
+int HostLowering::keepKernel(func::FuncOp func) {
   // The layers of a stack make the same kernels again and again: keep one
   // of each text (printed under a fixed name), which is most of LLVM's
   // time saved on a deep model.
   std::string text;
   {
-    StringAttr name = k.func.getSymNameAttr();
-    k.func.setSymName("kernel");
+    StringAttr name = func.getSymNameAttr();
+    func.setSymName("kernel");
     llvm::raw_string_ostream os(text);
-    k.func->print(os, OpPrintingFlags().elideLargeElementsAttrs(~0u));
-    k.func.setSymNameAttr(name);
+    func->print(os, OpPrintingFlags().elideLargeElementsAttrs(~0u));
+    func.setSymNameAttr(name);
   }
   auto [it, fresh] =
       kernelByText.try_emplace(text, static_cast<int>(plan.kernels.size()));
   if (!fresh) {
-    k.func.erase();
+    func.erase();
     return it->second;
   }
-  plan.kernels.push_back(k.func.getSymName().str());
+  plan.kernels.push_back(func.getSymName().str());
   return static_cast<int>(plan.kernels.size()) - 1;
 }
 
-void HostLowering::call(int kernel, int64_t parallel, ArrayRef<int> args,
+namespace {
+/// Rewrites the users of memref `m`, whose element type has just become
+/// bf16, to read and write it as f32 values. Fails on any other use.
+LogicalResult readAsF32(Value m) {
+  Type f32 = Float32Type::get(m.getContext());
+  for (OpOperand &use : llvm::make_early_inc_range(m.getUses())) {
+    Operation *user = use.getOwner();
+    OpBuilder b(user);
+    Location loc = user->getLoc();
+    auto round = [&](Value x) {
+      return arith::BitcastOp::create(b, loc, b.getBF16Type(),
+                                      bf16Bits(b, loc, x));
+    };
+    if (auto load = dyn_cast<memref::LoadOp>(user)) {
+      Value narrow = memref::LoadOp::create(b, loc, m, load.getIndices());
+      load.getResult().replaceAllUsesWith(
+          arith::ExtFOp::create(b, loc, f32, narrow).getResult());
+      load.erase();
+    } else if (auto store = dyn_cast<memref::StoreOp>(user);
+               store && store.getMemRef() == m) {
+      memref::StoreOp::create(b, loc, round(store.getValueToStore()), m,
+                              store.getIndices());
+      store.erase();
+    } else if (auto load = dyn_cast<vector::LoadOp>(user)) {
+      auto wide = cast<VectorType>(load.getType());
+      Value narrow = vector::LoadOp::create(
+          b, loc, wide.clone(b.getBF16Type()), m, load.getIndices(),
+          /*nontemporal=*/false, llvm::Align(wide.getNumElements() * 2));
+      load.getResult().replaceAllUsesWith(
+          arith::ExtFOp::create(b, loc, wide, narrow).getResult());
+      load.erase();
+    } else if (auto store = dyn_cast<vector::StoreOp>(user);
+               store && store.getBase() == m) {
+      auto wide = cast<VectorType>(store.getValueToStore().getType());
+      SmallVector<Value> rounded;
+      for (int64_t e = 0; e < wide.getNumElements(); ++e)
+        rounded.push_back(round(
+            vector::ExtractOp::create(b, loc, store.getValueToStore(), e)));
+      Value narrow = vector::FromElementsOp::create(
+          b, loc, wide.clone(b.getBF16Type()), rounded);
+      vector::StoreOp::create(b, loc, narrow, m, store.getIndices(),
+                              /*nontemporal=*/false,
+                              llvm::Align(wide.getNumElements() * 2));
+      store.erase();
+    } else if (auto view = dyn_cast<memref::SubViewOp>(user)) {
+      Value r = view.getResult();
+      r.setType(cast<MemRefType>(r.getType()).clone(b.getBF16Type()));
+      if (failed(readAsF32(r)))
+        return failure();
+    } else if (auto generic = dyn_cast<linalg::GenericOp>(user)) {
+      // The payload's argument becomes bf16: widened where the payload
+      // starts, and an output's yielded value rounded.
+      BlockArgument arg = generic.getMatchingBlockArgument(&use);
+      arg.setType(b.getBF16Type());
+      Block *body = arg.getOwner();
+      OpBuilder nb = OpBuilder::atBlockBegin(body);
+      Value wide = arith::ExtFOp::create(nb, loc, f32, arg);
+      arg.replaceAllUsesExcept(wide, wide.getDefiningOp());
+      if (generic.isDpsInit(&use)) {
+        auto yield = cast<linalg::YieldOp>(body->getTerminator());
+        OpOperand &yielded =
+            yield->getOpOperand(arg.getArgNumber() - generic.getNumDpsInputs());
+        b.setInsertionPoint(yield);
+        yielded.set(round(yielded.get()));
+      }
+    } else {
+      return failure();
+    }
+  }
+  return success();
+}
+} // namespace
+
+int HostLowering::retypedForBf16(int kernel, ArrayRef<unsigned> which) {
+  auto original = kernels.lookupSymbol<func::FuncOp>(plan.kernels[kernel]);
+  // A kernel just made for this call and called by nothing else goes:
+  // its copy takes its place.
+  bool replace = kernel >= firstOwnKernel && !calledKernels.count(kernel) &&
+                 kernel == static_cast<int>(plan.kernels.size()) - 1;
+  OpBuilder mb(ctx);
+  mb.setInsertionPointToEnd(kernels.getBody());
+  auto func = cast<func::FuncOp>(mb.clone(*original.getOperation()));
+  // hs_k<N>_<name>: a fresh N, the same name.
+  StringRef name = original.getSymName().split('_').second.split('_').second;
+  func.setSymName(("hs_k" + Twine(kernelCounter++) + "_" + name).str());
+  for (unsigned i : which) {
+    BlockArgument arg = func.getArgument(i);
+    arg.setType(cast<MemRefType>(arg.getType()).clone(BFloat16Type::get(ctx)));
+    if (failed(readAsF32(arg))) {
+      func.erase();
+      return -1;
+    }
+  }
+  func.setType(
+      FunctionType::get(ctx, func.getBody().front().getArgumentTypes(), {}));
+  if (replace) {
+    for (auto it = kernelByText.begin(); it != kernelByText.end(); ++it)
+      if (it->second == kernel) {
+        kernelByText.erase(it);
+        break;
+      }
+    plan.kernels.pop_back();
+    original.erase();
+  }
+  return keepKernel(func);
+}
+
+void HostLowering::call(int kernel, int64_t parallel, ArrayRef<int> buffers,
                         Operation *op) {
+  SmallVector<int> args(buffers.begin(), buffers.end());
+  auto func = kernels.lookupSymbol<func::FuncOp>(plan.kernels[kernel]);
+  SmallVector<unsigned> narrow;
+  for (auto [i, buffer] : llvm::enumerate(args)) {
+    auto type = dyn_cast<MemRefType>(func.getArgument(i).getType());
+    if (type && type.getElementType().isF32() &&
+        plan.buffers[buffer].dtype == "bf16")
+      narrow.push_back(i);
+  }
+  if (!narrow.empty()) {
+    int retyped = retypedForBf16(kernel, narrow);
+    if (retyped >= 0) {
+      kernel = retyped;
+    } else {
+      // Read from a widened copy instead (nothing writes these buffers
+      // through an f32 kernel: their producers are GEMMs).
+      for (unsigned i : narrow) {
+        int wide = newScratch({plan.buffers[args[i]].bytes / 2},
+                              Float32Type::get(ctx));
+        widenBf16(args[i], wide, op);
+        args[i] = wide;
+      }
+    }
+  }
+  calledKernels.insert(kernel);
   plan::Action a;
   a.kind = plan::Action::Kind::Call;
   a.kernel = kernel;
@@ -1913,6 +2132,9 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
     }
     skipped.insert(epilogue);
   }
+  // A bf16 output takes a bf16 bias (cuBLASLt's bias has D's type).
+  if (act.bias >= 0 && plan.buffers[out].dtype == "bf16")
+    act.bias = castToBf16(act.bias, op);
 
   bool accumulate = accumulateIntoOut;
   if (bias && !accumulateIntoOut) {
@@ -3384,16 +3606,17 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
       return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), acc,
                        /*accumulateIntoOut=*/true);
     Operation *epilogue = epilogueFor(op);
-    int out =
-        epilogue && mm.getResult().hasOneUse() ? -1 : newTemp(mm.getResult());
+    int out = epilogue && mm.getResult().hasOneUse() ? -1
+              : epilogue                             ? newTemp(mm.getResult())
+                         : newGemmOutput(mm.getResult());
     return lowerGemm(op, mm.getLhs(), mm.getRhs(), false, Value(), out,
                      /*accumulateIntoOut=*/false, epilogue);
   }
   if (auto linear = dyn_cast<LinearOp>(op)) {
     Operation *epilogue = epilogueFor(op);
-    int out = epilogue && linear.getResult().hasOneUse()
-                  ? -1
-                  : newTemp(linear.getResult());
+    int out = epilogue && linear.getResult().hasOneUse() ? -1
+              : epilogue ? newTemp(linear.getResult())
+                         : newGemmOutput(linear.getResult());
     return lowerGemm(op, linear.getInput(), linear.getWeight(), true,
                      linear.getBias(), out, /*accumulateIntoOut=*/false,
                      epilogue);

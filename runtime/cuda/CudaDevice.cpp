@@ -126,7 +126,8 @@ const char *cublasName(cublasStatus_t status) {
 
 /// One GEMM of the plan as cuBLASLt runs it: row-major C = op(A) op(B) is
 /// column-major C^T = op(B)^T op(A)^T, so B is cuBLASLt's first operand.
-/// f32 or bf16 inputs (precision = bf16), f32 accumulation and output.
+/// f32 or bf16 inputs (precision = bf16), f32 accumulation, f32 output or
+/// bf16 (from bf16 inputs, with a bf16 bias: Dtype's, as cuBLASLt wants).
 struct Gemm {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t first = nullptr, second = nullptr, out = nullptr;
@@ -338,8 +339,8 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
                                  sizeof(opFirst));
   cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opSecond,
                                  sizeof(opSecond));
-  // The plan's epilogue (bias and aux are f32, as D; cuBLASLt's GELU is the
-  // tanh form). An addend is the C of D = AB + C.
+  // The plan's epilogue (bias and aux have D's type; cuBLASLt's GELU is
+  // the tanh form). An addend is the C of D = AB + C.
   bool bias = a.biasArg >= 0, aux = a.auxArg >= 0;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   if (a.activation == "gelu_tanh")
@@ -364,7 +365,7 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
   // dimension) and their batch strides.
   auto layout = [&](cublasLtMatrixLayout_t &l, uint64_t rows, uint64_t cols,
                     int64_t ld, int64_t stride, bool input) {
-    cudaDataType type = input && a.bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cudaDataType type = (input ? a.bf16 : a.bf16Out) ? CUDA_R_16BF : CUDA_R_32F;
     if (!check(cublasLtMatrixLayoutCreate(&l, type, rows, cols, ld),
                "cublasLtMatrixLayoutCreate", error))
       return false;

@@ -65,6 +65,16 @@ void applyEpilogue(void *ctx, int64_t begin, int64_t end) {
 
 } // namespace
 
+/// f32 `x` rounded to bf16, to nearest with ties to even (NaN stays NaN):
+/// the bits the compiler's kernels store (bf16Bits in HostLowering.cpp).
+static uint16_t bf16Bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if (std::isnan(x))
+    return static_cast<uint16_t>((bits | 0x00400000u) >> 16);
+  return static_cast<uint16_t>((bits + ((bits >> 16) & 1u) + 0x7fffu) >> 16);
+}
+
 void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
                             ThreadPool &pool) {
   const auto *A = static_cast<const float *>(args[0]);
@@ -79,6 +89,30 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
     wideB = widen(B, a.strideB ? a.batch * a.strideB : a.k * a.n);
     A = wideA.data();
     B = wideB.data();
+  }
+  if (a.bf16Out) {
+    // The f32 product (on C's widened values when accumulating, else on
+    // the widened bias), rounded once into C.
+    int64_t rows = a.strideC ? a.batch * a.strideC / a.n : a.m;
+    std::vector<float> P(static_cast<size_t>(rows * a.n));
+    bool accumulate = a.accumulate;
+    if (accumulate) {
+      P = widen(args[2], rows * a.n);
+    } else if (a.biasArg >= 0) {
+      std::vector<float> bias = widen(args[a.biasArg], a.n);
+      for (int64_t i = 0; i < rows; ++i)
+        std::memcpy(&P[i * a.n], bias.data(), a.n * sizeof(float));
+      accumulate = true;
+    }
+    int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n;
+    for (int64_t b = 0; b < a.batch; ++b)
+      dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k,
+                 1.0f, A + b * a.strideA, lda, B + b * a.strideB, ldb,
+                 accumulate ? 1.0f : 0.0f, P.data() + b * a.strideC, a.n);
+    auto *out = static_cast<uint16_t *>(args[2]);
+    for (int64_t i = 0; i < rows * a.n; ++i)
+      out[i] = bf16Bits(P[i]);
+    return;
   }
   // A GELU that keeps its input computes the product into aux.
   float *P = a.activation == "gelu_tanh" && a.auxArg >= 0 ? arg(a.auxArg) : C;

@@ -57,14 +57,19 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
     return "gemm aux without an activation";
   if (a.activation == "gelu_tanh" && a.addendArg >= 0)
     return "gemm with both an addend and gelu_tanh";
-  auto sized = [&](int arg, int64_t elements) {
+  auto sized = [&](int arg, int64_t elements, const char *dtype = "f32") {
     if (arg < 0)
       return true;
     const PlanBuffer &b = plan.buffers[a.buffers[arg]];
-    return b.dtype == "f32" && b.bytes == elements * 4;
+    int64_t size = std::string(dtype) == "bf16" ? 2 : 4;
+    return b.dtype == dtype && b.bytes == elements * size;
   };
-  if (!sized(a.biasArg, a.n))
-    return "gemm bias must be " + std::to_string(a.n) + " f32";
+  // The bias has C's type (as cuBLASLt wants it).
+  const char *biasType = a.bf16Out ? "bf16" : "f32";
+  if (!sized(a.biasArg, a.n, biasType))
+    return "gemm bias must be " + std::to_string(a.n) + " " + biasType;
+  if (a.bf16Out && (a.addendArg >= 0 || a.auxArg >= 0 || !a.activation.empty()))
+    return "a gemm with a bf16 output takes no epilogue but a bias";
   if (!sized(a.addendArg, a.m * a.n) || !sized(a.auxArg, a.m * a.n))
     return "gemm addend and aux must be " + std::to_string(a.m) + "x" +
            std::to_string(a.n) + " f32";
@@ -296,9 +301,11 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
                           &tb = plan.buffers[a.buffers[1]].dtype,
                           &tc = plan.buffers[a.buffers[2]].dtype;
         a.bf16 = ta == "bf16";
-        if (tb != ta || tc != "f32" || (ta != "f32" && ta != "bf16"))
+        a.bf16Out = tc == "bf16";
+        if (tb != ta || (ta != "f32" && ta != "bf16") ||
+            (tc != "f32" && !(a.bf16 && tc == "bf16")))
           return fail("gemm of " + ta + " x " + tb + " -> " + tc +
-                      " (f32 or bf16 inputs, f32 output)");
+                      " (f32 or bf16 inputs; f32 output, or bf16 from bf16)");
         if (std::string bad = checkEpilogue(plan, a); !bad.empty())
           return fail(bad);
       }

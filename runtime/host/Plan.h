@@ -62,8 +62,12 @@ struct PlanAction {
   bool transA = false, transB = false, accumulate = false;
   int64_t strideA = 0, strideB = 0, strideC = 0;
   /// A GEMM whose A and B buffers hold bf16 (precision = bf16): f32
-  /// accumulation into an f32 C.
+  /// accumulation.
   bool bf16 = false;
+  /// A GEMM whose C is kept in bf16 (precision = bf16, an activation only
+  /// kernels and GEMMs read): computed in f32, rounded once as stored; its
+  /// bias, if any, is bf16 too.
+  bool bf16Out = false;
   /// A GEMM's epilogue (docs/plan.md): indexes into `buffers` of the bias
   /// (N f32), the addend and the aux matrix (M x N f32), or -1, and
   /// "gelu_tanh", "dgelu_tanh" or "".

@@ -207,22 +207,32 @@ def round_bf16(x):
 
 
 class Bf16Matmul(torch.autograd.Function):
-    """a @ b for a [..., k] and b [k, n] as Hotstage's precision = bf16 runs
-    a GEMM: both operands rounded to bf16, f32 accumulation; the backward's
-    GEMMs round theirs (the incoming gradient too)."""
+    """a @ b (+ bias) for a [..., k] and b [k, n] as Hotstage's precision =
+    bf16 runs a GEMM: both operands rounded to bf16, f32 accumulation; with
+    `keep` (a GEMM output that is not added to anything, which Hotstage
+    keeps in bf16) the bias rounded too and the output rounded once. The
+    backward's GEMMs round their operands (the incoming gradient too) and
+    the input's gradient (kept in bf16: nothing adds it to anything in this
+    model); the weight's and the bias's gradients stay f32."""
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, bias=None, keep=False):
         ra, rb = round_bf16(a), round_bf16(b)
         ctx.save_for_backward(ra, rb)
-        return ra @ rb
+        ctx.has_bias = bias is not None
+        y = ra @ rb
+        if bias is not None:
+            y = round_bf16(bias) + y if keep else y + bias
+        return round_bf16(y) if keep else y
 
     @staticmethod
     def backward(ctx, g):
         ra, rb = ctx.saved_tensors
         rg = round_bf16(g)
         k, n = rb.shape
-        return rg @ rb.t(), ra.reshape(-1, k).t() @ rg.reshape(-1, n)
+        bias_grad = g.reshape(-1, n).sum(0) if ctx.has_bias else None
+        return (round_bf16(rg @ rb.t()), ra.reshape(-1, k).t() @ rg.reshape(-1, n),
+                bias_grad, None)
 
 
 # Every GEMM of the model (not attention's products, which Hotstage
@@ -233,15 +243,16 @@ GEMM = torch.matmul
 class Linear(nn.Module):
     """y = x W^T + b, W is [out, in] (nn.linear)."""
 
-    def __init__(self, in_dim, out_dim):
+    def __init__(self, in_dim, out_dim, residual=False):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(out_dim, in_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim))
+        self.residual = residual  # its output is added to the stream
 
     def forward(self, x):
         if GEMM is torch.matmul:
             return F.linear(x, self.weight, self.bias)
-        return GEMM(x, self.weight.t()) + self.bias
+        return GEMM(x, self.weight.t(), self.bias, not self.residual)
 
 
 class LayerNorm(nn.Module):
@@ -309,7 +320,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.qkv = Linear(dim, 3 * dim)
-        self.proj = Linear(dim, dim)
+        self.proj = Linear(dim, dim, residual=True)
 
     def forward(self, x):
         D = x.shape[-1]
@@ -323,7 +334,7 @@ class MLP(nn.Module):
     def __init__(self, dim):
         super().__init__()
         self.fc = Linear(dim, 4 * dim)
-        self.proj = Linear(4 * dim, dim)
+        self.proj = Linear(4 * dim, dim, residual=True)
 
     def forward(self, x):
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
@@ -359,7 +370,9 @@ class GPT2(nn.Module):
         x = F.embedding(tokens.long(), self.wte) + self.wpe[0:T]
         for block in self.blocks:
             x = block(x)
-        return GEMM(self.ln_f(x), self.wte.t())
+        if GEMM is torch.matmul:
+            return torch.matmul(self.ln_f(x), self.wte.t())
+        return GEMM(self.ln_f(x), self.wte.t(), None, True)
 
     def forward(self, tokens, targets):
         """Mean cross entropy over all B*T positions."""
@@ -855,11 +868,17 @@ def selftest(args):
     a = torch.randn(2, 3, 5, requires_grad=True)
     b = torch.randn(5, 4, requires_grad=True)
     g = torch.randn(2, 3, 4)
-    Bf16Matmul.apply(a, b).backward(g)
+    bias = torch.randn(4, requires_grad=True)
+    y = Bf16Matmul.apply(a, b, bias, True)
+    y.backward(g)
     ra, rb, rg = round_bf16(a.detach()), round_bf16(b.detach()), round_bf16(g)
-    assert torch.allclose(a.grad, rg @ rb.t(), atol=1e-6)
+    assert torch.equal(y, round_bf16(y)), "a kept GEMM output is bf16"
+    assert torch.allclose(y, round_bf16(round_bf16(bias.detach()) + ra @ rb), atol=1e-6)
+    assert torch.equal(a.grad, round_bf16(a.grad)), "the input's gradient is bf16"
+    assert torch.allclose(a.grad, round_bf16(rg @ rb.t()), atol=1e-6)
     assert torch.allclose(b.grad, ra.reshape(-1, 5).t() @ rg.reshape(-1, 4), atol=1e-6)
-    ok("bf16 GEMM: round to nearest even, backward from rounded operands")
+    assert torch.allclose(bias.grad, g.reshape(-1, 4).sum(0), atol=1e-6)
+    ok("bf16 GEMM: round to nearest even, kept outputs and input gradients rounded")
 
     # 10. bf16 attention: outputs and gradients are f32 attention's on the
     # rounded inputs, rounded.

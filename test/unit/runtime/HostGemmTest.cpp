@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -149,6 +151,89 @@ TEST(GemmEpilogue, GeluGradient) {
     }
 }
 
+// A bf16 GEMM that keeps its output in bf16: x (2x3), w (4x3), bias (4)
+// and y (2x4) all bf16; also an f32 x and r for the refusals.
+std::string bf16Plan(const std::string &gemm) {
+  return R"(hotstage-plan 1
+model Tiny
+microbatches 1
+batch 1
+seq 2
+vocab 4
+arena 1024
+persistent 1024
+buffer 0 temp x bf16 2x3 offset 0 bytes 12
+buffer 1 temp w bf16 4x3 offset 64 bytes 24
+buffer 2 temp bias bf16 4 offset 128 bytes 8
+buffer 3 temp y bf16 2x4 offset 192 bytes 16
+buffer 4 temp xf f32 2x3 offset 256 bytes 24
+buffer 5 temp r f32 2x4 offset 320 bytes 32
+function forward 1
+)" + gemm +
+         "\nend\n";
+}
+
+uint16_t bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return static_cast<uint16_t>(u >> 16);
+}
+float value(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+TEST(Bf16Output, RoundsTheF32SumOnce) {
+  Plan plan;
+  std::string error;
+  ASSERT_TRUE(parsePlan(
+      bf16Plan("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 bias 2").c_str(), plan, error))
+      << error;
+  const PlanAction &a = plan.functions.at("forward").at(0);
+  EXPECT_TRUE(a.bf16Out);
+  // Values exact in bf16; the products' sums are not (1 + 2^-8 + ...).
+  std::vector<uint16_t> x, w, bias, y(8, 0);
+  for (float v : {1.0f, 0.5f, -2.0f, 0.25f, 3.0f, 1.5f})
+    x.push_back(bits(v));
+  for (float v : {1.0f, 0.00390625f, 0.0078125f, -1.0f, 2.0f, 0.5f, 0.125f,
+                  -0.25f, 1.0f, 3.0f, 1.0f, 0.00390625f})
+    w.push_back(bits(v));
+  for (float v : {0.001953125f, 0.0f, 1.0f, -0.5f})
+    bias.push_back(bits(v));
+  void *args[] = {x.data(), w.data(), y.data(), bias.data()};
+  ThreadPool pool(2);
+  hostGemm(a, args, pool);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      float sum = value(bias[j]);
+      for (int k = 0; k < 3; ++k)
+        sum += value(x[i * 3 + k]) * value(w[j * 3 + k]);
+      // Nearest bf16 to the f32 sum, ties to even.
+      uint32_t u;
+      std::memcpy(&u, &sum, 4);
+      uint16_t expected =
+          static_cast<uint16_t>((u + ((u >> 16) & 1u) + 0x7fffu) >> 16);
+      EXPECT_EQ(y[i * 4 + j], expected) << i << "," << j << " sum " << sum;
+    }
+}
+
+TEST(Bf16Output, RefusedWhereItCannotBe) {
+  auto refusal = [](const std::string &gemm) {
+    Plan plan;
+    std::string error;
+    EXPECT_FALSE(parsePlan(bf16Plan(gemm).c_str(), plan, error)) << gemm;
+    return error;
+  };
+  EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 4 1 3 0 0 0")
+                .find("f32 or bf16 inputs; f32 output, or bf16 from bf16"),
+            std::string::npos);
+  EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 addend 5")
+                .find("takes no epilogue but a bias"),
+            std::string::npos);
+}
+
 } // namespace
 
 namespace {
@@ -171,7 +256,8 @@ buffer 3 temp o bf16 1x4x16 offset 256 bytes 128
 buffer 4 temp stats f32 1x2x4 offset 384 bytes 32
 buffer 5 temp dk f32 1x4x8 offset 448 bytes 128
 function forward 1
-)" + action + "\nend\n";
+)" + action +
+         "\nend\n";
 }
 
 TEST(AttentionAction, ParsesAndChecksItsBuffers) {
