@@ -635,7 +635,7 @@ private:
   /// through Kernel::store) and storeInBf16(v).
   int newTemp(Value v, bool bf16Allowed = false);
   /// A temp for the output of a GEMM without an epilogue; in bf16 where
-  /// keepGemmOutputInBf16(v).
+  /// keepOutputInBf16(v).
   int newGemmOutput(Value v);
   /// precision = bf16: whether `v` is read by GEMMs only (through
   /// reshapes and folded transposes, and as a result saved for functions
@@ -644,12 +644,13 @@ private:
   /// bits, without the f32 copy and the cast's pass.
   bool storeInBf16(Value v);
   bool readByGemmsOnly(Value v);
-  /// precision = bf16: whether the output `v` of a GEMM without an epilogue
-  /// is kept in bf16 (as PyTorch's autocast keeps a linear layer's): where
+  /// precision = bf16: whether `v`, the output of a GEMM without an
+  /// epilogue or of fused attention (which make it in f32 registers), is
+  /// kept in bf16 (as PyTorch's autocast keeps a linear layer's): where
   /// everything that reads it reads bf16 or widens it as it loads, in this
   /// function or in the functions it is saved for, and no other rank
   /// receives it.
-  bool keepGemmOutputInBf16(Value v);
+  bool keepOutputInBf16(Value v);
   bool readInBf16(Value v);
   /// Whether `use`, of a function's result, goes only to arguments of
   /// functions on this rank (not to another rank) that are all `ok`.
@@ -691,8 +692,8 @@ private:
   /// The kernel table's index of `func`: an earlier kernel of the same
   /// text (and `func` erased), or `func` added.
   int keepKernel(func::FuncOp func);
-  /// Calls `kernel` on `buffers`. Where a buffer is kept in bf16 (a GEMM's
-  /// output: keepGemmOutputInBf16) but the kernel reads f32, a copy of the
+  /// Calls `kernel` on `buffers`. Where a buffer is kept in bf16
+  /// (keepOutputInBf16) but the kernel reads f32, a copy of the
   /// kernel reads it in bf16 (retypedForBf16), or a widened copy of it.
   void call(int kernel, int64_t parallel, ArrayRef<int> buffers, Operation *op);
   /// `kernel` with its f32 memref arguments `which` read and written in
@@ -961,7 +962,7 @@ int HostLowering::newTemp(Value v, bool bf16Allowed) {
 int HostLowering::newGemmOutput(Value v) {
   auto type = tensorType(v);
   Type element =
-      keepGemmOutputInBf16(v) ? BFloat16Type::get(ctx) : type.getElementType();
+      keepOutputInBf16(v) ? BFloat16Type::get(ctx) : type.getElementType();
   int id = plan.addBuffer(
       describeBuffer(BufferKind::Temp, "", type.getShape(), element));
   buffers[v] = id;
@@ -1045,7 +1046,7 @@ bool HostLowering::readersOfResult(OpOperand &use,
          llvm::all_of(it->second, ok);
 }
 
-bool HostLowering::keepGemmOutputInBf16(Value v) {
+bool HostLowering::keepOutputInBf16(Value v) {
   return bf16Gemms && tensorType(v).getElementType().isF32() && readInBf16(v);
 }
 
@@ -3006,12 +3007,16 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
       keepScratch(what + " statistics", stats);
     }
   }
-  if (!grad) {
-    // What only GEMMs read stays in bf16 (storeInBf16).
-    if (storeInBf16(op->getResult(0)))
-      buffers[op->getResult(0)] = ob;
+  // Outputs stay in bf16 where everything reads them so (storeInBf16,
+  // keepOutputInBf16), else are widened.
+  auto bind = [&](Value result, int copy) {
+    if (storeInBf16(result) || keepOutputInBf16(result))
+      buffers[result] = copy;
     else
-      widenBf16(ob, newTemp(op->getResult(0)), op);
+      widenBf16(copy, newTemp(result), op);
+  };
+  if (!grad) {
+    bind(op->getResult(0), ob);
     return success();
   }
   int dqb = newScratch(shape, bf16);
@@ -3022,12 +3027,8 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
   act.note = "attention_grad";
   push(act);
   int copies[] = {dqb, dkb, dvb};
-  for (auto [result, copy] : llvm::zip(op->getResults(), copies)) {
-    if (storeInBf16(result))
-      buffers[result] = copy;
-    else
-      widenBf16(copy, newTemp(result), op);
-  }
+  for (auto [result, copy] : llvm::zip(op->getResults(), copies))
+    bind(result, copy);
   return success();
 }
 
