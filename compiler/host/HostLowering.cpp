@@ -639,9 +639,11 @@ private:
   int newGemmOutput(Value v);
   /// precision = bf16: whether `v` is read by GEMMs only (through
   /// reshapes and folded transposes, and as a result saved for functions
-  /// that read it by GEMMs only). Its producer then stores it in bf16
-  /// directly, rounded as the GEMMs' cast kernel would round it: the same
-  /// bits, without the f32 copy and the cast's pass.
+  /// that read it by GEMMs only), and perhaps by a bias's gradient (a sum
+  /// over leading dimensions, which then sums the bf16 values). Its
+  /// producer then stores it in bf16 directly, rounded as the GEMMs' cast
+  /// kernel would round it: the same bits, without the f32 copy and the
+  /// cast's pass.
   bool storeInBf16(Value v);
   bool readByGemmsOnly(Value v);
   /// precision = bf16: whether `v`, the output of a GEMM without an
@@ -985,11 +987,32 @@ void HostLowering::findResultReaders() {
         resultReaders[source.getValue()].push_back(arg);
 }
 
+/// Whether `sum` adds over leading dimensions only, keeping the last (a
+/// bias's gradient: [B, T, C] to [C]).
+static bool sumsLeadingDimensions(ReduceSumOp sum) {
+  int64_t rank = tensorType(sum.getInput()).getRank();
+  ArrayRef<int64_t> axes = sum.getAxes();
+  if (axes.empty() || rank < 2)
+    return false;
+  SmallVector<bool> reduced(rank, false);
+  for (int64_t a : axes)
+    reduced[a < 0 ? a + rank : a] = true;
+  for (int64_t i = 1; i < rank; ++i)
+    if (reduced[i] && !reduced[i - 1])
+      return false;
+  return !reduced.back();
+}
+
 bool HostLowering::readByGemmsOnly(Value v) {
   if (v.use_empty())
     return false;
   for (OpOperand &use : v.getUses()) {
     Operation *user = use.getOwner();
+    // A bias's gradient sums the bf16 values its weight's GEMMs read, as
+    // under PyTorch's autocast.
+    if (auto sum = dyn_cast<ReduceSumOp>(user);
+        sum && sumsLeadingDimensions(sum))
+      continue;
     if ((isa<LinearOp>(user) && use.getOperandNumber() < 2) ||
         isa<MatmulOp>(user))
       continue;

@@ -213,13 +213,16 @@ class Bf16Matmul(torch.autograd.Function):
     keeps in bf16) the bias rounded too and the output rounded once. The
     backward's GEMMs round their operands (the incoming gradient too) and
     the input's gradient (kept in bf16: nothing adds it to anything in this
-    model); the weight's and the bias's gradients stay f32."""
+    model); the weight's and the bias's gradients stay f32, the bias's
+    summed from the rounded incoming gradient with `keep` (Hotstage stores
+    a gradient that only GEMMs and a bias's sum read in bf16; in this model
+    those are the kept outputs' gradients)."""
 
     @staticmethod
     def forward(ctx, a, b, bias=None, keep=False):
         ra, rb = round_bf16(a), round_bf16(b)
         ctx.save_for_backward(ra, rb)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.keep = bias is not None, keep
         y = ra @ rb
         if bias is not None:
             y = round_bf16(bias) + y if keep else y + bias
@@ -230,7 +233,8 @@ class Bf16Matmul(torch.autograd.Function):
         ra, rb = ctx.saved_tensors
         rg = round_bf16(g)
         k, n = rb.shape
-        bias_grad = g.reshape(-1, n).sum(0) if ctx.has_bias else None
+        summed = rg if ctx.keep else g
+        bias_grad = summed.reshape(-1, n).sum(0) if ctx.has_bias else None
         return (round_bf16(rg @ rb.t()), ra.reshape(-1, k).t() @ rg.reshape(-1, n),
                 bias_grad, None)
 
@@ -877,7 +881,7 @@ def selftest(args):
     assert torch.equal(a.grad, round_bf16(a.grad)), "the input's gradient is bf16"
     assert torch.allclose(a.grad, round_bf16(rg @ rb.t()), atol=1e-6)
     assert torch.allclose(b.grad, ra.reshape(-1, 5).t() @ rg.reshape(-1, 4), atol=1e-6)
-    assert torch.allclose(bias.grad, g.reshape(-1, 4).sum(0), atol=1e-6)
+    assert torch.allclose(bias.grad, rg.reshape(-1, 4).sum(0), atol=1e-6)
     ok("bf16 GEMM: round to nearest even, kept outputs and input gradients rounded")
 
     # 10. bf16 attention: outputs and gradients are f32 attention's on the
