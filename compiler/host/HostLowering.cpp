@@ -617,7 +617,15 @@ public:
     if (options.warpShuffles)
       ctx->loadDialect<gpu::GPUDialect>();
     plan.kernels = std::move(table);
-    kernelCounter = plan.kernels.size();
+    // Kernel names stay unique in the module that the ranks' plans share
+    // (calls find their kernels by name): numbers go on after the largest
+    // an earlier rank used.
+    for (auto func : kernels.getOps<func::FuncOp>()) {
+      unsigned n = 0;
+      StringRef digits = func.getSymName().drop_front(4).split('_').first;
+      if (func.getSymName().starts_with("hs_k") && !digits.getAsInteger(10, n))
+        kernelCounter = std::max(kernelCounter, n + 1);
+    }
     firstOwnKernel = static_cast<int>(plan.kernels.size());
   }
 
