@@ -44,6 +44,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <functional>
 #include <map>
 #include <set>
 
@@ -74,9 +75,14 @@ StringRef phaseName(Phase phase) {
   llvm_unreachable("unknown phase");
 }
 
-/// Parameter reads and constants are rebuilt in each function that uses
-/// them rather than passed from one function to the next (or recomputed).
+/// Parameter reads and constants, and transposes and reshapes of them, are
+/// rebuilt in each function that uses them rather than passed from one
+/// function to the next (or recomputed): a tied LM head's transposed table
+/// is read where it is, by the GEMMs of each function, not copied and
+/// saved per microbatch.
 bool isRematerialized(Operation *op) {
+  if (op && isa<TransposeOp, ReshapeOp>(op))
+    return isRematerialized(op->getOperand(0).getDefiningOp());
   return op && isa<ParamRefOp, ConstantOp>(op);
 }
 
@@ -845,23 +851,28 @@ static LogicalResult splitByPhase(func::FuncOp combined, ModuleOp module,
       }
     }
     OpBuilder inner = OpBuilder::atBlockEnd(entry);
+    // A rematerialized value of another phase, with what it reads.
+    std::function<void(Value)> rebuild = [&](Value v) {
+      Operation *def = v.getDefiningOp();
+      if (!isRematerialized(def) || mapping.contains(v))
+        return;
+      for (Value operand : def->getOperands())
+        rebuild(operand);
+      inner.clone(*def, mapping)->removeAttr(kPhaseAttr);
+    };
     for (Operation &op : body.without_terminator()) {
       if (phaseOf(&op) != phase)
         continue;
-      for (Value operand : op.getOperands()) {
-        Operation *def = operand.getDefiningOp();
-        if (isRematerialized(def) && phaseOf(def) != phase &&
-            !mapping.contains(operand))
-          inner.clone(*def, mapping)->removeAttr(kPhaseAttr);
-      }
+      for (Value operand : op.getOperands())
+        if (Operation *def = operand.getDefiningOp();
+            def && phaseOf(def) != phase)
+          rebuild(operand);
       Operation *clone = inner.clone(op, mapping);
       clone->removeAttr(kPhaseAttr);
     }
     SmallVector<Value> mapped;
     for (Value v : outputs) {
-      Operation *def = v.getDefiningOp();
-      if (isRematerialized(def) && !mapping.contains(v))
-        inner.clone(*def, mapping)->removeAttr(kPhaseAttr);
+      rebuild(v);
       mapped.push_back(mapping.lookup(v));
     }
     func::ReturnOp::create(inner, ret.getLoc(), mapped);

@@ -11,6 +11,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/TypeUtilities.h"
 
 #include <cmath>
@@ -307,10 +308,59 @@ LogicalResult TransposeOp::verify() {
 }
 
 OpFoldResult TransposeOp::fold(FoldAdaptor) {
+  // transpose(transpose(x)) is one transpose of x: result dimension i is
+  // the inner input's dimension inner[outer[i]].
+  if (auto inner = getInput().getDefiningOp<TransposeOp>()) {
+    SmallVector<int64_t> perm;
+    for (int64_t p : getPerm())
+      perm.push_back(inner.getPerm()[p]);
+    getInputMutable().assign(inner.getInput());
+    setPerm(perm);
+    if (!llvm::equal(perm, llvm::seq<int64_t>(0, perm.size())))
+      return getResult();
+  }
   for (auto [i, p] : llvm::enumerate(getPerm()))
     if (p != static_cast<int64_t>(i))
       return {};
   return getInput();
+}
+
+namespace {
+/// transpose(a @ b) = transpose(b) @ transpose(a) for 2-D operands, where
+/// the product has no other reader: the GEMM then writes the transposed
+/// result itself (the transposes of its operands fold into it), with no
+/// transpose pass over the product. A tied embedding's gradient from the
+/// LM head (x^T dlogits, transposed back to the table's [V, C]) becomes
+/// one GEMM that can add into the gradient's accumulator.
+struct TransposeOfMatmul : OpRewritePattern<TransposeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TransposeOp transpose,
+                                PatternRewriter &rewriter) const override {
+    auto mm = transpose.getInput().getDefiningOp<MatmulOp>();
+    if (!mm || !mm->hasOneUse() || transpose.getPerm().size() != 2 ||
+        transpose.getPerm()[0] != 1)
+      return failure();
+    auto ta = cast<RankedTensorType>(mm.getLhs().getType());
+    auto tb = cast<RankedTensorType>(mm.getRhs().getType());
+    if (ta.getRank() != 2 || tb.getRank() != 2)
+      return failure();
+    Location loc = transpose.getLoc();
+    auto swapped = [&](Value v, RankedTensorType t) {
+      return TransposeOp::create(rewriter, loc,
+                                 t.clone({t.getShape()[1], t.getShape()[0]}), v,
+                                 ArrayRef<int64_t>{1, 0});
+    };
+    Value bt = swapped(mm.getRhs(), tb), at = swapped(mm.getLhs(), ta);
+    rewriter.replaceOpWithNewOp<MatmulOp>(transpose, transpose.getType(), bt,
+                                          at);
+    return success();
+  }
+};
+} // namespace
+
+void TransposeOp::getCanonicalizationPatterns(RewritePatternSet &patterns,
+                                              MLIRContext *context) {
+  patterns.add<TransposeOfMatmul>(context);
 }
 
 LogicalResult SplitOp::verify() {

@@ -460,6 +460,7 @@ def NN_TransposeOp : NN_Op<"transpose", [
   }];
   let hasVerifier = 1;
   let hasFolder = 1;
+  let hasCanonicalizer = 1;
 }
 
 def NN_SplitOp : NN_Op<"split", [Pure, SameOperandsAndResultElementType]> {
