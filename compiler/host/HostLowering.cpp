@@ -796,6 +796,10 @@ private:
   void columnSums(Operation *op, int out, int64_t rows, int64_t cols,
                   double scale, bool accumulate, ArrayRef<Type> args,
                   ArrayRef<int> buffers, ColumnTerm term);
+  /// The add that is the one reader of norm gradient `op`'s result, adding
+  /// it to an f32 value of its shape made before `op` (the residual
+  /// stream's gradient): null where there is none.
+  AddOp residualGradientAdd(Operation *op);
   /// Whether parameters keep their values through the function being
   /// lowered (all but the optimizer's, which updates them).
   bool parametersFixed = true;
@@ -2234,6 +2238,22 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
   return reader;
 }
 
+AddOp HostLowering::residualGradientAdd(Operation *op) {
+  Value r = op->getResult(0);
+  auto add = r.hasOneUse() ? dyn_cast<AddOp>(*r.getUsers().begin()) : AddOp();
+  if (!add || add->getBlock() != op->getBlock() || add.getLhs() == add.getRhs())
+    return AddOp();
+  Value other = add.getLhs() == r ? add.getRhs() : add.getLhs();
+  Operation *def = other.getDefiningOp();
+  if (other.getType() != r.getType() || add.getType() != r.getType() ||
+      (def && (def->getBlock() != op->getBlock() || !def->isBeforeInBlock(op))))
+    return AddOp();
+  int buffer = bufferFor(other);
+  if (buffer < 0 || plan.buffers[buffer].dtype != "f32")
+    return AddOp();
+  return add;
+}
+
 void HostLowering::sumPartials(StringRef name, int out, int partial,
                                int64_t count, int64_t parts, bool partsFirst,
                                Operation *op) {
@@ -2463,15 +2483,33 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
     int64_t rows, d;
     std::tie(rows, d) = rowsOf(x);
-    int out = newTemp(op->getResult(0));
+    // A gradient added to the residual stream's (its one reader) is added
+    // as it is written: the add's pass and the gradient's store go.
+    Value residual;
+    int out;
+    if (AddOp add = residualGradientAdd(op)) {
+      residual = add.getLhs() == op->getResult(0) ? add.getRhs() : add.getLhs();
+      skipped.insert(add);
+      out = outputFor(add.getResult());
+    } else {
+      out = newTemp(op->getResult(0));
+    }
+    SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
+                            memrefOf({rows, d}, f32), memrefOf({d}, f32)};
+    SmallVector<int> args{out, bufferFor(dy), bufferFor(x), bufferFor(w)};
+    if (residual) {
+      types.push_back(memrefOf({rows, d}, f32));
+      args.push_back(bufferFor(residual));
+    }
+    // dx, plus the residual stream's gradient where it is added here.
+    auto result = [&](Kernel &k, Value r, Value j, Value dx) {
+      return residual ? k.add(k.load(k.args[4], {r, j}), dx) : dx;
+    };
     if (options.parallelOverElements) {
       // One kernel: a row's statistics, sum(dxhat) and sum(dxhat * xhat)
       // over its lanes, then each lane its columns' gradients (the same
       // formula as below).
-      Kernel k =
-          startKernel(name, loc,
-                      {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
-                       memrefOf({rows, d}, f32), memrefOf({d}, f32)});
+      Kernel k = startKernel(name, loc, types);
       Value dX = k.args[0], dY = k.args[1], X = k.args[2], W = k.args[3];
       k.loop(k.begin, k.end, [&](Value index) {
         RowLanes lanes(k, index, d, shuffles);
@@ -2490,16 +2528,13 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         Value meanGX = k.mul(sumGX, k.f32(1.0 / d));
         lanes.writeRow(dX, [&](Value j) {
           Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
-          return k.mul(v, rstd);
+          return result(k, r, j, k.mul(v, rstd));
         });
       });
-      call(finishKernel(k), RowLanes::range(rows, shuffles),
-           {out, bufferFor(dy), bufferFor(x), bufferFor(w)}, op);
+      call(finishKernel(k), RowLanes::range(rows, shuffles), args, op);
       return success();
     }
-    Kernel k = startKernel(name, loc,
-                           {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
-                            memrefOf({rows, d}, f32), memrefOf({d}, f32)});
+    Kernel k = startKernel(name, loc, types);
     Value dX = k.args[0], dY = k.args[1], X = k.args[2], W = k.args[3];
     k.loop(k.begin, k.end, [&](Value r) {
       Value mean, rstd;
@@ -2521,11 +2556,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       Value meanGX = k.mul(sumGX, k.f32(1.0 / d));
       k.loop(0, d, [&](Value j) {
         Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
-        k.store(k.mul(v, rstd), dX, {r, j});
+        k.store(result(k, r, j, k.mul(v, rstd)), dX, {r, j});
       });
     });
-    call(finishKernel(k), rows,
-         {out, bufferFor(dy), bufferFor(x), bufferFor(w)}, op);
+    call(finishKernel(k), rows, args, op);
     return success();
   }
 
