@@ -15,26 +15,27 @@ using namespace hotstage::rt;
 
 namespace {
 
+// A one-function plan of model Tiny: `buffers` (its buffer lines), then
+// `action` as the forward's one action.
+std::string tinyPlan(int seq, int arena, int persistent,
+                     const std::string &buffers, const std::string &action) {
+  return "hotstage-plan 1\nmodel Tiny\nmicrobatches 1\nbatch 1\nseq " +
+         std::to_string(seq) + "\nvocab 4\narena " + std::to_string(arena) +
+         "\npersistent " + std::to_string(persistent) + "\n" + buffers +
+         "function forward 1\n" + action + "\nend\n";
+}
+
 // x (2x3), w (4x3), bias (4), a residual r (2x4), the outputs y and pre
 // (2x4), and dy (2x4), w2 (4x4) for a gradient.
 std::string planWith(const std::string &gemm) {
-  return R"(hotstage-plan 1
-model Tiny
-microbatches 1
-batch 1
-seq 2
-vocab 4
-arena 1024
-persistent 1024
-buffer 0 temp x f32 2x3 offset 0 bytes 24
+  return tinyPlan(2, 1024, 1024, R"(buffer 0 temp x f32 2x3 offset 0 bytes 24
 buffer 1 param w f32 4x3 offset 64 bytes 48 init zeros 0 0
 buffer 2 param bias f32 4 offset 128 bytes 16 init zeros 0 0
 buffer 3 temp r f32 2x4 offset 192 bytes 32
 buffer 4 temp y f32 2x4 offset 256 bytes 32
 buffer 5 temp pre f32 2x4 offset 320 bytes 32
-function forward 1
-)" + gemm +
-         "\nend\n";
+)",
+                  gemm);
 }
 
 std::string parseError(const std::string &gemm) {
@@ -154,23 +155,14 @@ TEST(GemmEpilogue, GeluGradient) {
 // A bf16 GEMM that keeps its output in bf16: x (2x3), w (4x3), bias (4)
 // and y (2x4) all bf16; also an f32 x and r for the refusals.
 std::string bf16Plan(const std::string &gemm) {
-  return R"(hotstage-plan 1
-model Tiny
-microbatches 1
-batch 1
-seq 2
-vocab 4
-arena 1024
-persistent 1024
-buffer 0 temp x bf16 2x3 offset 0 bytes 12
+  return tinyPlan(2, 1024, 1024, R"(buffer 0 temp x bf16 2x3 offset 0 bytes 12
 buffer 1 temp w bf16 4x3 offset 64 bytes 24
 buffer 2 temp bias bf16 4 offset 128 bytes 8
 buffer 3 temp y bf16 2x4 offset 192 bytes 16
 buffer 4 temp xf f32 2x3 offset 256 bytes 24
 buffer 5 temp r f32 2x4 offset 320 bytes 32
-function forward 1
-)" + gemm +
-         "\nend\n";
+)",
+                  gemm);
 }
 
 uint16_t bits(float v) {
@@ -241,23 +233,14 @@ namespace {
 // Attention over [1, 4, 2 * 8] bf16 (2 heads of 8, one kv head), its
 // statistics f32 [1, 2, 4].
 std::string attentionPlan(const std::string &action) {
-  return R"(hotstage-plan 1
-model Tiny
-microbatches 1
-batch 1
-seq 4
-vocab 4
-arena 4096
-persistent 0
-buffer 0 temp q bf16 1x4x16 offset 0 bytes 128
+  return tinyPlan(4, 4096, 0, R"(buffer 0 temp q bf16 1x4x16 offset 0 bytes 128
 buffer 1 temp k bf16 1x4x8 offset 128 bytes 64
 buffer 2 temp v bf16 1x4x8 offset 192 bytes 64
 buffer 3 temp o bf16 1x4x16 offset 256 bytes 128
 buffer 4 temp stats f32 1x2x4 offset 384 bytes 32
 buffer 5 temp dk f32 1x4x8 offset 448 bytes 128
-function forward 1
-)" + action +
-         "\nend\n";
+)",
+                  action);
 }
 
 TEST(AttentionAction, ParsesAndChecksItsBuffers) {
