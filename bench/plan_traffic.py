@@ -61,8 +61,10 @@ def traffic(plan):
                         ids.append(body[body.index(key) + 1])
                 if body[7] == "1":
                     ids.append(body[10])
-            else:  # attention B T H KVH D CAUSAL SCALE BUFFERS...
-                ids = body[8:]
+            else:  # attention B T H KVH D CAUSAL SCALE BUFFERS... [qkv] [dqkv]
+                ids = [i for i in body[8:] if i.isdigit()]
+            if words[0] != "gemm":  # a buffer named twice moves once
+                ids = list(dict.fromkeys(ids))
             moved = sum(sizes.get(int(i), 0) for i in ids)
             current[0] += 1
             current[1] += moved

@@ -682,6 +682,17 @@ private:
     return plan.buffers[buffer].dtype == "bf16" ? BFloat16Type::get(ctx)
                                                 : declared;
   }
+  /// Whether `split` (along `axis`) makes q, k and v of a packed QKV
+  /// buffer that only fused attention and its gradient read (here, or in
+  /// the functions they are saved for), each in its place: the split then
+  /// makes no copies.
+  bool splitsForAttention(SplitOp split, int64_t axis);
+  bool readAsAttentionInput(Value v, int piece);
+  /// Which of q, k, v (0, 1, 2) a value is within its packed QKV buffer,
+  /// for the values splitsForAttention left there (and the arguments that
+  /// receive them), and per function the same of its results.
+  llvm::DenseMap<Value, int> qkvPiece;
+  std::map<std::string, SmallVector<int>> resultPieces;
   /// Attention and its gradient as library calls on bf16 copies.
   bool libraryAttention() const {
     using Attention = host::KernelOptions::Attention;
@@ -3024,6 +3035,36 @@ void HostLowering::widenBf16(int from, int to, Operation *op) {
   current->actions.back().note = "widen_bf16";
 }
 
+bool HostLowering::splitsForAttention(SplitOp split, int64_t axis) {
+  int in = bufferFor(split.getInput());
+  if (!libraryAttention() || split.getNumResults() != 3 || in < 0 ||
+      axis != tensorType(split.getInput()).getRank() - 1 ||
+      plan.buffers[in].dtype != "bf16")
+    return false;
+  for (auto [piece, r] : llvm::enumerate(split.getResults()))
+    if (!readAsAttentionInput(r, static_cast<int>(piece)))
+      return false;
+  return true;
+}
+
+bool HostLowering::readAsAttentionInput(Value v, int piece) {
+  if (v.use_empty())
+    return false;
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    int first = isa<AttentionGradOp>(user) ? 1 : 0;
+    if (isa<AttentionOp, AttentionGradOp>(user) &&
+        static_cast<int>(use.getOperandNumber()) == first + piece)
+      continue;
+    if (isa<func::ReturnOp>(user) && readersOfResult(use, [&](Value arg) {
+          return readAsAttentionInput(arg, piece);
+        }))
+      continue;
+    return false;
+  }
+  return true;
+}
+
 LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
   bool grad = isa<AttentionGradOp>(op);
   unsigned first = grad ? 1 : 0;
@@ -3044,6 +3085,15 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
   if (auto s = op->getAttrOfType<FloatAttr>("scale"))
     act.scale = s.getValueAsDouble();
   Type bf16 = BFloat16Type::get(ctx), f32 = Float32Type::get(ctx);
+  // q, k and v left in their QKV buffer (splitsForAttention) come as one.
+  int pieces[] = {qkvPiece.lookup_or(q, -1), qkvPiece.lookup_or(key, -1),
+                  qkvPiece.lookup_or(val, -1)};
+  act.packedQKV = pieces[0] == 0 && pieces[1] == 1 && pieces[2] == 2 &&
+                  bufferFor(q) == bufferFor(key) &&
+                  bufferFor(q) == bufferFor(val);
+  if (!act.packedQKV && (pieces[0] >= 0 || pieces[1] >= 0 || pieces[2] >= 0))
+    return op->emitError("host lowering: attention reads q, k and v of "
+                         "different QKV projections");
   int dyb = grad ? castToBf16(bufferFor(op->getOperand(0)), op) : -1;
   int qb = castToBf16(bufferFor(q), op), kb = castToBf16(bufferFor(key), op),
       vb = castToBf16(bufferFor(val), op);
@@ -3084,12 +3134,31 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
     bind(op->getResult(0), ob);
     return success();
   }
+  act.kind = plan::Action::Kind::AttentionGrad;
+  act.note = "attention_grad";
+  // Gradients that only their concatenation reads (the QKV projection's
+  // gradient), in order along the last axis, go straight into it.
+  auto concat = op->getResult(0).hasOneUse()
+                    ? dyn_cast<ConcatOp>(*op->getResult(0).getUsers().begin())
+                    : ConcatOp();
+  int64_t rank = tensorType(q).getRank();
+  int64_t axis = concat ? static_cast<int64_t>(concat.getAxis()) : 0;
+  if (concat && concat.getNumOperands() == 3 &&
+      llvm::equal(concat.getOperands(), op->getResults()) &&
+      llvm::all_of(op->getResults(), [](Value r) { return r.hasOneUse(); }) &&
+      (axis < 0 ? axis + rank : axis) == rank - 1 &&
+      storeInBf16(concat.getResult())) {
+    int out = outputFor(concat.getResult());
+    act.packedDQKV = true;
+    act.buffers = {qb, kb, vb, ob, stats, dyb, out, out, out};
+    push(act);
+    skipped.insert(concat);
+    return success();
+  }
   int dqb = newScratch(shape, bf16);
   int dkb = newScratch(tensorType(key).getShape(), bf16);
   int dvb = newScratch(tensorType(val).getShape(), bf16);
-  act.kind = plan::Action::Kind::AttentionGrad;
   act.buffers = {qb, kb, vb, ob, stats, dyb, dqb, dkb, dvb};
-  act.note = "attention_grad";
   push(act);
   int copies[] = {dqb, dkb, dvb};
   for (auto [result, copy] : llvm::zip(op->getResults(), copies))
@@ -3505,6 +3574,16 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
     // I64Attr getters return uint64_t: convert before testing the sign.
     int64_t axis = static_cast<int64_t>(s.getAxis());
     axis = axis < 0 ? axis + inType.getRank() : axis;
+    // q, k and v that only fused attention reads stay where the QKV
+    // projection wrote them: the library reads them from its rows.
+    if (splitsForAttention(s, axis)) {
+      int in = bufferFor(s.getInput());
+      for (auto [piece, r] : llvm::enumerate(s.getResults())) {
+        buffers[r] = in;
+        qkvPiece[r] = static_cast<int>(piece);
+      }
+      return success();
+    }
     int64_t at = 0;
     for (Value r : s.getResults()) {
       auto rt = tensorType(r);
@@ -3772,6 +3851,8 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
       buffer = boundaryBuffer(chunk, true, k, arg.getType());
     } else if (results.count(from) && k < results[from].size()) {
       buffer = results[from][k];
+      if (int piece = resultPieces[from.str()][k]; piece >= 0)
+        qkvPiece[arg] = piece;
     }
     if (buffer < 0)
       return func.emitError("host lowering: unknown source ") << source;
@@ -3803,10 +3884,13 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
     });
   for (Operation &op : func.getBody().front()) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-      SmallVector<int> out;
-      for (Value v : ret.getOperands())
+      SmallVector<int> out, pieces;
+      for (Value v : ret.getOperands()) {
         out.push_back(bufferFor(v));
+        pieces.push_back(qkvPiece.lookup_or(v, -1));
+      }
       results[name] = out;
+      resultPieces[name.str()] = pieces;
       continue;
     }
     if (failed(lowerOp(&op)))

@@ -179,6 +179,10 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
            << llvm::format("%.9g", a.scale);
         for (int b : a.buffers)
           os << " " << b;
+        if (a.packedQKV)
+          os << " qkv";
+        if (a.packedDQKV)
+          os << " dqkv";
       } else {
         os << "  gemm " << a.batch << " " << a.m << " " << a.n << " " << a.k
            << " " << a.transA << " " << a.transB << " " << a.accumulate << " "

@@ -80,6 +80,10 @@ struct Action {
   int64_t seq = 0, heads = 0, kvHeads = 0, headDim = 0;
   bool causal = false;
   double scale = 1;
+  // Q K V (dQ dK dV) as one packed [batch, seq, (heads + 2 kvHeads) *
+  // headDim] buffer, named three times: a QKV projection's output (the
+  // concatenation its gradient is).
+  bool packedQKV = false, packedDQKV = false;
   std::string note; // the op it implements, for --emit=plan
 };
 

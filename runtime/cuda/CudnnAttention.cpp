@@ -51,15 +51,18 @@ std::shared_ptr<fe::graph::Graph> buildGraph(const PlanAction &a,
   auto dims = [&](int64_t heads) {
     return std::vector<int64_t>{b, heads, t, d};
   };
-  auto strides = [&](int64_t heads) {
-    return std::vector<int64_t>{t * heads * d, d, heads * d, 1};
+  // Tensor uid's rows (tokens) are a.attentionRow(uid - kQ) apart: a
+  // packed QKV buffer's row holds all three.
+  auto strides = [&](int64_t uid) {
+    int64_t row = a.attentionRow(static_cast<int>(uid - kQ));
+    return std::vector<int64_t>{t * row, d, row, 1};
   };
   auto tensor = [&](const char *name, int64_t uid, int64_t heads) {
     return graph->tensor(fe::graph::Tensor_attributes()
                              .set_name(name)
                              .set_uid(uid)
                              .set_dim(dims(heads))
-                             .set_stride(strides(heads)));
+                             .set_stride(strides(uid)));
   };
   std::vector<int64_t> statsDims{b, a.heads, t, 1},
       statsStrides{a.heads * t, t, 1, 1};
@@ -75,7 +78,7 @@ std::shared_ptr<fe::graph::Graph> buildGraph(const PlanAction &a,
     o->set_output(true)
         .set_uid(kO)
         .set_dim(dims(a.heads))
-        .set_stride(strides(a.heads));
+        .set_stride(strides(kO));
     stats->set_output(true)
         .set_uid(kStats)
         .set_data_type(fe::DataType_t::FLOAT)
@@ -99,15 +102,15 @@ std::shared_ptr<fe::graph::Graph> buildGraph(const PlanAction &a,
     dQ->set_output(true)
         .set_uid(kDQ)
         .set_dim(dims(a.heads))
-        .set_stride(strides(a.heads));
+        .set_stride(strides(kDQ));
     dK->set_output(true)
         .set_uid(kDK)
         .set_dim(dims(a.kvHeads))
-        .set_stride(strides(a.kvHeads));
+        .set_stride(strides(kDK));
     dV->set_output(true)
         .set_uid(kDV)
         .set_dim(dims(a.kvHeads))
-        .set_stride(strides(a.kvHeads));
+        .set_stride(strides(kDV));
   }
   auto status = graph->build(handle, {fe::HeurMode_t::A});
   if (!status.is_good()) {
@@ -214,8 +217,11 @@ bool CudnnAttention::enqueue(const PlanAction &a, void *const *pointers,
   }
   try {
     std::unordered_map<int64_t, void *> pack;
+    // A packed QKV buffer's K and V start a few columns into its rows.
     for (size_t i = 0; i < a.buffers.size(); ++i)
-      pack[static_cast<int64_t>(i) + kQ] = pointers[i];
+      pack[static_cast<int64_t>(i) + kQ] =
+          static_cast<char *>(pointers[i]) +
+          2 * a.attentionOffset(static_cast<int>(i));
     auto status = it->second->execute(state_->handle, pack, workspace);
     if (!status.is_good()) {
       error = "cuDNN " + describe(a) + ": " + status.get_message();

@@ -44,18 +44,18 @@ struct Attention {
   }
   uint16_t *out(int i) const { return static_cast<uint16_t *>(args[i]); }
   float *stats() const { return static_cast<float *>(args[4]); }
-  // Element d of head h's row t of batch b in a [batch, seq, heads * dim]
-  // tensor with `heads` heads.
-  int64_t at(int64_t b, int64_t t, int64_t heads, int64_t h, int64_t d) const {
-    return ((b * a.seq + t) * heads + h) * a.headDim + d;
+  // Element d of head h's row t of batch b in attention tensor `i` (the
+  // plan's order), which may sit in a packed QKV buffer.
+  int64_t at(int i, int64_t b, int64_t t, int64_t h, int64_t d) const {
+    return a.attentionOffset(i) + (b * a.seq + t) * a.attentionRow(i) +
+           h * a.headDim + d;
   }
   int64_t keys(int64_t i) const { return a.causal ? i + 1 : a.seq; }
   float score(int64_t b, int64_t h, int64_t i, int64_t j) const {
     int64_t g = h / group();
     float dot = 0;
     for (int64_t d = 0; d < a.headDim; ++d)
-      dot += widen(in(0)[at(b, i, a.heads, h, d)]) *
-             widen(in(1)[at(b, j, a.kvHeads, g, d)]);
+      dot += widen(in(0)[at(0, b, i, h, d)]) * widen(in(1)[at(1, b, j, g, d)]);
     return dot * a.scale;
   }
 };
@@ -77,10 +77,10 @@ void forwardRows(void *ctx, int64_t begin, int64_t end) {
       float p = std::exp(s[j] - mx);
       sum += p;
       for (int64_t d = 0; d < a.headDim; ++d)
-        o[d] += p * widen(t.in(2)[t.at(b, j, a.kvHeads, g, d)]);
+        o[d] += p * widen(t.in(2)[t.at(2, b, j, g, d)]);
     }
     for (int64_t d = 0; d < a.headDim; ++d)
-      t.out(3)[t.at(b, i, a.heads, h, d)] = narrow(o[d] / sum);
+      t.out(3)[t.at(3, b, i, h, d)] = narrow(o[d] / sum);
     t.stats()[(b * a.heads + h) * a.seq + i] = mx + std::log(sum);
   }
 }
@@ -99,32 +99,32 @@ void gradientGroups(void *ctx, int64_t begin, int64_t end) {
     for (int64_t h = g * t.group(); h < (g + 1) * t.group(); ++h)
       for (int64_t i = 0; i < a.seq; ++i) {
         auto dO = [&](int64_t d) {
-          return widen(t.in(5)[t.at(b, i, a.heads, h, d)]);
+          return widen(t.in(5)[t.at(5, b, i, h, d)]);
         };
         float rowD = 0;
         for (int64_t d = 0; d < dim; ++d)
-          rowD += dO(d) * widen(t.in(3)[t.at(b, i, a.heads, h, d)]);
+          rowD += dO(d) * widen(t.in(3)[t.at(3, b, i, h, d)]);
         float lse = t.stats()[(b * a.heads + h) * a.seq + i];
         std::fill(dq.begin(), dq.end(), 0.0f);
         for (int64_t j = 0; j < t.keys(i); ++j) {
           float p = std::exp(t.score(b, h, i, j) - lse);
           float dp = 0;
           for (int64_t d = 0; d < dim; ++d)
-            dp += dO(d) * widen(t.in(2)[t.at(b, j, a.kvHeads, g, d)]);
+            dp += dO(d) * widen(t.in(2)[t.at(2, b, j, g, d)]);
           float ds = p * (dp - rowD) * a.scale;
           for (int64_t d = 0; d < dim; ++d) {
-            dq[d] += ds * widen(t.in(1)[t.at(b, j, a.kvHeads, g, d)]);
-            dk[j * dim + d] += ds * widen(t.in(0)[t.at(b, i, a.heads, h, d)]);
+            dq[d] += ds * widen(t.in(1)[t.at(1, b, j, g, d)]);
+            dk[j * dim + d] += ds * widen(t.in(0)[t.at(0, b, i, h, d)]);
             dv[j * dim + d] += p * dO(d);
           }
         }
         for (int64_t d = 0; d < dim; ++d)
-          t.out(6)[t.at(b, i, a.heads, h, d)] = narrow(dq[d]);
+          t.out(6)[t.at(6, b, i, h, d)] = narrow(dq[d]);
       }
     for (int64_t j = 0; j < a.seq; ++j)
       for (int64_t d = 0; d < dim; ++d) {
-        t.out(7)[t.at(b, j, a.kvHeads, g, d)] = narrow(dk[j * dim + d]);
-        t.out(8)[t.at(b, j, a.kvHeads, g, d)] = narrow(dv[j * dim + d]);
+        t.out(7)[t.at(7, b, j, g, d)] = narrow(dk[j * dim + d]);
+        t.out(8)[t.at(8, b, j, g, d)] = narrow(dv[j * dim + d]);
       }
   }
 }

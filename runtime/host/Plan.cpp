@@ -79,16 +79,44 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
   return "";
 }
 
+int64_t PlanAction::attentionOffset(int i) const {
+  bool packed = i < 3 ? packedQKV : i >= 6 && packedDQKV;
+  int piece = i < 3 ? i : i - 6;
+  if (!packed || piece == 0)
+    return 0;
+  return (piece == 1 ? heads : heads + kvHeads) * headDim;
+}
+
+int64_t PlanAction::attentionRow(int i) const {
+  if (i < 3 ? packedQKV : i >= 6 && packedDQKV)
+    return (heads + 2 * kvHeads) * headDim;
+  bool kv = i == 1 || i == 2 || i == 7 || i == 8;
+  return (kv ? kvHeads : heads) * headDim;
+}
+
 /// What is wrong with attention action `a`, or "".
 static std::string checkAttention(Plan &plan, const PlanAction &a) {
   if (a.batch < 1 || a.seq < 1 || a.heads < 1 || a.kvHeads < 1 ||
       a.headDim < 1 || a.heads % a.kvHeads != 0)
     return "attention needs positive sizes and heads a multiple of kv heads";
   int64_t q = a.batch * a.seq * a.heads * a.headDim,
-          kv = a.batch * a.seq * a.kvHeads * a.headDim;
+          kv = a.batch * a.seq * a.kvHeads * a.headDim,
+          packed = a.batch * a.seq * (a.heads + 2 * a.kvHeads) * a.headDim;
   // Q K V O STATS [dO dQ dK dV]: elements and type of each.
-  const int64_t elements[] = {q, kv, kv, q, a.batch * a.heads * a.seq,
-                              q, q,  kv, kv};
+  int64_t elements[] = {q, kv, kv, q, a.batch * a.heads * a.seq, q, q, kv, kv};
+  // A packed Q K V (dQ dK dV) names one buffer three times.
+  for (int first : {0, 6}) {
+    if (!(first == 0 ? a.packedQKV : a.packedDQKV))
+      continue;
+    if (first >= static_cast<int>(a.buffers.size()))
+      return "dqkv on an attention that makes no gradients";
+    if (a.buffers[first] != a.buffers[first + 1] ||
+        a.buffers[first] != a.buffers[first + 2])
+      return std::string(first == 0 ? "qkv" : "dqkv") +
+             " attention names one buffer three times";
+    for (int i = first; i < first + 3; ++i)
+      elements[i] = packed;
+  }
   for (size_t i = 0; i < a.buffers.size(); ++i) {
     const PlanBuffer &b = plan.buffers[a.buffers[i]];
     const char *dtype = i == 4 ? "f32" : "bf16";
@@ -253,6 +281,13 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
         for (int &b : a.buffers)
           if (!(f >> b) || !plan.buffers.count(b))
             return fail("bad " + word + " buffer");
+        std::string layout;
+        while (f >> layout) {
+          bool &flag = layout == "qkv" ? a.packedQKV : a.packedDQKV;
+          if ((layout != "qkv" && layout != "dqkv") || flag)
+            return fail("unknown attention layout '" + layout + "'");
+          flag = true;
+        }
         if (std::string bad = checkAttention(plan, a); !bad.empty())
           return fail(bad);
       } else if (word == "call") {

@@ -80,6 +80,15 @@ struct PlanAction {
   int64_t seq = 0, heads = 0, kvHeads = 0, headDim = 0;
   bool causal = false;
   float scale = 1;
+  /// `qkv`: Q, K and V are one [batch, seq, (heads + 2 kvHeads) headDim]
+  /// buffer, a QKV projection's output; `dqkv`: dQ, dK and dV are one such
+  /// buffer (the concatenation of the three).
+  bool packedQKV = false, packedDQKV = false;
+  /// Where attention tensor `i` (the plan's order: Q K V O STATS dO dQ dK
+  /// dV) starts in its buffer and how far apart its rows (tokens) are, in
+  /// elements.
+  int64_t attentionOffset(int i) const;
+  int64_t attentionRow(int i) const;
   std::string note;
 };
 

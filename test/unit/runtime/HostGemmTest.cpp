@@ -271,6 +271,83 @@ TEST(AttentionAction, ParsesAndChecksItsBuffers) {
           "attention buffer 2 must be 64 bf16");
   refused("  attention_grad 1 4 2 1 8 1 0.35 0 1 2 3 4 3 0 5 2",
           "attention buffer 8 must be 32 bf16");
+  refused("  attention 1 4 2 1 8 1 0.35 0 1 2 3 4 qkv",
+          "qkv attention names one buffer three times");
+  refused("  attention 1 4 2 1 8 1 0.35 0 1 2 3 4 dqkv",
+          "dqkv on an attention");
+  refused("  attention 1 4 2 1 8 1 0.35 0 1 2 3 4 kqv",
+          "unknown attention layout 'kqv'");
+}
+
+// q, k and v packed in one [1, 4, (2 + 2) * 8] buffer as a QKV projection
+// writes them, and their gradients packed likewise: the same bits as the
+// separate tensors.
+TEST(AttentionAction, PackedQkvIsTheSameAttention) {
+  const int64_t T = 4, H = 2, D = 8, row = (H + 2) * D;
+  std::string buffers = R"(buffer 0 temp q bf16 1x4x16 offset 0 bytes 128
+buffer 1 temp k bf16 1x4x8 offset 128 bytes 64
+buffer 2 temp v bf16 1x4x8 offset 192 bytes 64
+buffer 3 temp o bf16 1x4x16 offset 256 bytes 128
+buffer 4 temp stats f32 1x2x4 offset 384 bytes 32
+buffer 5 temp do bf16 1x4x16 offset 448 bytes 128
+buffer 6 temp dq bf16 1x4x16 offset 576 bytes 128
+buffer 7 temp dk bf16 1x4x8 offset 704 bytes 64
+buffer 8 temp dv bf16 1x4x8 offset 768 bytes 64
+buffer 9 temp qkv bf16 1x4x32 offset 832 bytes 256
+buffer 10 temp dqkv bf16 1x4x32 offset 1088 bytes 256
+)";
+  auto action = [&](const std::string &text) {
+    Plan plan;
+    std::string error;
+    EXPECT_TRUE(
+        parsePlan(tinyPlan(4, 4096, 0, buffers, text).c_str(), plan, error))
+        << error;
+    return plan.functions.at("forward").at(0);
+  };
+  std::vector<uint16_t> q(T * H * D), k(T * D), v(T * D), dO(T * H * D);
+  auto fill = [](std::vector<uint16_t> &t, int seed) {
+    for (size_t i = 0; i < t.size(); ++i)
+      t[i] = bits(static_cast<float>((i * 7 + seed) % 13) / 8 - 0.75f);
+  };
+  fill(q, 1), fill(k, 2), fill(v, 3), fill(dO, 4);
+  std::vector<uint16_t> qkv(T * row);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < row; ++c)
+      qkv[t * row + c] = c < H * D         ? q[t * H * D + c]
+                         : c < (H + 1) * D ? k[t * D + c - H * D]
+                                           : v[t * D + c - (H + 1) * D];
+  ThreadPool pool(2);
+  std::vector<uint16_t> o(T * H * D), oPacked(T * H * D);
+  std::vector<float> stats(H * T), statsPacked(H * T);
+  void *separate[] = {q.data(), k.data(), v.data(), o.data(), stats.data()};
+  hostAttention(action("  attention 1 4 2 1 8 1 0.35355339 0 1 2 3 4"),
+                separate, pool);
+  void *packed[] = {qkv.data(), qkv.data(), qkv.data(), oPacked.data(),
+                    statsPacked.data()};
+  hostAttention(action("  attention 1 4 2 1 8 1 0.35355339 9 9 9 3 4 qkv"),
+                packed, pool);
+  EXPECT_EQ(o, oPacked);
+  EXPECT_EQ(stats, statsPacked);
+
+  std::vector<uint16_t> dq(T * H * D), dk(T * D), dv(T * D), dqkv(T * row);
+  void *grad[] = {q.data(),  k.data(),  v.data(),  o.data(), stats.data(),
+                  dO.data(), dq.data(), dk.data(), dv.data()};
+  hostAttention(action("  attention_grad 1 4 2 1 8 1 0.35355339 0 1 2 3 4 5 "
+                       "6 7 8"),
+                grad, pool);
+  void *gradPacked[] = {qkv.data(),  qkv.data(),   qkv.data(),
+                        o.data(),    stats.data(), dO.data(),
+                        dqkv.data(), dqkv.data(),  dqkv.data()};
+  hostAttention(action("  attention_grad 1 4 2 1 8 1 0.35355339 9 9 9 3 4 5 "
+                       "10 10 10 qkv dqkv"),
+                gradPacked, pool);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < row; ++c) {
+      uint16_t expected = c < H * D         ? dq[t * H * D + c]
+                          : c < (H + 1) * D ? dk[t * D + c - H * D]
+                                            : dv[t * D + c - (H + 1) * D];
+      EXPECT_EQ(dqkv[t * row + c], expected) << t << "," << c;
+    }
 }
 
 } // namespace
