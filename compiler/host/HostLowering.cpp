@@ -807,6 +807,13 @@ private:
   void columnSums(Operation *op, int out, int64_t rows, int64_t cols,
                   double scale, bool accumulate, ArrayRef<Type> args,
                   ArrayRef<int> buffers, ColumnTerm term);
+  /// The weight gradient (layer_norm_scale_grad, rms_norm_scale_grad) of
+  /// the same x and eps as norm input gradient `op`, later in its block:
+  /// null where there is none.
+  Operation *scaleGradientOf(Operation *op);
+  /// Row statistics (mean, 1/std per row) that an input gradient's kernel
+  /// keeps for the weight gradient reading them, by that weight gradient.
+  llvm::DenseMap<Operation *, int> normStatistics;
   /// The add that is the one reader of norm gradient `op`'s result, adding
   /// it to an f32 value of its shape made before `op` (the residual
   /// stream's gradient): null where there is none.
@@ -2249,6 +2256,20 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
   return reader;
 }
 
+Operation *HostLowering::scaleGradientOf(Operation *op) {
+  bool rms = isa<RMSNormGradOp>(op);
+  Value x = op->getOperand(1);
+  for (Operation *user : x.getUsers()) {
+    bool scale =
+        rms ? isa<RMSNormScaleGradOp>(user) : isa<LayerNormScaleGradOp>(user);
+    if (scale && user->getBlock() == op->getBlock() &&
+        op->isBeforeInBlock(user) && user->getOperand(1) == x &&
+        user->getAttr("eps") == op->getAttr("eps"))
+      return user;
+  }
+  return nullptr;
+}
+
 AddOp HostLowering::residualGradientAdd(Operation *op) {
   Value r = op->getResult(0);
   auto add = r.hasOneUse() ? dyn_cast<AddOp>(*r.getUsers().begin()) : AddOp();
@@ -2517,6 +2538,16 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       return residual ? k.add(k.load(k.args[4], {r, j}), dx) : dx;
     };
     if (options.parallelOverElements) {
+      // The weight's gradient, further on, takes the row statistics this
+      // kernel computes anyway rather than reading x again for them.
+      int statsArg = -1;
+      if (Operation *scale = scaleGradientOf(op)) {
+        statsArg = static_cast<int>(types.size());
+        int stats = newScratch({rows, 2}, f32);
+        normStatistics[scale] = stats;
+        types.push_back(memrefOf({rows, 2}, f32));
+        args.push_back(stats);
+      }
       // One kernel: a row's statistics, sum(dxhat) and sum(dxhat * xhat)
       // over its lanes, then each lane its columns' gradients (the same
       // formula as below).
@@ -2527,6 +2558,11 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         Value r = lanes.row;
         Value mean, rstd;
         std::tie(mean, rstd) = laneStatistics(lanes, X, eps, rms);
+        if (statsArg >= 0)
+          lanes.once([&] {
+            k.store(mean, k.args[statsArg], {r, k.idx(0)});
+            k.store(rstd, k.args[statsArg], {r, k.idx(1)});
+          });
         auto xhat = [&](Value j) {
           return k.mul(k.sub(k.load(X, {r, j}), mean), rstd);
         };
@@ -2582,23 +2618,27 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     std::tie(rows, d) = rowsOf(x);
     int out = newTemp(op->getResult(0));
     if (options.parallelOverElements) {
-      // Each row's statistics (a row on 32 lanes), then column sums of
+      // Each row's statistics (a row on 32 lanes; kept by the input
+      // gradient's kernel where it ran first), then column sums of
       // dy * xhat, added straight into the weight's gradient accumulator
       // where the step adds them there.
-      int stats = newScratch({rows, 2}, f32);
-      Kernel k = startKernel(
-          name, loc, {memrefOf({rows, 2}, f32), memrefOf({rows, d}, f32)});
-      k.loop(k.begin, k.end, [&](Value index) {
-        RowLanes lanes(k, index, d, shuffles);
-        Value mean, rstd;
-        std::tie(mean, rstd) = laneStatistics(lanes, k.args[1], eps, rms);
-        lanes.once([&] {
-          k.store(mean, k.args[0], {lanes.row, k.idx(0)});
-          k.store(rstd, k.args[0], {lanes.row, k.idx(1)});
+      int stats = normStatistics.lookup_or(op, -1);
+      if (stats < 0) {
+        stats = newScratch({rows, 2}, f32);
+        Kernel k = startKernel(
+            name, loc, {memrefOf({rows, 2}, f32), memrefOf({rows, d}, f32)});
+        k.loop(k.begin, k.end, [&](Value index) {
+          RowLanes lanes(k, index, d, shuffles);
+          Value mean, rstd;
+          std::tie(mean, rstd) = laneStatistics(lanes, k.args[1], eps, rms);
+          lanes.once([&] {
+            k.store(mean, k.args[0], {lanes.row, k.idx(0)});
+            k.store(rstd, k.args[0], {lanes.row, k.idx(1)});
+          });
         });
-      });
-      call(finishKernel(k), RowLanes::range(rows, shuffles),
-           {stats, bufferFor(x)}, op);
+        call(finishKernel(k), RowLanes::range(rows, shuffles),
+             {stats, bufferFor(x)}, op);
+      }
       int acc = accumulatorFor(op);
       columnSums(op, acc >= 0 ? acc : out, rows, d, 1.0, acc >= 0,
                  {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
