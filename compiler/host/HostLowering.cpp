@@ -345,6 +345,10 @@ struct RowLanes {
   /// own; a chunk's values all before its stores (one 128-bit store, its
   /// loads not held back by the stores between them).
   void writeRow(Value out, llvm::function_ref<Value(Value)> value) {
+    writeRow(ArrayRef<Value>(out), value);
+  }
+  /// The same into each of `outs` (each converting as Kernel::store does).
+  void writeRow(ArrayRef<Value> outs, llvm::function_ref<Value(Value)> value) {
     auto walk = [&](Value l) {
       int64_t perStep = kLanes * vector;
       k.loop(0, (d + perStep - 1) / perStep, [&](Value step) {
@@ -355,19 +359,25 @@ struct RowLanes {
             columns.push_back(k.addi(first, k.idx(e)));
             values.push_back(value(columns.back()));
           }
-          for (int64_t e = 0; e < vector; ++e)
-            k.store(values[e], out, {row, columns[e]});
+          for (Value out : outs)
+            for (int64_t e = 0; e < vector; ++e)
+              k.store(values[e], out, {row, columns[e]});
           return;
         }
         Value j = k.addi(l, k.muli(step, k.idx(kLanes)));
+        auto store = [&] {
+          Value v = value(j);
+          for (Value out : outs)
+            k.store(v, out, {row, j});
+        };
         if (d % kLanes == 0)
-          return k.store(value(j), out, {row, j});
+          return store();
         Value inRange = arith::CmpIOp::create(
             k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
         auto guard = scf::IfOp::create(k.b, k.loc, inRange, false);
         OpBuilder::InsertionGuard g(k.b);
         k.b.setInsertionPointToStart(&guard.getThenRegion().front());
-        k.store(value(j), out, {row, j});
+        store();
       });
     };
     if (shuffles)
@@ -654,6 +664,8 @@ private:
   /// cast's pass.
   bool storeInBf16(Value v);
   bool readByGemmsOnly(Value v);
+  /// Whether some GEMM reads `v` (through reshapes and folded transposes).
+  bool readByAGemm(Value v);
   /// precision = bf16: whether `v`, the output of a GEMM without an
   /// epilogue or of fused attention (which make it in f32 registers), is
   /// kept in bf16 (as PyTorch's autocast keeps a linear layer's): where
@@ -1076,6 +1088,20 @@ bool HostLowering::readByGemmsOnly(Value v) {
     return false;
   }
   return true;
+}
+
+bool HostLowering::readByAGemm(Value v) {
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if ((isa<LinearOp>(user) && use.getOperandNumber() < 2) ||
+        isa<MatmulOp>(user))
+      return true;
+    auto t = dyn_cast<TransposeOp>(user);
+    if ((isa<ReshapeOp>(user) || (t && isFoldableTranspose(t))) &&
+        readByAGemm(user->getResult(0)))
+      return true;
+  }
+  return false;
 }
 
 bool HostLowering::readersOfResult(OpOperand &use,
@@ -2538,6 +2564,20 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       return residual ? k.add(k.load(k.args[4], {r, j}), dx) : dx;
     };
     if (options.parallelOverElements) {
+      // A gradient that GEMMs read gets its bf16 copy from this kernel too
+      // (castToBf16 finds it), rather than from a cast reading it again.
+      int copyArg = -1;
+      Value written = op->getResult(0);
+      if (residual)
+        written = (*written.getUsers().begin())->getResult(0);
+      if (bf16Gemms && plan.buffers[out].kind == BufferKind::Temp &&
+          plan.buffers[out].dtype == "f32" && readByAGemm(written)) {
+        copyArg = static_cast<int>(types.size());
+        int copy = newScratch({rows * d}, BFloat16Type::get(ctx));
+        keepScratch("bf16 copy of " + std::to_string(out), copy);
+        types.push_back(memrefOf({rows, d}, BFloat16Type::get(ctx)));
+        args.push_back(copy);
+      }
       // The weight's gradient, further on, takes the row statistics this
       // kernel computes anyway rather than reading x again for them.
       int statsArg = -1;
@@ -2573,7 +2613,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         Value sumGX = lanes.sum([&](Value j) { return k.mul(g(j), xhat(j)); });
         Value meanG = k.mul(sumG, k.f32(1.0 / d));
         Value meanGX = k.mul(sumGX, k.f32(1.0 / d));
-        lanes.writeRow(dX, [&](Value j) {
+        SmallVector<Value> outs{dX};
+        if (copyArg >= 0)
+          outs.push_back(k.args[copyArg]);
+        lanes.writeRow(outs, [&](Value j) {
           Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
           return result(k, r, j, k.mul(v, rstd));
         });
