@@ -2989,7 +2989,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     int64_t vocab = table.getShape()[0], d = table.getShape()[1];
     int64_t rows = tensorType(eg.getIds()).getNumElements();
     Type idType = tensorType(eg.getIds()).getElementType();
-    int out = newTemp(eg.getResult());
+    // Added into the table's gradient accumulator where the step adds it
+    // there: no zeroed table of its own and no add pass over it.
+    int accumulator = accumulatorFor(op);
+    int out = accumulator >= 0 ? accumulator : newTemp(eg.getResult());
     // One thread, rows in order: repeated ids add up deterministically.
     Kernel k = startKernel(name, loc,
                            {memrefOf({vocab, d}, f32), memrefOf({rows, d}, f32),
@@ -2998,9 +3001,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       // One index per column, each adding the rows in order: the same
       // sums, d-way parallel, neighbouring indices on neighbouring floats.
       k.loop(k.begin, k.end, [&](Value j) {
-        k.loop(0, vocab, [&](Value i) {
-          k.store(k.f32(0), k.args[0], {i, j});
-        });
+        if (accumulator < 0)
+          k.loop(0, vocab, [&](Value i) {
+            k.store(k.f32(0), k.args[0], {i, j});
+          });
         k.loop(0, rows, [&](Value r) {
           Value id = k.toIndex(k.load(k.args[2], r));
           k.store(k.add(k.load(k.args[0], {id, j}), k.load(k.args[1], {r, j})),
@@ -3011,9 +3015,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
            {out, bufferFor(eg.getGrad()), bufferFor(eg.getIds())}, op);
       return success();
     }
-    k.loop(0, vocab, [&](Value i) {
-      k.loop(0, d, [&](Value j) { k.store(k.f32(0), k.args[0], {i, j}); });
-    });
+    if (accumulator < 0)
+      k.loop(0, vocab, [&](Value i) {
+        k.loop(0, d, [&](Value j) { k.store(k.f32(0), k.args[0], {i, j}); });
+      });
     k.loop(0, rows, [&](Value r) {
       Value id = k.toIndex(k.load(k.args[2], r));
       k.loop(0, d, [&](Value j) {
