@@ -129,6 +129,13 @@ static cl::opt<cl::boolOrDefault> sdpa(
              "--target cuda when the model trains in bf16"),
     cl::cat(category));
 
+static cl::opt<bool> packedQkv(
+    "packed-qkv",
+    cl::desc("With --sdpa, let attention read q, k and v from the QKV "
+             "projection's rows and write their gradients into one buffer "
+             "(no split or concatenation kernels); =false splits them"),
+    cl::init(true), cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -591,6 +598,7 @@ int main(int argc, char **argv) {
                             : sdpa == cl::BOU_FALSE ? Attention::Kernels
                             : target                ? Attention::LibraryIfBf16
                                                     : Attention::Kernels;
+  kernelOptions.packedAttention = packedQkv;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;

@@ -3125,7 +3125,8 @@ void HostLowering::widenBf16(int from, int to, Operation *op) {
 
 bool HostLowering::splitsForAttention(SplitOp split, int64_t axis) {
   int in = bufferFor(split.getInput());
-  if (!libraryAttention() || split.getNumResults() != 3 || in < 0 ||
+  if (!libraryAttention() || !options.packedAttention ||
+      split.getNumResults() != 3 || in < 0 ||
       axis != tensorType(split.getInput()).getRank() - 1 ||
       plan.buffers[in].dtype != "bf16")
     return false;
@@ -3231,7 +3232,7 @@ LogicalResult HostLowering::lowerLibraryAttention(Operation *op) {
                     : ConcatOp();
   int64_t rank = tensorType(q).getRank();
   int64_t axis = concat ? static_cast<int64_t>(concat.getAxis()) : 0;
-  if (concat && concat.getNumOperands() == 3 &&
+  if (options.packedAttention && concat && concat.getNumOperands() == 3 &&
       llvm::equal(concat.getOperands(), op->getResults()) &&
       llvm::all_of(op->getResults(), [](Value r) { return r.hasOneUse(); }) &&
       (axis < 0 ? axis + rank : axis) == rank - 1 &&

@@ -56,6 +56,10 @@ struct KernelOptions {
   /// the model trains in bf16.
   enum class Attention { Kernels, Library, LibraryIfBf16 };
   Attention attention = Attention::Kernels;
+  /// Fused attention reads q, k and v from the QKV projection's rows and
+  /// writes dQ, dK and dV into one buffer where it can (`qkv`, `dqkv`),
+  /// rather than through split and concatenation kernels.
+  bool packedAttention = true;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the
