@@ -50,6 +50,10 @@ namespace {
 /// least kColumnSumsFrom each, are column sums (HostLowering::columnSums).
 constexpr int64_t kColumnSumsBelow = 32768, kColumnSumsFrom = 64;
 
+/// Over elements, an embedding's gradient runs one index per column and
+/// bucket of token ids (id mod this).
+constexpr int64_t kEmbeddingBuckets = 64;
+
 /// Partial sums of a whole-tensor reduction of `count` elements split over
 /// elements, each folding at least 64 (a power of two, at most 32,768:
 /// enough GPU threads to keep the memory busy, few enough for one warp to
@@ -2998,20 +3002,38 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
                            {memrefOf({vocab, d}, f32), memrefOf({rows, d}, f32),
                             memrefOf({rows}, idType)});
     if (options.parallelOverElements) {
-      // One index per column, each adding the rows in order: the same
-      // sums, d-way parallel, neighbouring indices on neighbouring floats.
-      k.loop(k.begin, k.end, [&](Value j) {
+      // One index per (column, bucket of ids), each adding in order the
+      // rows whose id is in its bucket (id mod kBuckets): every table
+      // element still gets its rows in order, by one index (the same
+      // sums), d * kBuckets-way parallel, neighbouring indices on
+      // neighbouring floats.
+      int64_t buckets = std::min<int64_t>(kEmbeddingBuckets, vocab);
+      k.loop(k.begin, k.end, [&](Value index) {
+        Value j = k.remi(index, k.idx(d));
+        Value bucket = k.divi(index, k.idx(d));
         if (accumulator < 0)
-          k.loop(0, vocab, [&](Value i) {
+          k.loop(0, (vocab + buckets - 1) / buckets, [&](Value step) {
+            Value i = k.addi(bucket, k.muli(step, k.idx(buckets)));
+            Value inRange = arith::CmpIOp::create(
+                k.b, k.loc, arith::CmpIPredicate::ult, i, k.idx(vocab));
+            auto guard = scf::IfOp::create(k.b, k.loc, inRange, false);
+            OpBuilder::InsertionGuard g(k.b);
+            k.b.setInsertionPointToStart(&guard.getThenRegion().front());
             k.store(k.f32(0), k.args[0], {i, j});
           });
         k.loop(0, rows, [&](Value r) {
           Value id = k.toIndex(k.load(k.args[2], r));
+          Value mine =
+              arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
+                                    k.remi(id, k.idx(buckets)), bucket);
+          auto guard = scf::IfOp::create(k.b, k.loc, mine, false);
+          OpBuilder::InsertionGuard g(k.b);
+          k.b.setInsertionPointToStart(&guard.getThenRegion().front());
           k.store(k.add(k.load(k.args[0], {id, j}), k.load(k.args[1], {r, j})),
                   k.args[0], {id, j});
         });
       });
-      call(finishKernel(k), d,
+      call(finishKernel(k), d * buckets,
            {out, bufferFor(eg.getGrad()), bufferFor(eg.getIds())}, op);
       return success();
     }
