@@ -773,7 +773,13 @@ private:
   };
   llvm::DenseMap<Operation *, UpdateGroup> updateGroups; // by first member
   LogicalResult lowerUpdateGroup(const UpdateGroup &group);
+  /// The buffers of `group` that its kernel reads as one array each (per
+  /// input and result of the members, when there are several).
+  std::vector<std::vector<int>> updateRuns(const UpdateGroup &group);
   LogicalResult lowerReduce(Operation *op);
+  /// Every operand's sum of squares in few kernels: operands that an
+  /// update group lays back to back are read as one array.
+  LogicalResult lowerSquaredNorms(SquaredNormsOp op);
   LogicalResult lowerGemm(Operation *op, Value a, Value b, bool transB,
                           Value bias, int out, bool accumulateIntoOut = false,
                           Operation *epilogue = nullptr);
@@ -928,7 +934,7 @@ void HostLowering::findInPlaceStores(func::FuncOp func) {
     Value v = store.getValue();
     Operation *def = v.getDefiningOp();
     if (!def || def->getBlock() != &block ||
-        !(isa<FusedOp>(def) || isElementwise(def)))
+        !(isa<FusedOp, SquaredNormsOp>(def) || isElementwise(def)))
       continue;
     StringRef name = store.getTarget();
     int target = plan.find(name, BufferKind::State);
@@ -1727,6 +1733,32 @@ void HostLowering::findUpdateGroups(func::FuncOp func) {
     updateGroups[g.group.members.front()] = std::move(g.group);
 }
 
+std::vector<std::vector<int>>
+HostLowering::updateRuns(const UpdateGroup &group) {
+  std::vector<std::vector<int>> runs;
+  if (group.members.size() < 2)
+    return runs;
+  // Per input buffer and per result, the members' buffers.
+  FusedOp head = group.members.front();
+  auto bufferOf = [&](FusedOp f, unsigned slot) {
+    unsigned inputs = f.getInputs().size();
+    return slot < inputs ? referencedBuffer(f.getInputs()[slot], plan)
+                         : storeTargets.lookup(f.getResult(slot - inputs));
+  };
+  unsigned slots = head.getInputs().size() + head.getNumResults();
+  std::set<int> laid;
+  for (unsigned s = 0; s < slots; ++s) {
+    std::vector<int> run;
+    for (FusedOp member : group.members)
+      run.push_back(bufferOf(member, s));
+    if (run.front() < 0 || laid.count(run.front()))
+      continue;
+    laid.insert(run.front());
+    runs.push_back(run);
+  }
+  return runs;
+}
+
 LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
   FusedOp head = group.members.front();
   // Every member's results live in their targets; the later members and
@@ -1740,26 +1772,11 @@ LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
     for (StoreOp z : group.zeroed[m])
       skipped.insert(z);
   }
-  // The runs: per input buffer and per result, the members' buffers.
-  auto bufferOf = [&](FusedOp f, unsigned slot) {
-    unsigned inputs = f.getInputs().size();
-    return slot < inputs ? referencedBuffer(f.getInputs()[slot], plan)
-                         : storeTargets.lookup(f.getResult(slot - inputs));
-  };
-  unsigned slots = head.getInputs().size() + head.getNumResults();
   int64_t elements = tensorType(head.getResult(0)).getNumElements();
-  if (group.members.size() > 1) {
-    std::set<int> laid;
-    for (unsigned s = 0; s < slots; ++s) {
-      std::vector<int> run;
-      for (FusedOp member : group.members)
-        run.push_back(bufferOf(member, s));
-      if (run.front() < 0 || laid.count(run.front()))
-        continue;
-      laid.insert(run.front());
-      plan.contiguous.push_back(run);
-    }
-    elements = plan::runBytes(plan, plan.contiguous.back()) / 4;
+  std::vector<std::vector<int>> runs = updateRuns(group);
+  if (!runs.empty()) {
+    plan.contiguous.insert(plan.contiguous.end(), runs.begin(), runs.end());
+    elements = plan::runBytes(plan, runs.back()) / 4;
   }
   SmallVector<int> outs;
   SmallVector<Type> types;
@@ -1983,6 +2000,206 @@ LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
 //===----------------------------------------------------------------------===//
 // Reductions: linalg.generic with reduction iterators, one thread
 //===----------------------------------------------------------------------===//
+
+/// An scf.index_switch on `which` with case i in [0, n) built by
+/// body(i); the default does nothing. No switch for one case.
+static void switchOver(Kernel &k, Value which, int64_t n,
+                       llvm::function_ref<void(int64_t)> body) {
+  if (n == 1)
+    return body(0);
+  auto op = scf::IndexSwitchOp::create(k.b, k.loc, TypeRange{}, which,
+                                       llvm::to_vector(llvm::seq<int64_t>(n)),
+                                       static_cast<unsigned>(n));
+  OpBuilder::InsertionGuard guard(k.b);
+  for (int64_t i = 0; i <= n; ++i) {
+    Region &region = i < n ? op.getCaseRegions()[i] : op.getDefaultRegion();
+    k.b.setInsertionPointToStart(&region.emplaceBlock());
+    if (i < n)
+      body(i);
+    scf::YieldOp::create(k.b, k.loc);
+  }
+}
+
+LogicalResult HostLowering::lowerSquaredNorms(SquaredNormsOp op) {
+  Type f32 = Float32Type::get(ctx);
+  int out = outputFor(op.getResult());
+  int64_t n = op.getInputs().size();
+  // Where update groups lay buffers back to back: a buffer's run (by its
+  // first buffer) and its offset there, in floats.
+  std::map<int, std::pair<int, int64_t>> inRun;
+  std::map<int, int64_t> runFloats;
+  for (auto &entry : updateGroups)
+    for (const std::vector<int> &run : updateRuns(entry.second)) {
+      for (size_t i = 0; i < run.size(); ++i)
+        inRun[run[i]] = {
+            run.front(),
+            (plan::runBytes(plan, ArrayRef(run).take_front(i + 1)) -
+             plan.buffers[run[i]].bytes) /
+                4};
+      runFloats[run.front()] = plan::runBytes(plan, run) / 4;
+    }
+
+  // Per operand: the array it is read from (-1: a zero constant), where,
+  // and how many floats; batches of at most kBases arrays (a kernel takes
+  // at most 12 buffers).
+  struct Term {
+    int64_t entry, offset, count;
+    int base;
+  };
+  constexpr size_t kBases = 10;
+  SmallVector<SmallVector<Term>> batches;
+  SmallVector<SmallVector<int>> bases;
+  for (auto [i, v] : llvm::enumerate(op.getInputs())) {
+    Term t{static_cast<int64_t>(i), 0, tensorType(v).getNumElements(), -1};
+    if (auto splat = splatOf(v)) {
+      auto value = dyn_cast<FloatAttr>(*splat);
+      if (!value || !value.getValue().isZero())
+        return op.emitError("host lowering: the squared norm of a nonzero "
+                            "constant");
+    } else {
+      int b = bufferFor(v);
+      if (b < 0)
+        return op.emitError("host lowering: operand ") << i << " has no buffer";
+      auto run = inRun.find(b);
+      t.base = run == inRun.end() ? b : run->second.first;
+      t.offset = run == inRun.end() ? 0 : run->second.second;
+    }
+    bool fits = !batches.empty() &&
+                (t.base < 0 || llvm::is_contained(bases.back(), t.base) ||
+                 bases.back().size() < kBases);
+    if (!fits) {
+      batches.emplace_back();
+      bases.emplace_back();
+    }
+    batches.back().push_back(t);
+    if (t.base >= 0 && !llvm::is_contained(bases.back(), t.base))
+      bases.back().push_back(t.base);
+  }
+
+  StringRef name = "squared_norms";
+  for (size_t batch = 0; batch < batches.size(); ++batch) {
+    ArrayRef<Term> terms = batches[batch];
+    ArrayRef<int> arrays = bases[batch];
+    SmallVector<Type> arrayTypes;
+    for (int b : arrays) {
+      auto floats = runFloats.find(b);
+      arrayTypes.push_back(
+          memrefOf({floats != runFloats.end() ? floats->second
+                                              : plan.buffers[b].bytes / 4},
+                   f32));
+    }
+    auto argOf = [&](Kernel &k, const Term &t, unsigned first) {
+      return k.args[first + (llvm::find(arrays, t.base) - arrays.begin())];
+    };
+    auto square = [&](Kernel &k, Value array, const Term &t, Value at) {
+      Value x = k.load(array, k.addi(at, k.idx(t.offset)));
+      return k.mul(x, x);
+    };
+    int64_t m = terms.size();
+    if (!options.parallelOverElements) {
+      // A tensor per index, its elements in order.
+      SmallVector<Type> types{memrefOf({n}, f32)};
+      types.append(arrayTypes);
+      Kernel k = startKernel(name, op.getLoc(), types);
+      k.loop(k.begin, k.end, [&](Value index) {
+        switchOver(k, index, m, [&](int64_t i) {
+          const Term &t = terms[i];
+          Value sum = k.f32(0);
+          if (t.base >= 0)
+            sum = k.reduce(0, t.count, sum, [&](Value j, Value acc) {
+              return k.add(acc, square(k, argOf(k, t, 1), t, j));
+            });
+          k.store(sum, k.args[0], k.idx(t.entry));
+        });
+      });
+      SmallVector<int> args{out};
+      args.append(arrays.begin(), arrays.end());
+      call(finishKernel(k), m, args, op);
+      continue;
+    }
+    // On a GPU, as a whole-tensor nn.reduce_sum of x * x computes each:
+    // the large tensors' strided partial sums in one kernel, then a warp
+    // per tensor folds its partials (or a small tensor's squares).
+    SmallVector<int64_t> parts, partOffset;
+    int64_t totalParts = 0;
+    for (const Term &t : terms) {
+      parts.push_back(t.base >= 0 ? partialSumsFor(t.count) : 0);
+      partOffset.push_back(totalParts);
+      totalParts += parts.back();
+    }
+    int scratch = -1;
+    if (totalParts) {
+      scratch = newScratch({totalParts}, f32);
+      SmallVector<int64_t> large;
+      for (int64_t i = 0; i < m; ++i)
+        if (parts[i])
+          large.push_back(i);
+      SmallVector<Type> types{memrefOf({totalParts}, f32)};
+      types.append(arrayTypes);
+      Kernel k = startKernel(name, op.getLoc(), types);
+      k.loop(k.begin, k.end, [&](Value q) {
+        // Which large tensor partial q belongs to.
+        Value which = k.idx(0);
+        for (size_t l = 1; l < large.size(); ++l) {
+          Value past =
+              arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::uge, q,
+                                    k.idx(partOffset[large[l]]));
+          which = arith::SelectOp::create(
+              k.b, k.loc, past, k.idx(static_cast<int64_t>(l)), which);
+        }
+        switchOver(k, which, large.size(), [&](int64_t l) {
+          int64_t i = large[l];
+          const Term &t = terms[i];
+          Value p = arith::SubIOp::create(k.b, k.loc, q, k.idx(partOffset[i]));
+          Value sum = k.foldStrided(
+              p, parts[i], t.count, k.f32(0), [&](Value acc, Value at) {
+                return k.add(acc, square(k, argOf(k, t, 1), t, at));
+              });
+          k.store(sum, k.args[0], q);
+        });
+      });
+      SmallVector<int> args{scratch};
+      args.append(arrays.begin(), arrays.end());
+      call(finishKernel(k), totalParts, args, op);
+    }
+    SmallVector<Type> types{memrefOf({n}, f32)};
+    if (totalParts)
+      types.push_back(memrefOf({totalParts}, f32));
+    unsigned firstArray = types.size();
+    types.append(arrayTypes);
+    Kernel k = startKernel(name, op.getLoc(), types);
+    k.loop(k.begin, k.end, [&](Value index) {
+      Value row =
+          options.warpShuffles ? k.divi(index, k.idx(RowLanes::kLanes)) : index;
+      switchOver(k, row, m, [&](int64_t i) {
+        const Term &t = terms[i];
+        Value sum;
+        if (t.base < 0) {
+          RowLanes lanes(k, index, 1, options.warpShuffles);
+          lanes.once([&] { k.store(k.f32(0), k.args[0], k.idx(t.entry)); });
+          return;
+        }
+        RowLanes lanes(k, index, parts[i] ? parts[i] : t.count,
+                       options.warpShuffles);
+        if (parts[i])
+          sum = lanes.sum([&](Value j) {
+            return k.load(k.args[1], k.addi(j, k.idx(partOffset[i])));
+          });
+        else
+          sum = lanes.sum([&](Value j) {
+            return square(k, argOf(k, t, firstArray), t, j);
+          });
+        lanes.once([&] { k.store(sum, k.args[0], k.idx(t.entry)); });
+      });
+    });
+    SmallVector<int> args{out};
+    if (totalParts)
+      args.push_back(scratch);
+    args.append(arrays.begin(), arrays.end());
+    call(finishKernel(k), RowLanes::range(m, options.warpShuffles), args, op);
+  }
+  return success();
+}
 
 LogicalResult HostLowering::lowerReduce(Operation *op) {
   Value x = op->getOperand(0), y = op->getResult(0);
@@ -3879,6 +4096,8 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
   }
   if (isa<ReduceSumOp, ReduceMeanOp, ReduceMaxOp>(op))
     return lowerReduce(op);
+  if (auto norms = dyn_cast<SquaredNormsOp>(op))
+    return lowerSquaredNorms(norms);
   if (isa<AttentionOp, AttentionGradOp>(op))
     return lowerAttention(op);
   if (isa<TransposeOp, SliceOp, SplitOp, PadOp, ConcatOp>(op))

@@ -182,14 +182,19 @@ void OptimizerPass::runOnOperation() {
     }
     return g;
   };
-  auto squaredNorm = [&](Value g) {
-    Value sq = MulOp::create(builder, loc, g.getType(), g, g);
-    return ReduceSumOp::create(builder, loc, f32Scalar, sq,
+  // Every gradient's squared norm in one op, in parameter order (a zero
+  // scalar for a parameter another rank owns).
+  auto squaredNorms = [&](ArrayRef<Value> grads) {
+    auto type = RankedTensorType::get({static_cast<int64_t>(grads.size())},
+                                      builder.getF32Type());
+    return SquaredNormsOp::create(builder, loc, type, grads).getResult();
+  };
+  auto sumAll = [&](Value v) {
+    return ReduceSumOp::create(builder, loc, f32Scalar, v,
                                builder.getDenseI64ArrayAttr({}),
                                /*keepdim=*/false)
         .getResult();
   };
-
   // Which rank updates each parameter: all ranks of one pipeline
   // (nn.chunk_ranks) or the only one.
   auto chunkRanks = module->getAttrOfType<DenseI64ArrayAttr>("nn.chunk_ranks");
@@ -222,13 +227,22 @@ void OptimizerPass::runOnOperation() {
     return !ranks.empty() && *ranks.begin() == rank;
   };
 
-  // With a pipeline, each parameter's squared norm is a state of its own
-  // (`:norm`) that its owner's @grad_norms computes and the runtime hands
-  // to every rank, so that each rank sums all of them in one order.
-  SmallVector<StateOp> normStates;
-  if (chunkRanks)
-    for (ParamState &p : params)
-      normStates.push_back(declareState(p, "norm", f32Scalar));
+  // With a pipeline, the parameters' squared norms are a state
+  // (`grad_norms`, role `norm`) that each rank's @grad_norms writes whole,
+  // its own parameters' entries and zeros for the others; the runtime sums
+  // it over the ranks (x + 0 is exact), so every rank adds the same values
+  // in one order, as one rank does.
+  StateOp normState;
+  if (chunkRanks) {
+    OpBuilder declare(ctx);
+    declare.setInsertionPointAfter(params.back().grads.back());
+    normState = StateOp::create(
+        declare, loc, declare.getStringAttr("grad_norms"),
+        TypeAttr::get(RankedTensorType::get(
+            {static_cast<int64_t>(params.size())}, builder.getF32Type())),
+        declare.getStringAttr("norm"),
+        FlatSymbolRefAttr::get(params.front().param.getSymNameAttr()));
+  }
 
   for (int rank = 0; rank < numRanks; ++rank) {
     std::string prefix = chunkRanks ? "r" + std::to_string(rank) + "." : "";
@@ -238,10 +252,12 @@ void OptimizerPass::runOnOperation() {
       Block *entry = norms.addEntryBlock();
       OpBuilder::InsertionGuard guard(builder);
       builder.setInsertionPointToStart(entry);
-      for (auto [p, norm] : llvm::zip(params, normStates))
-        if (ownedBy(p, rank))
-          StoreOp::create(builder, p.param.getLoc(), squaredNorm(gradientOf(p)),
-                          FlatSymbolRefAttr::get(norm.getSymNameAttr()));
+      SmallVector<Value> owned;
+      Value zero = Emitter{builder, loc}.c(0.0);
+      for (ParamState &p : params)
+        owned.push_back(ownedBy(p, rank) ? gradientOf(p) : zero);
+      StoreOp::create(builder, loc, squaredNorms(owned),
+                      FlatSymbolRefAttr::get(normState.getSymNameAttr()));
       func::ReturnOp::create(builder, loc);
     }
 
@@ -262,23 +278,22 @@ void OptimizerPass::runOnOperation() {
         builder.getF64FloatAttr(s.lr), builder.getF64FloatAttr(s.minLr),
         builder.getI64IntegerAttr(s.warmup));
 
-    // The global gradient norm over every parameter, summed in parameter
+    // The global gradient norm: the squared norms summed in parameter
     // order.
     SmallVector<Value> grads;
-    Value sumSq;
-    for (auto [i, p] : llvm::enumerate(params)) {
-      Value partial;
-      if (chunkRanks) {
-        partial = StateRefOp::create(
-            builder, p.param.getLoc(), f32Scalar,
-            FlatSymbolRefAttr::get(normStates[i].getSymNameAttr()));
+    Value norms;
+    if (chunkRanks) {
+      for (ParamState &p : params)
         grads.push_back(onRank(p, rank) ? gradientOf(p) : Value());
-      } else {
+      norms = StateRefOp::create(
+          builder, loc, normState.getType(),
+          FlatSymbolRefAttr::get(normState.getSymNameAttr()));
+    } else {
+      for (ParamState &p : params)
         grads.push_back(gradientOf(p));
-        partial = squaredNorm(grads.back());
-      }
-      sumSq = sumSq ? e.add(sumSq, partial) : partial;
+      norms = squaredNorms(grads);
     }
+    Value sumSq = sumAll(norms);
     Value gradNorm = e.sqrt(sumSq);
 
     // clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).

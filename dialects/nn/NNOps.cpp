@@ -202,6 +202,21 @@ LogicalResult ReduceMaxOp::verify() {
   return verifyReduce(*this, getInput(), getAxes(), getKeepdim());
 }
 
+LogicalResult SquaredNormsOp::verify() {
+  if (getInputs().empty())
+    return emitOpError() << "needs at least one operand";
+  for (auto [i, v] : llvm::enumerate(getInputs()))
+    if (!cast<RankedTensorType>(v.getType()).getElementType().isF32())
+      return emitOpError() << "operand #" << i << " is " << v.getType()
+                           << "; squared norms are taken of f32 tensors";
+  auto type = cast<RankedTensorType>(getType());
+  int64_t n = getInputs().size();
+  if (type.getShape() != ArrayRef<int64_t>{n} || !type.getElementType().isF32())
+    return emitOpError() << "result type " << getType() << " should be tensor<"
+                         << n << "xf32>, one element per operand";
+  return success();
+}
+
 LogicalResult SoftmaxOp::verify() {
   std::string error;
   auto expected = shape::softmax(shapeOf(getInput()), getAxis(), error);
@@ -537,11 +552,12 @@ LogicalResult StateOp::verify() {
   auto param = module.lookupSymbol<ParamOp>(getOfAttr());
   if (!param)
     return emitOpError() << "refers to an unknown parameter " << getOfAttr();
-  // A pipeline's per-parameter squared gradient norm is a scalar.
+  // A pipeline's squared gradient norms: one f32 per parameter.
   if (role == "norm") {
     auto type = dyn_cast<RankedTensorType>(getType());
-    if (!type || type.getRank() != 0 || !type.getElementType().isF32())
-      return emitOpError() << "a norm state is tensor<f32>, got " << getType();
+    if (!type || type.getRank() != 1 || !type.getElementType().isF32())
+      return emitOpError() << "a norm state is tensor<Nxf32>, got "
+                           << getType();
     return success();
   }
   if (param.getType() != getType())

@@ -272,6 +272,27 @@ def NN_ReduceSumOp : NN_ReduceOp<"reduce_sum", "sum">;
 def NN_ReduceMeanOp : NN_ReduceOp<"reduce_mean", "mean">;
 def NN_ReduceMaxOp : NN_ReduceOp<"reduce_max", "maximum">;
 
+def NN_SquaredNormsOp : NN_Op<"squared_norms", [Pure]> {
+  let summary = "each operand's sum of squares, as one vector";
+  let description = [{
+    Element `i` of the result is the sum of `x * x` over the elements of
+    operand `i`. The optimizer's gradient norm reads every gradient through
+    one op, so that a target computes all of them in a few kernels rather
+    than two per gradient. A pipeline stage passes a zero scalar for each
+    parameter another stage owns.
+
+    ```mlir
+    %n = nn.squared_norms %g0, %g1 : (tensor<64x32xf32>, tensor<32xf32>) -> tensor<2xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<NN_FloatTensor>:$inputs);
+  let results = (outs NN_FloatTensor:$result);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type($inputs, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def NN_SoftmaxOp : NN_Op<"softmax", [Pure, SameOperandsAndResultType]> {
   let summary = "softmax along an axis";
   let description = [{
@@ -726,8 +747,9 @@ def NN_StateOp : NN_Op<"state", [Symbol, HasParent<"::mlir::ModuleOp">]> {
   let summary = "a persistent tensor of the training state, zero at start";
   let description = [{
     `role` says what it holds: `grad` (the gradient accumulator of
-    parameter `of`), `exp_avg` or `exp_avg_sq` (AdamW's moments) or
-    `momentum` (SGD's).
+    parameter `of`), `exp_avg` or `exp_avg_sq` (AdamW's moments),
+    `momentum` (SGD's) or `norm` (a pipeline's squared gradient norms, one
+    per parameter from `of` on: `tensor<Nxf32>`).
 
     ```mlir
     nn.state @wte.grad : tensor<256x64xf32> role = "grad" of @wte

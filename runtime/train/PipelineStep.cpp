@@ -371,29 +371,20 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
       toDevice(plan_.buffers.at(e.buffer), 0);
 
   // Each parameter's squared norm from the stage that owns it (the others
-  // hold zero, and x + 0 is exact), then the optimizer on every stage.
+  // write zero there, and x + 0 is exact), then the optimizer on every
+  // stage.
   runFunction(gradNorms_, 0, stepName + ", gradient norms");
-  if (!norms_.empty()) {
-    std::vector<float> norms;
-    for (const PlanBuffer *b : norms_) {
-      toHost(*b, 0);
-      norms.push_back(*static_cast<const float *>(exec_.buffer(*b)));
-    }
-    comm_.allReducePipeline(norms.data(), norms.size(), "the gradient norms");
-    for (size_t i = 0; i < norms_.size(); ++i) {
-      *static_cast<float *>(exec_.buffer(*norms_[i])) = norms[i];
-      toDevice(*norms_[i], 0);
-    }
+  for (const PlanBuffer *b : norms_) {
+    toHost(*b, 0);
+    auto *norms = static_cast<float *>(exec_.buffer(*b));
+    comm_.allReducePipeline(norms, static_cast<size_t>(b->numElements()),
+                            "the gradient norms");
+    toDevice(*b, 0);
   }
   *static_cast<int64_t *>(exec_.buffer(*stepBuf_)) = step;
   *static_cast<int64_t *>(exec_.buffer(*totalBuf_)) = totalSteps;
   // (Scalars such as these go up and come back with every run.)
   runFunction(optimizer_, 0, stepName + ", optimizer step");
-  // The owners' norms must not count twice next step.
-  for (const PlanBuffer *b : norms_) {
-    *static_cast<float *>(exec_.buffer(*b)) = 0;
-    toDevice(*b, 0);
-  }
 
   // The loss lives on the last stage of each replica (the others add 0).
   lossSum = localLoss;

@@ -17,7 +17,12 @@ module attributes {nn.train = {optimizer = "adamw", lr = 1.0e-3 : f64, beta1 = 0
 // CHECK-LABEL: func.func @optimizer_step
 // CHECK-SAME: (%[[STEP:.*]]: tensor<i64> {nn.name = "step"}, %[[TOTAL:.*]]: tensor<i64> {nn.name = "total_steps"}) -> (tensor<f32>, tensor<f32>)
 // CHECK: %[[LR:.*]] = nn.lr_schedule %[[STEP]], %[[TOTAL]] "cosine" lr = 1.000000e-03 min_lr = 1.000000e-04 warmup = 10
-// CHECK: %[[NORM:.*]] = nn.sqrt
+// The global norm: every gradient's squared norm in one op, summed.
+// CHECK: %[[GW:.*]] = nn.state_ref @"w:grad"
+// CHECK: %[[GB:.*]] = nn.state_ref @"b:grad"
+// CHECK: %[[SQ:.*]] = nn.squared_norms %[[GW]], %[[GB]] : (tensor<3x2xf32>, tensor<3xf32>) -> tensor<2xf32>
+// CHECK: %[[SUM:.*]] = nn.reduce_sum %[[SQ]] : tensor<2xf32> -> tensor<f32>
+// CHECK: %[[NORM:.*]] = nn.sqrt %[[SUM]]
 // CHECK: nn.minimum
 // CHECK: %[[W:.*]] = nn.param_ref @w
 // CHECK: nn.state_ref @"w:exp_avg"

@@ -474,6 +474,22 @@ func.func @f(%x: tensor<2x3xi32>) {
 
 // -----
 
+func.func @f(%x: tensor<2x3xf32>, %y: tensor<3xf32>) {
+  // expected-error@+1 {{'nn.squared_norms' op result type 'tensor<3xf32>' should be tensor<2xf32>, one element per operand}}
+  %0 = nn.squared_norms %x, %y : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<2x3xbf16>) {
+  // expected-error@+1 {{'nn.squared_norms' op operand #0 is 'tensor<2x3xbf16>'; squared norms are taken of f32 tensors}}
+  %0 = nn.squared_norms %x : (tensor<2x3xbf16>) -> tensor<1xf32>
+  return
+}
+
+// -----
+
 func.func @f(%x: tensor<2x3xf32>) {
   // expected-error@+1 {{'nn.softmax' op axis 2 of 'softmax' is out of range for shape [2, 3]}}
   %0 = nn.softmax %x axis = 2 : tensor<2x3xf32>

@@ -127,6 +127,8 @@ func.func @reductions(%x: tensor<2x8x64xf32>) {
   %4 = nn.softmax %x axis = -1 : tensor<2x8x64xf32>
   // CHECK: nn.softmax %{{.*}} axis = 1 : tensor<2x8x64xf32>
   %5 = nn.softmax %x axis = 1 : tensor<2x8x64xf32>
+  // CHECK: nn.squared_norms %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x8x64xf32>, tensor<2x8xf32>, tensor<f32>) -> tensor<3xf32>
+  %6 = nn.squared_norms %x, %2, %0 : (tensor<2x8x64xf32>, tensor<2x8xf32>, tensor<f32>) -> tensor<3xf32>
   return
 }
 
