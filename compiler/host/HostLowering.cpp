@@ -2418,14 +2418,25 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
     Value r = op->getResult(0);
     if (stage == "gelu_tanh") {
       act.activation = "gelu_tanh";
-      // The GELU's input, kept for the backward.
-      if (!r.hasOneUse())
-        act.aux = out;
-      out = newTemp(epilogue->getResult(0));
+      // A GELU that only GEMMs read is written in bf16 (keepOutputInBf16),
+      // and then its input, kept for the backward, too (aux has D's type).
+      out = newGemmOutput(epilogue->getResult(0));
+      if (!r.hasOneUse()) {
+        act.aux = buffers.lookup(r);
+        plan::Buffer &aux = plan.buffers[act.aux];
+        aux = describeBuffer(BufferKind::Temp, "", tensorType(r).getShape(),
+                             plan.buffers[out].dtype == "bf16"
+                                 ? Type(BFloat16Type::get(ctx))
+                                 : tensorType(r).getElementType());
+      }
     } else if (stage == "dgelu_tanh") {
       act.activation = "dgelu_tanh";
       act.aux = bufferFor(cast<ActivationGradOp>(epilogue).getInput());
-      out = newTemp(epilogue->getResult(0));
+      // D has aux's type: bf16 where the forward kept the GELU's input so
+      // (epilogueFor checks that only GEMMs read it then).
+      Value y = epilogue->getResult(0);
+      out =
+          plan.buffers[act.aux].dtype == "bf16" ? newGemmOutput(y) : newTemp(y);
     } else { // residual
       auto add = cast<AddOp>(epilogue);
       act.addend = bufferFor(add.getLhs() == r ? add.getRhs() : add.getLhs());
@@ -2500,6 +2511,14 @@ Operation *HostLowering::epilogueFor(Operation *gemm) {
   bool aux = stage == "dgelu_tanh" || !r.hasOneUse();
   if (aux && type.getShape().back() % 8 != 0)
     return nullptr;
+  // A GELU's input kept in bf16 makes its gradient bf16 (aux has D's
+  // type): only where nothing needs that in f32.
+  if (stage == "dgelu_tanh") {
+    int input = bufferFor(cast<ActivationGradOp>(reader).getInput());
+    if (input >= 0 && plan.buffers[input].dtype == "bf16" &&
+        !keepOutputInBf16(reader->getResult(0)))
+      return nullptr;
+  }
   return reader;
 }
 

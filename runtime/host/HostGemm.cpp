@@ -109,9 +109,27 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
       dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k,
                  1.0f, A + b * a.strideA, lda, B + b * a.strideB, ldb,
                  accumulate ? 1.0f : 0.0f, P.data() + b * a.strideC, a.n);
+    // The epilogue on the f32 sum, each result rounded once (as cuBLASLt
+    // computes its epilogues in f32): a GELU keeps its input rounded in
+    // aux; a GELU's gradient reads it from there.
     auto *out = static_cast<uint16_t *>(args[2]);
-    for (int64_t i = 0; i < rows * a.n; ++i)
-      out[i] = bf16Bits(P[i]);
+    int64_t count = rows * a.n;
+    if (a.activation == "gelu_tanh") {
+      auto *aux =
+          a.auxArg >= 0 ? static_cast<uint16_t *>(args[a.auxArg]) : nullptr;
+      for (int64_t i = 0; i < count; ++i) {
+        if (aux)
+          aux[i] = bf16Bits(P[i]);
+        out[i] = bf16Bits(geluTanh(P[i]));
+      }
+    } else if (a.activation == "dgelu_tanh") {
+      std::vector<float> input = widen(args[a.auxArg], count);
+      for (int64_t i = 0; i < count; ++i)
+        out[i] = bf16Bits(P[i] * geluTanhSlope(input[i]));
+    } else {
+      for (int64_t i = 0; i < count; ++i)
+        out[i] = bf16Bits(P[i]);
+    }
     return;
   }
   // A GELU that keeps its input computes the product into aux.

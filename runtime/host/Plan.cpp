@@ -64,15 +64,15 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
     int64_t size = std::string(dtype) == "bf16" ? 2 : 4;
     return b.dtype == dtype && b.bytes == elements * size;
   };
-  // The bias has C's type (as cuBLASLt wants it).
-  const char *biasType = a.bf16Out ? "bf16" : "f32";
-  if (!sized(a.biasArg, a.n, biasType))
-    return "gemm bias must be " + std::to_string(a.n) + " " + biasType;
-  if (a.bf16Out && (a.addendArg >= 0 || a.auxArg >= 0 || !a.activation.empty()))
-    return "a gemm with a bf16 output takes no epilogue but a bias";
-  if (!sized(a.addendArg, a.m * a.n) || !sized(a.auxArg, a.m * a.n))
+  // The bias and aux have C's type (as cuBLASLt wants them).
+  const char *type = a.bf16Out ? "bf16" : "f32";
+  if (!sized(a.biasArg, a.n, type))
+    return "gemm bias must be " + std::to_string(a.n) + " " + type;
+  if (a.bf16Out && a.addendArg >= 0)
+    return "a gemm with a bf16 output takes no addend";
+  if (!sized(a.addendArg, a.m * a.n, type) || !sized(a.auxArg, a.m * a.n, type))
     return "gemm addend and aux must be " + std::to_string(a.m) + "x" +
-           std::to_string(a.n) + " f32";
+           std::to_string(a.n) + " " + type;
   for (int arg : {a.addendArg, a.auxArg})
     if (arg >= 0 && a.buffers[arg] == a.buffers[2])
       return "gemm addend and aux must not be its output";

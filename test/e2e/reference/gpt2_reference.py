@@ -21,7 +21,11 @@ Config (JSON):
     "eps" is the layer-norm epsilon (default 1e-5).  Optimizer fields missing
     from the file take Hotstage's train defaults (docs/language.md section 12);
     total_steps defaults to the number of steps run.  Optional top-level
-    "batch" and "seq", if given, must equal the batches' B and T.
+    "batch" and "seq", if given, must equal the batches' B and T;
+    "precision": "bf16" rounds as Hotstage's precision = bf16 does
+    (Bf16Matmul), "attention": "bf16" as its fused attention does, and
+    "gelu": "epilogue" (with bf16) as its GEMMs with cuBLASLt's GELU
+    epilogues do (Bf16GeluLinear).
 
 Weights: one F32 tensor per parameter, named as Hotstage names them
 (`hotstage build examples/gpt2.hot --emit=nn` prints them as nn.param @name):
@@ -129,7 +133,7 @@ def resolve_config(raw, steps=None):
     if not isinstance(raw, dict):
         fail("config: the top level must be a JSON object")
     allowed = set(MODEL_KEYS) | {"eps", "optimizer", "batch", "seq", "precision",
-                                 "attention"}
+                                 "attention", "gelu"}
     extra = sorted(set(raw) - allowed)
     if extra:
         fail(f"config: unknown key(s) {extra}; allowed: {sorted(allowed)}")
@@ -150,6 +154,9 @@ def resolve_config(raw, steps=None):
     cfg["attention"] = raw.get("attention", "fp32")
     if cfg["attention"] not in ("fp32", "bf16"):
         fail(f"config: attention {cfg['attention']!r}; expected fp32 or bf16")
+    cfg["gelu"] = raw.get("gelu", "kernel")
+    if cfg["gelu"] not in ("kernel", "epilogue"):
+        fail(f"config: gelu {cfg['gelu']!r}; expected kernel or epilogue")
     for k in ("batch", "seq"):
         if k in raw:
             cfg[k] = int(raw[k])
@@ -219,10 +226,11 @@ class Bf16Matmul(torch.autograd.Function):
     those are the kept outputs' gradients)."""
 
     @staticmethod
-    def forward(ctx, a, b, bias=None, keep=False):
+    def forward(ctx, a, b, bias=None, keep=False, exact_input_grad=False):
         ra, rb = round_bf16(a), round_bf16(b)
         ctx.save_for_backward(ra, rb)
         ctx.has_bias, ctx.keep = bias is not None, keep
+        ctx.exact_input_grad = exact_input_grad
         y = ra @ rb
         if bias is not None:
             y = round_bf16(bias) + y if keep else y + bias
@@ -235,8 +243,44 @@ class Bf16Matmul(torch.autograd.Function):
         k, n = rb.shape
         summed = rg if ctx.keep else g
         bias_grad = summed.reshape(-1, n).sum(0) if ctx.has_bias else None
+        input_grad = rg @ rb.t()
+        if not ctx.exact_input_grad:
+            input_grad = round_bf16(input_grad)
+        return (input_grad, ra.reshape(-1, k).t() @ rg.reshape(-1, n),
+                bias_grad, None, None)
+
+
+def gelu_tanh_grad(x, g):
+    """g * gelu'(x) in f32, tanh form."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        (d,) = torch.autograd.grad(F.gelu(x, approximate="tanh"), x, g)
+    return d
+
+
+class Bf16GeluLinear(torch.autograd.Function):
+    """gelu(a @ b + bias) as Hotstage's bf16 GEMM with cuBLASLt's GELU
+    epilogue (--gemm-epilogues=gelu) computes it: the GELU of the f32 sum,
+    rounded once; the sum rounded into aux for the backward, whose GEMM
+    multiplies its unrounded product (the next GEMM's input gradient, from
+    Bf16Matmul with exact_input_grad) by the GELU's slope at aux and rounds
+    that once."""
+
+    @staticmethod
+    def forward(ctx, a, b, bias):
+        ra, rb = round_bf16(a), round_bf16(b)
+        pre = round_bf16(bias) + ra @ rb
+        aux = round_bf16(pre)
+        ctx.save_for_backward(ra, rb, aux)
+        return round_bf16(F.gelu(pre, approximate="tanh"))
+
+    @staticmethod
+    def backward(ctx, g):
+        ra, rb, aux = ctx.saved_tensors
+        rg = round_bf16(gelu_tanh_grad(aux, g))
+        k, n = rb.shape
         return (round_bf16(rg @ rb.t()), ra.reshape(-1, k).t() @ rg.reshape(-1, n),
-                bias_grad, None)
+                rg.reshape(-1, n).sum(0))
 
 
 # Every GEMM of the model (not attention's products, which Hotstage
@@ -317,6 +361,9 @@ class Bf16Attention(torch.autograd.Function):
 
 # The model's attention: f32, or with "attention": "bf16" Bf16Attention.
 ATTENTION = causal_attention
+# With "gelu": "epilogue" and precision bf16, the MLP's first GEMM and its
+# GELU as one (Bf16GeluLinear).
+GELU_EPILOGUE = False
 
 
 class CausalSelfAttention(nn.Module):
@@ -341,6 +388,9 @@ class MLP(nn.Module):
         self.proj = Linear(4 * dim, dim, residual=True)
 
     def forward(self, x):
+        if GELU_EPILOGUE and GEMM is not torch.matmul:
+            h = Bf16GeluLinear.apply(x, self.fc.weight.t(), self.fc.bias)
+            return GEMM(h, self.proj.weight.t(), self.proj.bias, False, True)
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
@@ -522,8 +572,9 @@ def run_reference(args):
     if not 1 <= steps <= n:
         fail(f"--steps {steps}: the batches file has {n} batch(es)")
     cfg = resolve_config(raw, steps)
-    global GEMM, ATTENTION
+    global GEMM, ATTENTION, GELU_EPILOGUE
     GEMM = Bf16Matmul.apply if cfg["precision"] == "bf16" else torch.matmul
+    GELU_EPILOGUE = cfg["gelu"] == "epilogue"
     ATTENTION = Bf16Attention.apply if cfg["attention"] == "bf16" else causal_attention
     model = build_model(cfg, weights)
     out = train(model, batches["tokens"], batches["targets"], cfg["optimizer"], steps)

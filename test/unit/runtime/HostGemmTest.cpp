@@ -222,8 +222,86 @@ TEST(Bf16Output, RefusedWhereItCannotBe) {
                 .find("f32 or bf16 inputs; f32 output, or bf16 from bf16"),
             std::string::npos);
   EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 addend 5")
-                .find("takes no epilogue but a bias"),
+                .find("takes no addend"),
             std::string::npos);
+  // aux has D's type.
+  EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 gelu_tanh aux 5")
+                .find("aux must be 2x4 bf16"),
+            std::string::npos);
+}
+
+// The GELU epilogues with a bf16 output, as cuBLASLt computes them: the
+// GELU of the f32 sum rounded once, the sum rounded into aux; the GELU's
+// gradient multiplies the f32 product by the slope at aux, rounded once.
+TEST(Bf16Output, GeluEpiloguesRoundOnce) {
+  std::string buffers = R"(buffer 0 temp x bf16 2x3 offset 0 bytes 12
+buffer 1 temp w bf16 4x3 offset 64 bytes 24
+buffer 2 temp bias bf16 4 offset 128 bytes 8
+buffer 3 temp y bf16 2x4 offset 192 bytes 16
+buffer 4 temp pre bf16 2x4 offset 256 bytes 16
+)";
+  Plan gelu, grad;
+  std::string error;
+  ASSERT_TRUE(parsePlan(
+      tinyPlan(2, 1024, 1024, buffers,
+               "  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 bias 2 gelu_tanh aux 4")
+          .c_str(),
+      gelu, error))
+      << error;
+  ASSERT_TRUE(
+      parsePlan(tinyPlan(2, 1024, 1024, buffers,
+                         "  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 dgelu_tanh aux 4")
+                    .c_str(),
+                grad, error))
+      << error;
+  std::vector<uint16_t> x, w, bias, y(8, 0), pre(8, 0);
+  for (float v : {1.0f, 0.5f, -2.0f, 0.25f, 3.0f, 1.5f})
+    x.push_back(bits(v));
+  for (float v : {1.0f, 0.00390625f, 0.0078125f, -1.0f, 2.0f, 0.5f, 0.125f,
+                  -0.25f, 1.0f, 3.0f, 1.0f, 0.00390625f})
+    w.push_back(bits(v));
+  for (float v : {0.001953125f, 0.0f, 1.0f, -0.5f})
+    bias.push_back(bits(v));
+  auto nearest = [](float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return static_cast<uint16_t>((u + ((u >> 16) & 1u) + 0x7fffu) >> 16);
+  };
+  auto sumAt = [&](int i, int j, bool withBias) {
+    float sum = withBias ? value(bias[j]) : 0.0f;
+    for (int k = 0; k < 3; ++k)
+      sum += value(x[i * 3 + k]) * value(w[j * 3 + k]);
+    return sum;
+  };
+  auto geluOf = [](float v) {
+    float u = 0.79788456f * (v + 0.044715f * (v * (v * v)));
+    return 0.5f * v * (1.0f + std::tanh(u));
+  };
+  ThreadPool pool(2);
+  void *args[] = {x.data(), w.data(), y.data(), bias.data(), pre.data()};
+  hostGemm(gelu.functions.at("forward").at(0), args, pool);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      float sum = sumAt(i, j, true);
+      EXPECT_EQ(pre[i * 4 + j], nearest(sum)) << i << "," << j;
+      // The GELU of the unrounded sum (to a bf16 unit: libm's tanh).
+      EXPECT_NEAR(value(y[i * 4 + j]), geluOf(sum),
+                  std::abs(geluOf(sum)) * 0x1p-8f + 1e-6f)
+          << i << "," << j;
+    }
+  // The gradient: y = product * gelu'(pre), pre as stored above.
+  std::vector<uint16_t> dy(8, 0);
+  void *gradArgs[] = {x.data(), w.data(), dy.data(), pre.data()};
+  hostGemm(grad.functions.at("forward").at(0), gradArgs, pool);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      float p = value(pre[i * 4 + j]), h = 1e-2f;
+      float slope = (geluOf(p + h) - geluOf(p - h)) / (2 * h);
+      float expected = sumAt(i, j, false) * slope;
+      EXPECT_NEAR(value(dy[i * 4 + j]), expected,
+                  std::abs(expected) * 0x1p-7f + 1e-3f)
+          << i << "," << j;
+    }
 }
 
 } // namespace
