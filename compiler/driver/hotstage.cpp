@@ -136,6 +136,14 @@ static cl::opt<bool> packedQkv(
              "(no split or concatenation kernels); =false splits them"),
     cl::init(true), cl::cat(category));
 
+static cl::opt<bool> padRows(
+    "pad-rows",
+    cl::desc("Pad the rows of GEMM outputs that are no multiple of 8 "
+             "elements (GPT-2's 50,257 logits a token, stored 50,304 apart) "
+             "so that cuBLASLt's tensor-core kernels can read them; =false "
+             "keeps them packed"),
+    cl::init(true), cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -599,6 +607,7 @@ int main(int argc, char **argv) {
                             : target                ? Attention::LibraryIfBf16
                                                     : Attention::Kernels;
   kernelOptions.packedAttention = packedQkv;
+  kernelOptions.padRows = padRows;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;

@@ -659,6 +659,7 @@ private:
   /// A temp for the output of a GEMM without an epilogue; in bf16 where
   /// keepOutputInBf16(v).
   int newGemmOutput(Value v);
+  int newTempOf(Value v, Type element);
   /// precision = bf16: whether `v` is read by GEMMs only (through
   /// reshapes and folded transposes, and as a result saved for functions
   /// that read it by GEMMs only), and perhaps by a bias's gradient (a sum
@@ -689,6 +690,22 @@ private:
   /// The arguments of other functions that receive result K of function F
   /// (their `nn.source`), by "F:K".
   llvm::StringMap<SmallVector<Value>> resultReaders;
+  /// The padded row length of `v`'s buffer (plan::Buffer::pitch), or 0: a
+  /// GEMM's output or cross entropy's gradient whose rows (its last
+  /// dimension, at least 64 elements) are no multiple of 8 elements, so
+  /// that a bf16 row does not start on a 16-byte boundary (cuBLASLt's
+  /// tensor-core kernels want them there; llm.c pads GPT-2's vocabulary
+  /// for this), when only GEMMs and cross entropy read it (readRowWise).
+  int64_t rowPitchFor(Value v);
+  bool readRowWise(Value v);
+  /// A [rows, cols] view of `buffer`'s `element`s, with its pitch.
+  MemRefType rowsView(int buffer, int64_t rows, int64_t cols, Type element) {
+    int64_t pitch = buffer >= 0 ? plan.buffers[buffer].pitch : 0;
+    if (!pitch)
+      return MemRefType::get({rows, cols}, element);
+    return MemRefType::get({rows, cols}, element,
+                           StridedLayoutAttr::get(ctx, 0, {pitch, 1}));
+  }
   /// The element type a kernel stores into `buffer` with.
   Type storedType(int buffer) {
     return bufferElement(buffer, Float32Type::get(ctx));
@@ -1002,33 +1019,100 @@ int HostLowering::accumulatorFor(Operation *gemm) {
   return it->second;
 }
 
-int HostLowering::newTemp(Value v, bool bf16Allowed) {
+static bool isFoldableTranspose(TransposeOp t);
+
+/// A temp for `v` of `element`, its rows padded where rowPitchFor says.
+int HostLowering::newTempOf(Value v, Type element) {
   auto type = tensorType(v);
-  Type element = type.getElementType();
-  if (bf16Allowed && storeInBf16(v))
-    element = BFloat16Type::get(ctx);
-  int id = plan.addBuffer(
-      describeBuffer(BufferKind::Temp, "", type.getShape(), element));
+  plan::Buffer b =
+      describeBuffer(BufferKind::Temp, "", type.getShape(), element);
+  if (int64_t pitch = rowPitchFor(v)) {
+    b.pitch = pitch;
+    b.bytes = b.bytes / type.getShape().back() * pitch;
+  }
+  int id = plan.addBuffer(b);
   buffers[v] = id;
   return id;
 }
 
+int HostLowering::newTemp(Value v, bool bf16Allowed) {
+  Type element = tensorType(v).getElementType();
+  if (bf16Allowed && storeInBf16(v))
+    element = BFloat16Type::get(ctx);
+  return newTempOf(v, element);
+}
+
 int HostLowering::newGemmOutput(Value v) {
+  return newTempOf(v, keepOutputInBf16(v) ? BFloat16Type::get(ctx)
+                                          : tensorType(v).getElementType());
+}
+
+int64_t HostLowering::rowPitchFor(Value v) {
   auto type = tensorType(v);
-  Type element =
-      keepOutputInBf16(v) ? BFloat16Type::get(ctx) : type.getElementType();
-  int id = plan.addBuffer(
-      describeBuffer(BufferKind::Temp, "", type.getShape(), element));
-  buffers[v] = id;
-  return id;
+  if (!options.padRows || type.getRank() < 2)
+    return 0;
+  int64_t row = type.getShape().back();
+  if (row % 8 == 0 || row < 64)
+    return 0;
+  Operation *def = v.getDefiningOp();
+  auto linear = dyn_cast_or_null<LinearOp>(def);
+  bool gemm = isa_and_nonnull<MatmulOp>(def) || (linear && !linear.getBias());
+  if (gemm) {
+    // One GEMM writing it afresh, with no epilogue.
+    if (tensorType(def->getOperand(1)).getRank() != 2 || epilogueFor(def))
+      return 0;
+  } else if (!isa_and_nonnull<CrossEntropyGradOp>(def)) {
+    return 0;
+  }
+  return readRowWise(v) ? (row + 63) / 64 * 64 : 0;
+}
+
+bool HostLowering::readRowWise(Value v) {
+  if (v.use_empty())
+    return false;
+  int64_t row = tensorType(v).getShape().back();
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    unsigned i = use.getOperandNumber();
+    // One GEMM's operand, A or B as stored (a folded transpose reads the
+    // same rows).
+    if ((isa<MatmulOp>(user) || (isa<LinearOp>(user) && i == 0)) &&
+        tensorType(user->getOperand(1)).getRank() == 2 &&
+        (i == 0 || tensorType(v).getRank() == 2))
+      continue;
+    if ((isa<CrossEntropyOp>(user) && i == 0) ||
+        (isa<CrossEntropyGradOp>(user) && i == 1))
+      continue;
+    if (auto reshape = dyn_cast<ReshapeOp>(user)) {
+      if (tensorType(reshape.getResult()).getShape().back() != row ||
+          !readRowWise(reshape.getResult()))
+        return false;
+      continue;
+    }
+    if (auto t = dyn_cast<TransposeOp>(user); t && isFoldableTranspose(t)) {
+      for (OpOperand &tu : t.getResult().getUses()) {
+        Operation *gemm = tu.getOwner();
+        if (!isa<MatmulOp>(gemm) ||
+            tensorType(gemm->getOperand(1)).getRank() != 2 ||
+            tensorType(t.getResult()).getRank() != 2)
+          return false;
+      }
+      continue;
+    }
+    if (isa<func::ReturnOp>(user)) {
+      if (!readersOfResult(use, [&](Value arg) { return readRowWise(arg); }))
+        return false;
+      continue;
+    }
+    return false;
+  }
+  return true;
 }
 
 bool HostLowering::storeInBf16(Value v) {
   return bf16Gemms && tensorType(v).getElementType().isF32() &&
          readByGemmsOnly(v);
 }
-
-static bool isFoldableTranspose(TransposeOp t);
 
 void HostLowering::findResultReaders() {
   resultReaders.clear();
@@ -2642,6 +2726,11 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
       return copy;
   int64_t n = plan.buffers[buffer].bytes / 4;
   int copy = newScratch({n}, BFloat16Type::get(ctx));
+  // Padded rows stay padded: the copy is of every float, padding too.
+  if (int64_t pitch = plan.buffers[buffer].pitch) {
+    plan.buffers[copy].shape = plan.buffers[buffer].shape;
+    plan.buffers[copy].pitch = pitch;
+  }
   if (fixed)
     keepScratch(key, copy);
   Type i16 = IntegerType::get(ctx, 16);
@@ -3038,7 +3127,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
                               int targets = -1, int losses = -1,
                               Type idType = {}) {
     int stats = newScratch({rows, 2}, f32);
-    SmallVector<Type> types{memrefOf({rows, 2}, f32), memrefOf({rows, v}, f32)};
+    SmallVector<Type> types{memrefOf({rows, 2}, f32),
+                            rowsView(logits, rows, v, f32)};
     SmallVector<int> args{stats, logits};
     if (losses >= 0) {
       types.append({memrefOf({rows}, idType), memrefOf({rows}, f32)});
@@ -3092,7 +3182,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       keepScratch("row max and sum of " + std::to_string(logits), stats);
     } else {
       Kernel k = startKernel("cross_entropy_rows", loc,
-                             {memrefOf({rows}, f32), memrefOf({rows, v}, f32),
+                             {memrefOf({rows}, f32),
+                              rowsView(bufferFor(ce.getLogits()), rows, v, f32),
                               memrefOf({rows}, idType)});
       Value L = k.args[0], X = k.args[1], T = k.args[2];
       k.loop(k.begin, k.end, [&](Value r) {
@@ -3144,8 +3235,9 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       int stats = rowMaxSum(bufferFor(ceg.getLogits()), rows, v);
       Kernel k =
           startKernel(name, loc,
-                      {memrefOf({rows, v}, storedType(out)), memrefOf({}, f32),
-                       memrefOf({rows, 2}, f32), memrefOf({rows, v}, f32),
+                      {rowsView(out, rows, v, storedType(out)),
+                       memrefOf({}, f32), memrefOf({rows, 2}, f32),
+                       rowsView(bufferFor(ceg.getLogits()), rows, v, f32),
                        memrefOf({rows}, idType)});
       Value D = k.args[0], G = k.args[1], S = k.args[2], X = k.args[3],
             T = k.args[4];
@@ -3167,10 +3259,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
            op);
       return success();
     }
-    Kernel k =
-        startKernel(name, loc,
-                    {memrefOf({rows, v}, f32), memrefOf({}, f32),
-                     memrefOf({rows, v}, f32), memrefOf({rows}, idType)});
+    Kernel k = startKernel(name, loc,
+                           {rowsView(out, rows, v, f32), memrefOf({}, f32),
+                            rowsView(bufferFor(ceg.getLogits()), rows, v, f32),
+                            memrefOf({rows}, idType)});
     Value D = k.args[0], G = k.args[1], X = k.args[2], T = k.args[3];
     k.loop(k.begin, k.end, [&](Value r) {
       Value scale = k.mul(k.load(G, {}), k.f32(1.0 / rows));

@@ -60,6 +60,9 @@ struct KernelOptions {
   /// writes dQ, dK and dV into one buffer where it can (`qkv`, `dqkv`),
   /// rather than through split and concatenation kernels.
   bool packedAttention = true;
+  /// Rows that GEMMs cannot align to 16 bytes are padded in their buffers
+  /// (plan::Buffer::pitch: GPT-2's logits and their gradient).
+  bool padRows = true;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the

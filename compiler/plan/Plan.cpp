@@ -147,6 +147,8 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
        << (b.name.empty() ? "-" : b.name) << " " << b.dtype << " ";
     printShape(b.shape, os);
     os << " offset " << b.offset << " bytes " << b.bytes;
+    if (b.pitch)
+      os << " pitch " << b.pitch;
     if (b.kind == BufferKind::Param)
       os << " init " << b.init << " " << llvm::format("%.17g", b.initA) << " "
          << llvm::format("%.17g", b.initB);

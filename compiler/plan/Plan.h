@@ -45,6 +45,10 @@ struct Buffer {
   llvm::SmallVector<int64_t, 4> shape;
   int64_t bytes = 0;
   int64_t offset = -1; // in the arena, set by the memory plan
+  // Elements from one row (last dimension) to the next, where more than
+  // the row's: a row length GEMMs cannot align to 16 bytes padded (GPT-2's
+  // 50,257 logits a token as 50,304), as llm.c pads its vocabulary.
+  int64_t pitch = 0;
   // Parameters: the initializer; states: role and parameter.
   std::string init, role, of;
   double initA = 0, initB = 0;

@@ -377,12 +377,13 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
         sizeof(stride));
     return true;
   };
+  // Leading dimensions are the stored rows: a padded buffer's pitch.
   int64_t m = a.m, n = a.n, k = a.k;
-  if (!(a.transB ? layout(g.first, k, n, k, a.strideB, true)
-                 : layout(g.first, n, k, n, a.strideB, true)) ||
-      !(a.transA ? layout(g.second, m, k, m, a.strideA, true)
-                 : layout(g.second, k, m, k, a.strideA, true)) ||
-      !layout(g.out, n, m, n, a.strideC, false))
+  if (!(a.transB ? layout(g.first, k, n, a.ldb, a.strideB, true)
+                 : layout(g.first, n, k, a.ldb, a.strideB, true)) ||
+      !(a.transA ? layout(g.second, m, k, a.lda, a.strideA, true)
+                 : layout(g.second, k, m, a.lda, a.strideA, true)) ||
+      !layout(g.out, n, m, a.ldc, a.strideC, false))
     return false;
   cublasLtMatmulPreference_t preference = nullptr;
   if (!check(cublasLtMatmulPreferenceCreate(&preference),

@@ -83,37 +83,43 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
   auto arg = [&](int index) {
     return index >= 0 ? static_cast<float *>(args[index]) : nullptr;
   };
+  // Rows as stored: a padded buffer's pitch (the parser sets them).
+  int64_t lda = a.lda ? a.lda : (a.transA ? a.m : a.k);
+  int64_t ldb = a.ldb ? a.ldb : (a.transB ? a.k : a.n);
+  int64_t ldc = a.ldc ? a.ldc : a.n;
   std::vector<float> wideA, wideB;
   if (a.bf16) {
-    wideA = widen(A, a.strideA ? a.batch * a.strideA : a.m * a.k);
-    wideB = widen(B, a.strideB ? a.batch * a.strideB : a.k * a.n);
+    wideA = widen(A, a.strideA ? a.batch * a.strideA
+                               : (a.transA ? a.k : a.m) * lda);
+    wideB = widen(B, a.strideB ? a.batch * a.strideB
+                               : (a.transB ? a.n : a.k) * ldb);
     A = wideA.data();
     B = wideB.data();
   }
   if (a.bf16Out) {
     // The f32 product (on C's widened values when accumulating, else on
-    // the widened bias), rounded once into C.
+    // the widened bias), rounded once into C, laid out as C.
     int64_t rows = a.strideC ? a.batch * a.strideC / a.n : a.m;
-    std::vector<float> P(static_cast<size_t>(rows * a.n));
+    int64_t count = rows * ldc;
+    std::vector<float> P(static_cast<size_t>(count));
     bool accumulate = a.accumulate;
     if (accumulate) {
-      P = widen(args[2], rows * a.n);
+      P = widen(args[2], count);
     } else if (a.biasArg >= 0) {
       std::vector<float> bias = widen(args[a.biasArg], a.n);
       for (int64_t i = 0; i < rows; ++i)
-        std::memcpy(&P[i * a.n], bias.data(), a.n * sizeof(float));
+        std::memcpy(&P[i * ldc], bias.data(), a.n * sizeof(float));
       accumulate = true;
     }
-    int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n;
     for (int64_t b = 0; b < a.batch; ++b)
       dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k,
                  1.0f, A + b * a.strideA, lda, B + b * a.strideB, ldb,
-                 accumulate ? 1.0f : 0.0f, P.data() + b * a.strideC, a.n);
+                 accumulate ? 1.0f : 0.0f, P.data() + b * a.strideC, ldc);
     // The epilogue on the f32 sum, each result rounded once (as cuBLASLt
     // computes its epilogues in f32): a GELU keeps its input rounded in
-    // aux; a GELU's gradient reads it from there.
+    // aux; a GELU's gradient reads it from there. (Padding included: its
+    // values are never read.)
     auto *out = static_cast<uint16_t *>(args[2]);
-    int64_t count = rows * a.n;
     if (a.activation == "gelu_tanh") {
       auto *aux =
           a.auxArg >= 0 ? static_cast<uint16_t *>(args[a.auxArg]) : nullptr;
@@ -139,17 +145,17 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
     // P starts as the broadcast bias, as the bias kernel does without an
     // epilogue; the GEMM adds to it.
     for (int64_t i = 0; i < a.m; ++i)
-      std::memcpy(P + i * a.n, bias, a.n * sizeof(float));
+      std::memcpy(P + i * ldc, bias, a.n * sizeof(float));
     accumulate = true;
   }
-  int lda = a.transA ? a.m : a.k, ldb = a.transB ? a.k : a.n, ldc = a.n;
   for (int64_t b = 0; b < a.batch; ++b)
     dnnl_sgemm(a.transA ? 'T' : 'N', a.transB ? 'T' : 'N', a.m, a.n, a.k, 1.0f,
                A + b * a.strideA, lda, B + b * a.strideB, ldb,
                accumulate ? 1.0f : 0.0f, P + b * a.strideC, ldc);
   if (a.addendArg < 0 && a.activation.empty())
     return;
-  Epilogue e{a.n,
+  // (No addend or aux with padded rows: the parser refuses them.)
+  Epilogue e{ldc,
              a.activation == "gelu_tanh",
              a.activation == "dgelu_tanh",
              C,

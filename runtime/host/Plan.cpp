@@ -231,6 +231,8 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
           f >> b.offset;
         else if (key == "bytes")
           f >> b.bytes;
+        else if (key == "pitch")
+          f >> b.pitch;
         else if (key == "init")
           f >> b.init >> b.initA >> b.initB;
         else if (key == "role")
@@ -249,6 +251,13 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
         else
           return fail("unknown buffer field '" + key + "'");
       }
+      if (b.pitch && (b.shape.empty() || b.pitch < b.shape.back() ||
+                      b.bytes != b.numElements() / b.shape.back() * b.pitch *
+                                     (b.dtype == "bf16" ? 2 : 4)))
+        return fail("buffer " + std::to_string(id) + ": pitch " +
+                    std::to_string(b.pitch) +
+                    " does not fit its shape and "
+                    "bytes");
       if (b.offset < 0 || b.bytes < 0 || b.slots < 1 ||
           b.offset + b.slotStride() * (b.slots - 1) + b.bytes > plan.arenaBytes)
         return fail("buffer outside the arena");
@@ -343,6 +352,24 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
                       " (f32 or bf16 inputs; f32 output, or bf16 from bf16)");
         if (std::string bad = checkEpilogue(plan, a); !bad.empty())
           return fail(bad);
+        // Each operand's rows as stored: op(A) is m x k, op(B) k x n.
+        bool padded = false, fits = true;
+        auto ld = [&](int arg, int64_t row) {
+          const PlanBuffer &b = plan.buffers[a.buffers[arg]];
+          if (!b.pitch)
+            return row;
+          padded = true;
+          fits = fits && !b.shape.empty() && b.shape.back() == row;
+          return b.pitch;
+        };
+        a.lda = ld(0, a.transA ? a.m : a.k);
+        a.ldb = ld(1, a.transB ? a.k : a.n);
+        a.ldc = ld(2, a.n);
+        if (padded && (!fits || a.batch != 1 ||
+                       (a.ldc != a.n && (a.addendArg >= 0 || a.auxArg >= 0))))
+          return fail("a gemm with padded rows is one GEMM, its rows those "
+                      "of the padded buffers (and no addend or aux with a "
+                      "padded C)");
       }
       function->push_back(std::move(a));
     } else if (word == "end") {

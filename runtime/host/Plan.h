@@ -20,6 +20,9 @@ struct PlanBuffer {
   std::string kind, name, dtype; // kind: param, state, input, scalar, temp
   std::vector<int64_t> shape;
   int64_t offset = 0, bytes = 0;
+  /// Elements from one row (last dimension) to the next where the rows
+  /// are padded (docs/plan.md), else 0.
+  int64_t pitch = 0;
   std::string init, role, of; // params: initializer; states: role, param
   double initA = 0, initB = 0;
   // Pipelines: the chunk whose microbatches own the buffer, its copies
@@ -61,6 +64,9 @@ struct PlanAction {
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool transA = false, transB = false, accumulate = false;
   int64_t strideA = 0, strideB = 0, strideC = 0;
+  /// Elements between the rows of A, B and C as stored (a padded buffer's
+  /// pitch, else its row length).
+  int64_t lda = 0, ldb = 0, ldc = 0;
   /// A GEMM whose A and B buffers hold bf16 (precision = bf16): f32
   /// accumulation.
   bool bf16 = false;

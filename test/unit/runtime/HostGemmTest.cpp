@@ -429,3 +429,90 @@ buffer 10 temp dqkv bf16 1x4x32 offset 1088 bytes 256
 }
 
 } // namespace
+
+namespace {
+
+// x (2x3) times w^T (w 5x3) into y (2x5) stored 8 apart (`pitch 8`), then
+// y (2x5, padded) times v (5x4) into z (2x4): a padded C, then a padded A;
+// r (2x5) for an addend.
+std::string paddedPlan(const std::string &yType, const std::string &gemms) {
+  std::string yBytes = yType == "bf16" ? "32" : "64";
+  return tinyPlan(
+      2, 1024, 1024,
+      "buffer 0 temp x " + yType + " 2x3 offset 0 bytes " +
+          (yType == "bf16" ? "12" : "24") + "\nbuffer 1 temp w " + yType +
+          " 5x3 offset 64 bytes " + (yType == "bf16" ? "30" : "60") +
+          "\nbuffer 2 temp y " + yType + " 2x5 offset 128 bytes " + yBytes +
+          " pitch 8\nbuffer 3 temp v " + yType + " 5x4 offset 256 bytes " +
+          (yType == "bf16" ? "40" : "80") +
+          "\nbuffer 4 temp z f32 2x4 offset 384 bytes 32\n"
+          "buffer 5 temp r f32 2x5 offset 448 bytes 40\n",
+      gemms);
+}
+
+TEST(PaddedRows, GemmsUseThePitchAsLeadingDimension) {
+  Plan plan;
+  std::string error;
+  ASSERT_TRUE(parsePlan(paddedPlan("f32", "  gemm 1 2 5 3 0 1 0 0 1 2 0 0 0\n"
+                                          "  gemm 1 2 4 5 0 0 0 2 3 4 0 0 0")
+                            .c_str(),
+                        plan, error))
+      << error;
+  const auto &actions = plan.functions.at("forward");
+  EXPECT_EQ(actions[0].ldc, 8);
+  EXPECT_EQ(actions[0].lda, 3);
+  EXPECT_EQ(actions[1].lda, 8);
+  EXPECT_EQ(actions[1].ldb, 4);
+  std::vector<float> x{1, 2, 3, -1, 0.5f, 2};
+  std::vector<float> w{1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1, 2, -1, 0.5f};
+  std::vector<float> v(20);
+  for (int i = 0; i < 20; ++i)
+    v[i] = 0.25f * (i % 7) - 0.5f;
+  // The padding holds garbage that nothing may read.
+  std::vector<float> y(16, 1e30f), z(8, 0);
+  ThreadPool pool(2);
+  void *first[] = {x.data(), w.data(), y.data()};
+  hostGemm(actions[0], first, pool);
+  void *second[] = {y.data(), v.data(), z.data()};
+  hostGemm(actions[1], second, pool);
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 5; ++j) {
+      float sum = 0;
+      for (int k = 0; k < 3; ++k)
+        sum += x[i * 3 + k] * w[j * 3 + k];
+      EXPECT_FLOAT_EQ(y[i * 8 + j], sum) << i << "," << j;
+    }
+    for (int j = 5; j < 8; ++j)
+      EXPECT_EQ(y[i * 8 + j], 1e30f) << "padding written at " << i << "," << j;
+    for (int j = 0; j < 4; ++j) {
+      float sum = 0;
+      for (int k = 0; k < 5; ++k)
+        sum += y[i * 8 + k] * v[k * 4 + j];
+      EXPECT_FLOAT_EQ(z[i * 4 + j], sum) << i << "," << j;
+    }
+  }
+}
+
+TEST(PaddedRows, Refused) {
+  auto refusal = [](const std::string &plan) {
+    Plan p;
+    std::string error;
+    EXPECT_FALSE(parsePlan(plan.c_str(), p, error)) << plan;
+    return error;
+  };
+  // Bytes that are not rows times the pitch.
+  std::string plan = paddedPlan("f32", "  gemm 1 2 5 3 0 1 0 0 1 2 0 0 0");
+  std::string bad = plan;
+  bad.replace(bad.find("bytes 64 pitch 8"), 16, "bytes 40 pitch 8");
+  EXPECT_NE(refusal(bad).find("pitch 8 does not fit"), std::string::npos);
+  bad = plan;
+  bad.replace(bad.find("pitch 8"), 7, "pitch 4");
+  EXPECT_NE(refusal(bad).find("does not fit"), std::string::npos);
+  // A padded C takes no addend.
+  EXPECT_NE(
+      refusal(paddedPlan("f32", "  gemm 1 2 5 3 0 1 0 0 1 2 0 0 0 addend 5"))
+          .find("padded rows"),
+      std::string::npos);
+}
+
+} // namespace
