@@ -340,6 +340,95 @@ struct RowLanes {
     return reduce(
         k.f32(0), [&](Value a, Value b) { return k.add(a, b); }, term);
   }
+
+  /// The row's maximum m of term(j) and the sum of exp(term(j) - m), in
+  /// one pass over the row rather than two (the online softmax): each lane
+  /// keeps a running maximum and its sum scaled to it, taking kGroup of its
+  /// steps at a time (one rescaling exp per group), and the lanes combine
+  /// their pairs as warp shuffles do. A row too wide to stay in cache (a
+  /// vocabulary's logits) is read once.
+  std::pair<Value, Value> maxSumExp(llvm::function_ref<Value(Value)> term) {
+    constexpr int64_t kGroup = 4;
+    // Below any value, yet lowest - x is finite: exp of it is 0 on every
+    // target's expansion of exp, where -inf might not be.
+    Value lowest = k.f32(-3.4028234663852886e38);
+    int64_t perStep = kLanes * vector;
+    int64_t steps = (d + perStep - 1) / perStep;
+    auto fold = [&](Value l) -> std::pair<Value, Value> {
+      auto loop = scf::ForOp::create(k.b, k.loc, k.idx(0),
+                                     k.idx((steps + kGroup - 1) / kGroup),
+                                     k.idx(1), ValueRange{lowest, k.f32(0)});
+      OpBuilder::InsertionGuard guard(k.b);
+      k.b.setInsertionPointToStart(loop.getBody());
+      Value group = loop.getInductionVar();
+      Value m = loop.getRegionIterArgs()[0], s = loop.getRegionIterArgs()[1];
+      SmallVector<Value> xs, present;
+      for (int64_t g = 0; g < kGroup; ++g) {
+        Value step = k.addi(k.muli(group, k.idx(kGroup)), k.idx(g));
+        Value first = vector > 1 ? chunkStart(l, step)
+                                 : k.addi(l, k.muli(step, k.idx(kLanes)));
+        for (int64_t e = 0; e < vector; ++e) {
+          Value j = k.addi(first, k.idx(e));
+          Value inRange = arith::CmpIOp::create(
+              k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
+          Value safe =
+              arith::SelectOp::create(k.b, k.loc, inRange, j, k.idx(0));
+          xs.push_back(term(safe));
+          present.push_back(inRange);
+        }
+      }
+      // Columns past the row's end count as nothing.
+      Value top = lowest;
+      for (auto [x, in] : llvm::zip(xs, present))
+        top = k.max(top, arith::SelectOp::create(k.b, k.loc, in, x, lowest));
+      Value next = k.max(m, top);
+      Value sum = k.mul(s, k.exp(k.sub(m, next)));
+      for (auto [x, in] : llvm::zip(xs, present))
+        sum = k.add(sum, arith::SelectOp::create(
+                             k.b, k.loc, in, k.exp(k.sub(x, next)), k.f32(0)));
+      scf::YieldOp::create(k.b, k.loc, ValueRange{next, sum});
+      return {loop.getResult(0), loop.getResult(1)};
+    };
+    // (m, s) and (m', s') as one pair: either order gives the same bits.
+    auto combine = [&](Value m, Value s, Value om, Value os) {
+      Value next = k.max(m, om);
+      Value sum = k.add(k.mul(s, k.exp(k.sub(m, next))),
+                        k.mul(os, k.exp(k.sub(om, next))));
+      return std::pair<Value, Value>{next, sum};
+    };
+    if (shuffles) {
+      auto [m, s] = fold(lane);
+      for (int32_t offset = kLanes / 2; offset >= 1; offset /= 2) {
+        auto shuffle = [&](Value v) {
+          return gpu::ShuffleOp::create(k.b, k.loc, v, offset, kLanes,
+                                        gpu::ShuffleMode::XOR)
+              .getShuffleResult();
+        };
+        Value om = shuffle(m), os = shuffle(s);
+        std::tie(m, s) = combine(m, s, om, os);
+      }
+      return {m, s};
+    }
+    OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
+    auto type = MemRefType::get({kLanes, 2}, k.b.getF32Type());
+    Value partial = memref::AllocaOp::create(entry, k.loc, type);
+    k.loop(0, kLanes, [&](Value l) {
+      auto [m, s] = fold(l);
+      k.store(m, partial, {l, k.idx(0)});
+      k.store(s, partial, {l, k.idx(1)});
+    });
+    for (int64_t offset = kLanes / 2; offset >= 1; offset /= 2)
+      k.loop(0, offset, [&](Value l) {
+        Value o = k.addi(l, k.idx(offset));
+        auto [m, s] = combine(
+            k.load(partial, {l, k.idx(0)}), k.load(partial, {l, k.idx(1)}),
+            k.load(partial, {o, k.idx(0)}), k.load(partial, {o, k.idx(1)}));
+        k.store(m, partial, {l, k.idx(0)});
+        k.store(s, partial, {l, k.idx(1)});
+      });
+    return {k.load(partial, {k.idx(0), k.idx(0)}),
+            k.load(partial, {k.idx(0), k.idx(1)})};
+  }
   Value max(llvm::function_ref<Value(Value)> term) {
     return reduce(
         k.f32(-INFINITY), [&](Value a, Value b) { return k.max(a, b); }, term);
@@ -3140,9 +3229,9 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     k.loop(k.begin, k.end, [&](Value index) {
       RowLanes lanes(k, index, v, shuffles);
       Value r = lanes.row;
-      Value mx = lanes.max([&](Value j) { return k.load(X, {r, j}); });
-      Value sum = lanes.sum([&](Value j) {
-        return k.exp(k.sub(k.load(X, {r, j}), mx));
+      Value mx, sum;
+      std::tie(mx, sum) = lanes.maxSumExp([&](Value j) {
+        return k.load(X, {r, j});
       });
       lanes.once([&] {
         k.store(mx, S, {r, k.idx(0)});
