@@ -3318,10 +3318,50 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     // Over elements each logit's gradient is stored once: in bf16 where
     // only GEMMs read it (the rows form reuses it as scratch).
     int out = newTemp(ceg.getResult(), options.parallelOverElements);
+    // (The seed's fill kernel, if any, before this one's: a kernel retyped
+    // for bf16 replaces its original only while that is the newest.)
+    int grad = bufferFor(ceg.getGrad());
     if (options.parallelOverElements) {
       // Each row's maximum and sum first, then one index per logit:
       // dx = exp(x - max) * (g / rows) / sum, less g / rows at the target.
-      int stats = rowMaxSum(bufferFor(ceg.getLogits()), rows, v);
+      int logits = bufferFor(ceg.getLogits());
+      int stats = rowMaxSum(logits, rows, v);
+      // Or per chunk of four logits of a row as stored (its padding too,
+      // which nothing reads), where the rows hold whole chunks: one vector
+      // load and store, and a row's statistics and target read once.
+      int64_t pitch = plan.buffers[out].pitch;
+      int64_t width = pitch ? pitch : v;
+      if (pitch == plan.buffers[logits].pitch && width % kVector == 0) {
+        Kernel k = startKernel(name, loc,
+                               {memrefOf({rows, width}, storedType(out)),
+                                memrefOf({}, f32), memrefOf({rows, 2}, f32),
+                                memrefOf({rows, width}, f32),
+                                memrefOf({rows}, idType)});
+        Value D = k.args[0], G = k.args[1], S = k.args[2], X = k.args[3],
+              T = k.args[4];
+        k.loop(k.begin, k.end, [&](Value index) {
+          SmallVector<Value> at = k.unflatten(index, {rows, width / kVector});
+          Value r = at[0], first = k.muli(at[1], k.idx(kVector));
+          Value scale = k.mul(k.load(G, {}), k.f32(1.0 / rows));
+          Value mx = k.load(S, {r, k.idx(0)});
+          Value factor = k.div(scale, k.load(S, {r, k.idx(1)}));
+          Value target = k.toIndex(k.load(T, r));
+          SmallVector<Value> xs = k.loadChunk(X, {r, first}, kVector), ds;
+          for (int64_t e = 0; e < kVector; ++e) {
+            Value j = k.addi(first, k.idx(e));
+            Value d = k.mul(k.exp(k.sub(xs[e], mx)), factor);
+            Value isTarget = arith::CmpIOp::create(
+                k.b, k.loc, arith::CmpIPredicate::eq, j, target);
+            Value minus =
+                arith::SelectOp::create(k.b, k.loc, isTarget, scale, k.f32(0));
+            ds.push_back(k.sub(d, minus));
+          }
+          k.storeChunk(ds, D, {r, first});
+        });
+        call(finishKernel(k), rows * width / kVector,
+             {out, grad, stats, logits, bufferFor(ceg.getTargets())}, op);
+        return success();
+      }
       Kernel k =
           startKernel(name, loc,
                       {rowsView(out, rows, v, storedType(out)),
@@ -3343,9 +3383,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         k.store(k.sub(d, minus), D, {r, j});
       });
       call(finishKernel(k), rows * v,
-           {out, bufferFor(ceg.getGrad()), stats, bufferFor(ceg.getLogits()),
-            bufferFor(ceg.getTargets())},
-           op);
+           {out, grad, stats, logits, bufferFor(ceg.getTargets())}, op);
       return success();
     }
     Kernel k = startKernel(name, loc,
@@ -3371,8 +3409,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       k.store(k.sub(k.load(D, {r, target}), scale), D, {r, target});
     });
     call(finishKernel(k), rows,
-         {out, bufferFor(ceg.getGrad()), bufferFor(ceg.getLogits()),
-          bufferFor(ceg.getTargets())},
+         {out, grad, bufferFor(ceg.getLogits()), bufferFor(ceg.getTargets())},
          op);
     return success();
   }
