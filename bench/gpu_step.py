@@ -52,6 +52,12 @@ def write_random_shard(path, tokens, vocab, seed=0):
                             *(rng.randrange(vocab) for _ in range(tokens))))
 
 
+def tokens_path():
+    """The random token shard, written where the benchmark runs (outside
+    the carried build folder: 8 MB less to carry to a GPU machine)."""
+    return os.path.join(tempfile.gettempdir(), "hotstage-gpu-bench-tokens.bin")
+
+
 def build(hotstage, out, batch, seq):
     os.makedirs(out, exist_ok=True)
     defines = [f"-D{k}={v}" for k, v in GPT2.items()]
@@ -66,8 +72,6 @@ def build(hotstage, out, batch, seq):
                        + flags + defines, check=True)
     bundle.copy_libraries([os.path.join(out, "gpt2-fp32")],
                           os.path.join(out, "lib"))
-    # (The token shard is written where the benchmark runs: 8 MB less to
-    # carry to a GPU machine.)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"batch": batch, "seq": seq}, f)
 
@@ -83,7 +87,7 @@ def hotstage_run(out, precision, warmup, iters):
         os.remove(metrics)
     env = carried_env(out)
     done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train", "--data",
-                           os.path.join(out, "tokens.bin"), "--steps",
+                           tokens_path(), "--steps",
                            str(warmup + iters), "--metrics", metrics,
                            "--log-every", str(warmup + iters)],
                           capture_output=True, text=True, env=env)
@@ -101,7 +105,7 @@ def hotstage_profile(out, precision, steps=3, rows=15):
     env = carried_env(out)
     env["HOTSTAGE_PROFILE"] = "1"
     done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train",
-                           "--data", os.path.join(out, "tokens.bin"),
+                           "--data", tokens_path(),
                            "--steps", str(steps), "--log-every", str(steps)],
                           capture_output=True, text=True, env=env)
     lines = done.stderr.splitlines()
@@ -157,9 +161,8 @@ def main():
         build(args.hotstage, out, args.batch, args.seq)
     cfg = json.load(open(os.path.join(out, "config.json")))
     batch, seq = cfg["batch"], cfg["seq"]
-    if not os.path.exists(os.path.join(out, "tokens.bin")):
-        write_random_shard(os.path.join(out, "tokens.bin"), 4 * 1024 * 1024,
-                           GPT2["vocab"])
+    if not os.path.exists(tokens_path()):
+        write_random_shard(tokens_path(), 4 * 1024 * 1024, GPT2["vocab"])
 
     precisions = args.precisions.split(",")
     # Each precision's default build, then its variants (rows without a
