@@ -37,6 +37,9 @@ PRECISIONS = ("bf16", "fp32")
 # choose defaults: cuBLASLt's fused GELU and its gradient (llm.c found the
 # fused GELU slower in bf16 on A100).
 VARIANTS = {"bf16-gelu": ["-Dprecision=bf16", "--gemm-epilogues=gelu"]}
+# Runs of a build with another environment: the bf16 build with its GEMMs'
+# algorithms timed at startup rather than the heuristic's first.
+RUN_VARIANTS = {"bf16-autotune": ("bf16", {"HOTSTAGE_GEMM_AUTOTUNE": "1"})}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
 
 
@@ -86,7 +89,9 @@ def hotstage_run(out, precision, warmup, iters):
     if os.path.exists(metrics):
         os.remove(metrics)
     env = carried_env(out)
-    done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train", "--data",
+    build, extra = RUN_VARIANTS.get(precision, (precision, {}))
+    env.update(extra)
+    done = subprocess.run([os.path.join(out, f"gpt2-{build}"), "train", "--data",
                            tokens_path(), "--steps",
                            str(warmup + iters), "--metrics", metrics,
                            "--log-every", str(warmup + iters)],
@@ -169,7 +174,8 @@ def main():
     # ratio: compare their ms/step with the default's).
     builds = [p for p in precisions] + [
         v for v in VARIANTS if v.split("-")[0] in precisions
-        and os.path.exists(os.path.join(out, f"gpt2-{v}"))]
+        and os.path.exists(os.path.join(out, f"gpt2-{v}"))] + [
+        v for v, (b, _) in RUN_VARIANTS.items() if b in precisions]
     rows = [(f"hotstage {b}", hotstage_run(out, b, args.warmup, args.iters))
             for b in builds]
     scripts = {"pytorch": "pytorch_gpt2_gpu.py", "jax": "jax_gpt2_gpu.py"}
@@ -199,12 +205,12 @@ def main():
           f"MFU: {flops_per_token / 1e9:.3f} GFLOP per token vs "
           + (f"{peak / 1e12:.0f} TFLOP/s bf16 peak" if peak else "unknown peak"))
     print()
-    header = f"{'run':<20} {'precision':>9} | {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} | {'ratio':>6}"
+    header = f"{'run':<24} {'precision':>9} | {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} | {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for label, r in rows:
         if "error" in r:
-            print(f"{label:<20} failed: {' '.join(r['error'])}")
+            print(f"{label:<24} failed: {' '.join(r['error'])}")
             continue
         ms = r["ms_per_step_median"]
         tps = tokens / ms * 1e3
@@ -212,7 +218,7 @@ def main():
         mine = base.get(label.split()[1])
         ratio = (f"{ms / mine:6.2f}" if mine and not label.startswith("hotstage")
                  else "     -")
-        print(f"{label:<20} {r.get('precision', '?'):>9} | {ms:>9.2f} "
+        print(f"{label:<24} {r.get('precision', '?'):>9} | {ms:>9.2f} "
               f"{tps:>10.0f} {mfu:>6} | {ratio}")
     for precision, table in profiles.items():
         print()

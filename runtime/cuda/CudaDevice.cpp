@@ -132,6 +132,8 @@ struct Gemm {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t first = nullptr, second = nullptr, out = nullptr;
   cublasLtMatmulAlgo_t algo;
+  /// HOTSTAGE_GEMM_AUTOTUNE: the heuristic's candidates, timed once.
+  std::vector<cublasLtMatmulAlgo_t> candidates;
 };
 
 class CudaDevice final : public Device {
@@ -151,6 +153,14 @@ private:
   bool check(cublasStatus_t status, const std::string &what,
              std::string &error);
   bool prepareGemm(const PlanAction &a, Gemm &gemm, std::string &error);
+  /// D = op(A) op(B) (+ C) of plan GEMM `a` on its slot's buffers, with
+  /// `algo`, on the stream.
+  cublasStatus_t launchGemm(const PlanAction &a, const Gemm &g,
+                            const cublasLtMatmulAlgo_t &algo, int slot);
+  /// HOTSTAGE_GEMM_AUTOTUNE=1: each GEMM of a distinct shape times the
+  /// heuristic's first candidates on the (still zero) arena and keeps the
+  /// fastest, as XLA autotunes; the others take the result of its shape.
+  bool autotuneGemms(std::string &error);
   void setEpiloguePointers(const PlanAction &a, Gemm &gemm, int slot) {
     for (auto [arg, attribute] :
          {std::pair{a.biasArg, CUBLASLT_MATMUL_DESC_BIAS_POINTER},
@@ -186,6 +196,7 @@ private:
   std::unique_ptr<CudnnAttention> attention_;
   CUdeviceptr attentionWorkspace_ = 0;
   bool graphs_ = true;
+  bool autotune_ = false;
   std::map<std::pair<std::string, int>, CUgraphExec> graphExecs_;
 
   // HOTSTAGE_PROFILE=1: each action timed with events (no graphs), summed
@@ -320,13 +331,104 @@ bool CudaDevice::init(const Plan &plan, std::string &error) {
         return false;
   }
   // Every GEMM's descriptors and algorithm, chosen once.
+  if (const char *tune = std::getenv("HOTSTAGE_GEMM_AUTOTUNE"))
+    autotune_ = std::atoi(tune) != 0;
   for (const auto &[name, actions] : plan.functions)
     for (const PlanAction &a : actions)
       if (a.gemm && !prepareGemm(a, gemms_[&a], error)) {
         error = name + ", GEMM " + a.note + ": " + error;
         return false;
       }
-  return true;
+  return !autotune_ || autotuneGemms(error);
+}
+
+cublasStatus_t CudaDevice::launchGemm(const PlanAction &a, const Gemm &g,
+                                      const cublasLtMatmulAlgo_t &algo,
+                                      int slot) {
+  float one = 1.0f, beta = a.accumulate || a.addendArg >= 0 ? 1.0f : 0.0f;
+  CUdeviceptr A = pointer(a.buffers[0], slot), B = pointer(a.buffers[1], slot),
+              D = pointer(a.buffers[2], slot),
+              C = a.addendArg >= 0 ? pointer(a.buffers[a.addendArg], slot) : D;
+  return cublasLtMatmul(
+      blas_, g.desc, &one, reinterpret_cast<void *>(B), g.first,
+      reinterpret_cast<void *>(A), g.second, &beta, reinterpret_cast<void *>(C),
+      g.out, reinterpret_cast<void *>(D), g.out, &algo,
+      reinterpret_cast<void *>(workspace_), workspaceBytes_, stream_);
+}
+
+bool CudaDevice::autotuneGemms(std::string &error) {
+  // The arena is still all zeros (parameters arrive later), so every
+  // candidate writes zeros where it writes, and an accumulating one adds
+  // zero: timing leaves nothing behind. (Zeros can run a little faster
+  // than real data, alike for every candidate.)
+  CUevent start = nullptr, stop = nullptr;
+  if (!check(driver_.cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate",
+             error) ||
+      !check(driver_.cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate",
+             error))
+    return false;
+  std::map<std::string, cublasLtMatmulAlgo_t> chosen; // by shape
+  bool ok = true;
+  int tuned = 0;
+  for (auto &[action, g] : gemms_) {
+    const PlanAction &a = *action;
+    if (g.candidates.size() < 2)
+      continue;
+    std::string key;
+    for (int64_t v : {a.m, a.n, a.k, a.lda, a.ldb, a.ldc, a.strideA, a.strideB,
+                      a.strideC, a.batch})
+      key += std::to_string(v) + ",";
+    key += std::to_string(a.transA) + std::to_string(a.transB) +
+           std::to_string(a.accumulate) + std::to_string(a.bf16) +
+           std::to_string(a.bf16Out) + std::to_string(a.biasArg >= 0) +
+           std::to_string(a.addendArg >= 0) + std::to_string(a.auxArg >= 0) +
+           a.activation;
+    if (auto it = chosen.find(key); it != chosen.end()) {
+      g.algo = it->second;
+      continue;
+    }
+    float best = -1;
+    for (const cublasLtMatmulAlgo_t &algo : g.candidates) {
+      // Two warm-up runs, then the median of five.
+      std::vector<float> times;
+      bool failed = false;
+      for (int run = 0; run < 7 && !failed; ++run) {
+        driver_.cuEventRecord(start, stream_);
+        failed = launchGemm(a, g, algo, 0) != CUBLAS_STATUS_SUCCESS;
+        driver_.cuEventRecord(stop, stream_);
+        float ms = 0;
+        if (!check(driver_.cuStreamSynchronize(stream_),
+                   "timing GEMM " + a.note, error)) {
+          ok = false;
+          failed = true;
+          break;
+        }
+        driver_.cuEventElapsedTime(&ms, start, stop);
+        if (run >= 2)
+          times.push_back(ms);
+      }
+      if (!ok)
+        break;
+      if (failed) // an algorithm that refuses these pointers is skipped
+        continue;
+      std::sort(times.begin(), times.end());
+      float median = times[times.size() / 2];
+      if (best < 0 || median < best) {
+        best = median;
+        g.algo = algo;
+      }
+    }
+    if (!ok)
+      break;
+    chosen[key] = g.algo;
+    ++tuned;
+  }
+  driver_.cuEventDestroy(start);
+  driver_.cuEventDestroy(stop);
+  if (ok)
+    std::fprintf(stderr, "HOTSTAGE_GEMM_AUTOTUNE: %d GEMM shapes timed\n",
+                 tuned);
+  return ok;
 }
 
 bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
@@ -392,11 +494,13 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
   cublasLtMatmulPreferenceSetAttribute(
       preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspaceBytes_,
       sizeof(workspaceBytes_));
-  cublasLtMatmulHeuristicResult_t result = {};
+  // The heuristic's first choice, or its first eight to time
+  // (autotuneGemms).
+  cublasLtMatmulHeuristicResult_t results[8] = {};
   int found = 0;
-  cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(blas_, g.desc, g.first, g.second, g.out,
-                                     g.out, preference, 1, &result, &found);
+  cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      blas_, g.desc, g.first, g.second, g.out, g.out, preference,
+      autotune_ ? 8 : 1, results, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   if (!check(status, "cublasLtMatmulAlgoGetHeuristic", error))
     return false;
@@ -405,7 +509,10 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
             std::to_string(n) + "x" + std::to_string(k);
     return false;
   }
-  g.algo = result.algo;
+  g.algo = results[0].algo;
+  if (autotune_)
+    for (int i = 0; i < found; ++i)
+      g.candidates.push_back(results[i].algo);
   return true;
 }
 
@@ -536,20 +643,8 @@ bool CudaDevice::enqueue(const std::string &function,
     if (a.gemm) {
       Gemm &g = gemms_.at(&a);
       setEpiloguePointers(a, g, slot);
-      float one = 1.0f, beta = a.accumulate || a.addendArg >= 0 ? 1.0f : 0.0f;
-      CUdeviceptr A = pointer(a.buffers[0], slot),
-                  B = pointer(a.buffers[1], slot),
-                  D = pointer(a.buffers[2], slot),
-                  C = a.addendArg >= 0 ? pointer(a.buffers[a.addendArg], slot)
-                                       : D;
-      if (!check(cublasLtMatmul(blas_, g.desc, &one,
-                                reinterpret_cast<void *>(B), g.first,
-                                reinterpret_cast<void *>(A), g.second, &beta,
-                                reinterpret_cast<void *>(C), g.out,
-                                reinterpret_cast<void *>(D), g.out, &g.algo,
-                                reinterpret_cast<void *>(workspace_),
-                                workspaceBytes_, stream_),
-                 function + ", GEMM " + a.note, error))
+      if (!check(launchGemm(a, g, g.algo, slot), function + ", GEMM " + a.note,
+                 error))
         return false;
       if (profile_)
         driver_.cuEventRecord(events_[2 * index + 1], stream_);
