@@ -934,7 +934,25 @@ private:
       llvm::function_ref<Value(Kernel &, ArrayRef<Value>, Value, Value)>;
   void columnSums(Operation *op, int out, int64_t rows, int64_t cols,
                   double scale, bool accumulate, ArrayRef<Type> args,
-                  ArrayRef<int> buffers, ColumnTerm term);
+                  ArrayRef<int> buffers, ColumnTerm term) {
+    columnSums(op, {ColumnSum{out, scale, accumulate, term}}, rows, cols, args,
+               buffers);
+  }
+  /// Several such sums over the same rows and arguments in the same two
+  /// kernels (each summed as alone): a norm's weight and bias gradients
+  /// read its output's gradient once.
+  struct ColumnSum {
+    int out;
+    double scale;
+    bool accumulate;
+    ColumnTerm term;
+  };
+  void columnSums(Operation *op, ArrayRef<ColumnSum> sums, int64_t rows,
+                  int64_t cols, ArrayRef<Type> args, ArrayRef<int> buffers);
+  /// The sum of `dy` over its leading dimensions into `d` columns (a layer
+  /// norm's bias gradient) that follows `op` with only references between
+  /// them, not lowered yet: null where there is none.
+  ReduceSumOp biasGradientAfter(Operation *op, Value dy, int64_t d);
   /// The weight gradient (layer_norm_scale_grad, rms_norm_scale_grad) of
   /// the same x and eps as norm input gradient `op`, later in its block:
   /// null where there is none.
@@ -2709,6 +2727,22 @@ Operation *HostLowering::scaleGradientOf(Operation *op) {
   return nullptr;
 }
 
+ReduceSumOp HostLowering::biasGradientAfter(Operation *op, Value dy,
+                                            int64_t d) {
+  Operation *next = op->getNextNode();
+  while (next && isa<ParamRefOp, StateRefOp, ConstantOp>(next))
+    next = next->getNextNode();
+  auto sum = dyn_cast_or_null<ReduceSumOp>(next);
+  // Only one that lowerReduce makes column sums of alone.
+  int64_t rows = tensorType(dy).getNumElements() / d;
+  if (!sum || sum.getInput() != dy || skipped.contains(sum) ||
+      !sumsLeadingDimensions(sum) ||
+      tensorType(sum.getResult()).getNumElements() != d ||
+      d >= kColumnSumsBelow || rows < kColumnSumsFrom)
+    return ReduceSumOp();
+  return sum;
+}
+
 AddOp HostLowering::residualGradientAdd(Operation *op) {
   Value r = op->getResult(0);
   auto add = r.hasOneUse() ? dyn_cast<AddOp>(*r.getUsers().begin()) : AddOp();
@@ -2744,10 +2778,9 @@ void HostLowering::sumPartials(StringRef name, int out, int partial,
   call(finishKernel(k), count, {out, partial}, op);
 }
 
-void HostLowering::columnSums(Operation *op, int out, int64_t rows,
-                              int64_t cols, double scale, bool accumulate,
-                              ArrayRef<Type> args, ArrayRef<int> buffers,
-                              ColumnTerm term) {
+void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
+                              int64_t rows, int64_t cols, ArrayRef<Type> args,
+                              ArrayRef<int> buffers) {
   // Enough indices to keep a GPU's memory busy, each summing at least 8
   // rows; parts divides the rows.
   constexpr int64_t kIndices = 1 << 17, kLeastRows = 8;
@@ -2757,43 +2790,62 @@ void HostLowering::columnSums(Operation *op, int out, int64_t rows,
     --parts;
   StringRef name = op->getName().stripDialect();
   Type f32 = Float32Type::get(ctx);
-  int partial = newScratch({cols, parts}, f32);
-  SmallVector<Type> types{memrefOf({cols, parts}, f32)};
+  int64_t n = sums.size();
+  // partial[s][j][p] for sum s.
+  int partial = newScratch({n, cols, parts}, f32);
+  SmallVector<Type> types{memrefOf({n, cols, parts}, f32)};
   types.append(args.begin(), args.end());
   Kernel first = startKernel(name, op->getLoc(), types);
   first.loop(first.begin, first.end, [&](Value i) {
     Value p = first.divi(i, first.idx(cols));
     Value j = first.remi(i, first.idx(cols));
     ArrayRef<Value> operands = ArrayRef<Value>(first.args).drop_front();
-    Value sum =
-        first.reduce(0, rows / parts, first.f32(0), [&](Value step, Value acc) {
-          Value r = first.addi(p, first.muli(step, first.idx(parts)));
-          return first.add(acc, term(first, operands, r, j));
-        });
-    first.store(sum, first.args[0], {j, p});
+    SmallVector<Value> init(n, first.f32(0));
+    auto loop = scf::ForOp::create(first.b, first.loc, first.idx(0),
+                                   first.idx(rows / parts), first.idx(1), init);
+    {
+      OpBuilder::InsertionGuard guard(first.b);
+      first.b.setInsertionPointToStart(loop.getBody());
+      Value r =
+          first.addi(p, first.muli(loop.getInductionVar(), first.idx(parts)));
+      SmallVector<Value> next;
+      for (auto [s, acc] : llvm::zip(sums, loop.getRegionIterArgs()))
+        next.push_back(first.add(acc, s.term(first, operands, r, j)));
+      scf::YieldOp::create(first.b, first.loc, next);
+    }
+    for (int64_t s = 0; s < n; ++s)
+      first.store(loop.getResult(s), first.args[0], {first.idx(s), j, p});
   });
   SmallVector<int> firstBuffers{partial};
   firstBuffers.append(buffers.begin(), buffers.end());
   call(finishKernel(first), parts * cols, firstBuffers, op);
 
   bool shuffles = options.warpShuffles;
-  Kernel last =
-      startKernel(name, op->getLoc(),
-                  {memrefOf({cols}, f32), memrefOf({cols, parts}, f32)});
+  SmallVector<Type> lastTypes(n, memrefOf({cols}, f32));
+  lastTypes.push_back(memrefOf({n, cols, parts}, f32));
+  Kernel last = startKernel(name, op->getLoc(), lastTypes);
   last.loop(last.begin, last.end, [&](Value index) {
     RowLanes lanes(last, index, parts, shuffles);
     Value j = lanes.row;
-    Value sum = lanes.sum([&](Value p) {
-      return last.load(last.args[1], {j, p});
-    });
-    if (scale != 1)
-      sum = last.mul(sum, last.f32(scale));
-    lanes.once([&] {
-      Value v = accumulate ? last.add(last.load(last.args[0], j), sum) : sum;
-      last.store(v, last.args[0], j);
-    });
+    for (int64_t s = 0; s < n; ++s) {
+      Value total = lanes.sum([&](Value p) {
+        return last.load(last.args[n], {last.idx(s), j, p});
+      });
+      if (sums[s].scale != 1)
+        total = last.mul(total, last.f32(sums[s].scale));
+      Value out = last.args[s];
+      bool accumulate = sums[s].accumulate;
+      lanes.once([&] {
+        Value v = accumulate ? last.add(last.load(out, j), total) : total;
+        last.store(v, out, j);
+      });
+    }
   });
-  call(finishKernel(last), RowLanes::range(cols, shuffles), {out, partial}, op);
+  SmallVector<int> lastBuffers;
+  for (const ColumnSum &s : sums)
+    lastBuffers.push_back(s.out);
+  lastBuffers.push_back(partial);
+  call(finishKernel(last), RowLanes::range(cols, shuffles), lastBuffers, op);
 }
 
 int HostLowering::castToBf16(int buffer, Operation *op) {
@@ -3101,16 +3153,29 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
              {stats, bufferFor(x)}, op);
       }
       int acc = accumulatorFor(op);
-      columnSums(op, acc >= 0 ? acc : out, rows, d, 1.0, acc >= 0,
+      auto scaleTerm = [&](Kernel &c, ArrayRef<Value> args, Value r, Value j) {
+        Value xhat = c.mul(
+            c.sub(c.load(args[1], {r, j}), c.load(args[2], {r, c.idx(0)})),
+            c.load(args[2], {r, c.idx(1)}));
+        return c.mul(c.load(args[0], {r, j}), xhat);
+      };
+      auto dyTerm = [&](Kernel &c, ArrayRef<Value> args, Value r, Value j) {
+        return c.load(args[0], {r, j});
+      };
+      SmallVector<ColumnSum, 2> sums{
+          {acc >= 0 ? acc : out, 1.0, acc >= 0, scaleTerm}};
+      // The norm's bias gradient, the same dy summed over the rows right
+      // after this: in the same kernels, dy read once (each sum as alone).
+      if (ReduceSumOp bias = biasGradientAfter(op, dy, d)) {
+        int biasAcc = accumulatorFor(bias);
+        int biasOut = biasAcc >= 0 ? biasAcc : newTemp(bias.getResult());
+        skipped.insert(bias);
+        sums.push_back({biasOut, 1.0, biasAcc >= 0, dyTerm});
+      }
+      columnSums(op, sums, rows, d,
                  {memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
                   memrefOf({rows, 2}, f32)},
-                 {bufferFor(dy), bufferFor(x), stats},
-                 [&](Kernel &c, ArrayRef<Value> args, Value r, Value j) {
-                   Value xhat = c.mul(c.sub(c.load(args[1], {r, j}),
-                                            c.load(args[2], {r, c.idx(0)})),
-                                      c.load(args[2], {r, c.idx(1)}));
-                   return c.mul(c.load(args[0], {r, j}), xhat);
-                 });
+                 {bufferFor(dy), bufferFor(x), stats});
       return success();
     }
     // One thread: the rows are summed in order, the same on any machine.
