@@ -177,6 +177,19 @@ float value(uint16_t b) {
   return v;
 }
 
+// x (2x3), w (4x3) and a bias (4) of values exact in bf16 whose products'
+// sums are not (1 + 2^-8 + ...).
+void bf16Operands(std::vector<uint16_t> &x, std::vector<uint16_t> &w,
+                  std::vector<uint16_t> &bias) {
+  for (float v : {1.0f, 0.5f, -2.0f, 0.25f, 3.0f, 1.5f})
+    x.push_back(bits(v));
+  for (float v : {1.0f, 0.00390625f, 0.0078125f, -1.0f, 2.0f, 0.5f, 0.125f,
+                  -0.25f, 1.0f, 3.0f, 1.0f, 0.00390625f})
+    w.push_back(bits(v));
+  for (float v : {0.001953125f, 0.0f, 1.0f, -0.5f})
+    bias.push_back(bits(v));
+}
+
 TEST(Bf16Output, RoundsTheF32SumOnce) {
   Plan plan;
   std::string error;
@@ -185,15 +198,8 @@ TEST(Bf16Output, RoundsTheF32SumOnce) {
       << error;
   const PlanAction &a = plan.functions.at("forward").at(0);
   EXPECT_TRUE(a.bf16Out);
-  // Values exact in bf16; the products' sums are not (1 + 2^-8 + ...).
   std::vector<uint16_t> x, w, bias, y(8, 0);
-  for (float v : {1.0f, 0.5f, -2.0f, 0.25f, 3.0f, 1.5f})
-    x.push_back(bits(v));
-  for (float v : {1.0f, 0.00390625f, 0.0078125f, -1.0f, 2.0f, 0.5f, 0.125f,
-                  -0.25f, 1.0f, 3.0f, 1.0f, 0.00390625f})
-    w.push_back(bits(v));
-  for (float v : {0.001953125f, 0.0f, 1.0f, -0.5f})
-    bias.push_back(bits(v));
+  bf16Operands(x, w, bias);
   void *args[] = {x.data(), w.data(), y.data(), bias.data()};
   ThreadPool pool(2);
   hostGemm(a, args, pool);
@@ -255,13 +261,7 @@ buffer 4 temp pre bf16 2x4 offset 256 bytes 16
                 grad, error))
       << error;
   std::vector<uint16_t> x, w, bias, y(8, 0), pre(8, 0);
-  for (float v : {1.0f, 0.5f, -2.0f, 0.25f, 3.0f, 1.5f})
-    x.push_back(bits(v));
-  for (float v : {1.0f, 0.00390625f, 0.0078125f, -1.0f, 2.0f, 0.5f, 0.125f,
-                  -0.25f, 1.0f, 3.0f, 1.0f, 0.00390625f})
-    w.push_back(bits(v));
-  for (float v : {0.001953125f, 0.0f, 1.0f, -0.5f})
-    bias.push_back(bits(v));
+  bf16Operands(x, w, bias);
   auto nearest = [](float v) {
     uint32_t u;
     std::memcpy(&u, &v, 4);
