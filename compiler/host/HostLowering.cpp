@@ -919,10 +919,6 @@ private:
   bool bf16Gemms = false;
   /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills).
   int castToBf16(int buffer, Operation *op);
-  /// out[i] = sum over p, in order, of partial[p][i] (`partsFirst`) or
-  /// partial[i][p], one index per i: the second level of a split sum.
-  void sumPartials(StringRef name, int out, int partial, int64_t count,
-                   int64_t parts, bool partsFirst, Operation *op);
   /// Over elements: out[j] = sum over r < rows of term(r, j) for each
   /// j < cols, times `scale`, added to out[j]'s own value when
   /// `accumulate`. Index (p, j) of parts x cols (neighbouring indices read
@@ -2757,25 +2753,6 @@ AddOp HostLowering::residualGradientAdd(Operation *op) {
   if (buffer < 0 || plan.buffers[buffer].dtype != "f32")
     return AddOp();
   return add;
-}
-
-void HostLowering::sumPartials(StringRef name, int out, int partial,
-                               int64_t count, int64_t parts, bool partsFirst,
-                               Operation *op) {
-  Type f32 = Float32Type::get(ctx);
-  SmallVector<int64_t> shape = partsFirst ? SmallVector<int64_t>{parts, count}
-                                          : SmallVector<int64_t>{count, parts};
-  Kernel k = startKernel(name, op->getLoc(),
-                         {memrefOf({count}, f32), memrefOf(shape, f32)});
-  k.loop(k.begin, k.end, [&](Value i) {
-    Value sum = k.reduce(0, parts, k.f32(0), [&](Value p, Value acc) {
-      return k.add(acc,
-                   k.load(k.args[1], partsFirst ? SmallVector<Value>{p, i}
-                                                : SmallVector<Value>{i, p}));
-    });
-    k.store(sum, k.args[0], i);
-  });
-  call(finishKernel(k), count, {out, partial}, op);
 }
 
 void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,

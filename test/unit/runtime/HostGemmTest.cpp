@@ -153,7 +153,8 @@ TEST(GemmEpilogue, GeluGradient) {
 }
 
 // A bf16 GEMM that keeps its output in bf16: x (2x3), w (4x3), bias (4)
-// and y (2x4) all bf16; also an f32 x and r for the refusals.
+// and y (2x4) all bf16; also an f32 x and r for the refusals, and a bf16
+// pre (2x4) for a GELU's aux.
 std::string bf16Plan(const std::string &gemm) {
   return tinyPlan(2, 1024, 1024, R"(buffer 0 temp x bf16 2x3 offset 0 bytes 12
 buffer 1 temp w bf16 4x3 offset 64 bytes 24
@@ -161,6 +162,7 @@ buffer 2 temp bias bf16 4 offset 128 bytes 8
 buffer 3 temp y bf16 2x4 offset 192 bytes 16
 buffer 4 temp xf f32 2x3 offset 256 bytes 24
 buffer 5 temp r f32 2x4 offset 320 bytes 32
+buffer 6 temp pre bf16 2x4 offset 384 bytes 16
 )",
                   gemm);
 }
@@ -240,25 +242,16 @@ TEST(Bf16Output, RefusedWhereItCannotBe) {
 // GELU of the f32 sum rounded once, the sum rounded into aux; the GELU's
 // gradient multiplies the f32 product by the slope at aux, rounded once.
 TEST(Bf16Output, GeluEpiloguesRoundOnce) {
-  std::string buffers = R"(buffer 0 temp x bf16 2x3 offset 0 bytes 12
-buffer 1 temp w bf16 4x3 offset 64 bytes 24
-buffer 2 temp bias bf16 4 offset 128 bytes 8
-buffer 3 temp y bf16 2x4 offset 192 bytes 16
-buffer 4 temp pre bf16 2x4 offset 256 bytes 16
-)";
   Plan gelu, grad;
   std::string error;
   ASSERT_TRUE(parsePlan(
-      tinyPlan(2, 1024, 1024, buffers,
-               "  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 bias 2 gelu_tanh aux 4")
+      bf16Plan("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 bias 2 gelu_tanh aux 6")
           .c_str(),
       gelu, error))
       << error;
-  ASSERT_TRUE(
-      parsePlan(tinyPlan(2, 1024, 1024, buffers,
-                         "  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 dgelu_tanh aux 4")
-                    .c_str(),
-                grad, error))
+  ASSERT_TRUE(parsePlan(
+      bf16Plan("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 dgelu_tanh aux 6").c_str(),
+      grad, error))
       << error;
   std::vector<uint16_t> x, w, bias, y(8, 0), pre(8, 0);
   bf16Operands(x, w, bias);
