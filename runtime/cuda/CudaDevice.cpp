@@ -13,7 +13,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudnnAttention.h"
+#include "runtime/cuda/NcclLinks.h"
 #include "runtime/host/Device.h"
 #include "runtime/host/HostGemm.h"
 
@@ -32,78 +34,6 @@ extern "C" const unsigned char hotstage_device_image[];
 extern "C" const int64_t hotstage_device_image_size;
 
 namespace {
-
-#define HS_STRING(x) #x
-#define HS_SYMBOL(x) HS_STRING(x)
-// The driver functions used, by the names cuda.h maps them to (cuMemAlloc
-// is cuMemAlloc_v2).
-#define HS_DRIVER_FUNCTIONS(X)                                                 \
-  X(cuInit)                                                                    \
-  X(cuGetErrorName)                                                            \
-  X(cuGetErrorString)                                                          \
-  X(cuDeviceGetCount)                                                          \
-  X(cuDeviceGet)                                                               \
-  X(cuDeviceGetName)                                                           \
-  X(cuDeviceGetAttribute)                                                      \
-  X(cuDevicePrimaryCtxRetain)                                                  \
-  X(cuDevicePrimaryCtxRelease)                                                 \
-  X(cuCtxSetCurrent)                                                           \
-  X(cuModuleLoadData)                                                          \
-  X(cuModuleUnload)                                                            \
-  X(cuModuleGetFunction)                                                       \
-  X(cuMemAlloc)                                                                \
-  X(cuMemFree)                                                                 \
-  X(cuMemsetD8)                                                                \
-  X(cuMemcpyHtoDAsync)                                                         \
-  X(cuMemcpyDtoHAsync)                                                         \
-  X(cuStreamCreate)                                                            \
-  X(cuStreamDestroy)                                                           \
-  X(cuStreamSynchronize)                                                       \
-  X(cuStreamBeginCapture)                                                      \
-  X(cuStreamEndCapture)                                                        \
-  X(cuGraphInstantiate)                                                        \
-  X(cuGraphLaunch)                                                             \
-  X(cuGraphExecDestroy)                                                        \
-  X(cuGraphDestroy)                                                            \
-  X(cuEventCreate)                                                             \
-  X(cuEventRecord)                                                             \
-  X(cuEventElapsedTime)                                                        \
-  X(cuEventDestroy)                                                            \
-  X(cuLaunchKernel)
-
-struct Driver {
-#define HS_MEMBER(fn) decltype(&::fn) fn = nullptr;
-  HS_DRIVER_FUNCTIONS(HS_MEMBER)
-#undef HS_MEMBER
-
-  bool load(std::string &error) {
-    // HOTSTAGE_CUDA_DRIVER names another driver library (tests load the
-    // toolkit's stub to check that every function below resolves).
-    const char *path = std::getenv("HOTSTAGE_CUDA_DRIVER");
-    void *library = dlopen(path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!library && path) {
-      error = std::string("cannot load the NVIDIA driver ") + path + ": " +
-              dlerror();
-      return false;
-    }
-    if (!library) {
-      error = "cannot load the NVIDIA driver (libcuda.so.1): this executable "
-              "was built for a CUDA GPU (--target cuda) and this machine has "
-              "no NVIDIA driver";
-      return false;
-    }
-#define HS_LOAD(fn)                                                            \
-  fn = reinterpret_cast<decltype(fn)>(dlsym(library, HS_SYMBOL(fn)));          \
-  if (!fn) {                                                                   \
-    error = std::string("the NVIDIA driver lacks ") + HS_SYMBOL(fn) +          \
-            " (it is older than CUDA 12)";                                     \
-    return false;                                                              \
-  }
-    HS_DRIVER_FUNCTIONS(HS_LOAD)
-#undef HS_LOAD
-    return true;
-  }
-};
 
 const char *cublasName(cublasStatus_t status) {
   switch (status) {
@@ -147,8 +77,16 @@ public:
               std::string &error) override;
   bool download(char *host, int64_t offset, int64_t bytes,
                 std::string &error) override;
+  DeviceLinks *links(double timeout, std::string &why) override;
 
 private:
+  /// Waits for the stream; with links, at most the job's timeout without
+  /// progress (a peer's transfer may be what it waits for).
+  bool synchronize(const std::string &what, std::string &error) {
+    return links_ && links_->active()
+               ? links_->wait(stream_, what, error)
+               : check(driver_.cuStreamSynchronize(stream_), what, error);
+  }
   bool check(CUresult result, const std::string &what, std::string &error);
   bool check(cublasStatus_t status, const std::string &what,
              std::string &error);
@@ -180,7 +118,7 @@ private:
     return arena_ + b.offset + (slot % b.slots) * b.slotStride();
   }
 
-  Driver driver_;
+  CudaDriver driver_;
   const Plan *plan_ = nullptr;
   std::string name_;
   CUdevice device_ = 0;
@@ -198,6 +136,8 @@ private:
   bool graphs_ = true;
   bool autotune_ = false;
   std::map<std::pair<std::string, int>, CUgraphExec> graphExecs_;
+  // Transfers between the ranks' GPUs (NCCL), once a multi-rank job asks.
+  std::unique_ptr<NcclLinks> links_;
 
   // HOTSTAGE_PROFILE=1: each action timed with events (no graphs), summed
   // by function and op, printed at exit with the GEMMs' TFLOP/s.
@@ -548,6 +488,7 @@ void CudaDevice::printProfile() const {
 CudaDevice::~CudaDevice() {
   if (profile_)
     printProfile();
+  links_.reset();
   attention_.reset();
   if (attentionWorkspace_)
     driver_.cuMemFree(attentionWorkspace_);
@@ -579,9 +520,13 @@ CudaDevice::~CudaDevice() {
 bool CudaDevice::run(const std::string &function,
                      const std::vector<PlanAction> &actions, int slot,
                      std::string &error) {
+  // What it was told to wait for (transfers between ranks), before any
+  // launch: a graph's launches then follow it too.
+  if (links_ && !links_->beforeRun(error))
+    return false;
   if (!graphs_) {
     if (!enqueue(function, actions, slot, error) ||
-        !check(driver_.cuStreamSynchronize(stream_), function, error))
+        !synchronize(function, error))
       return false;
     for (size_t i = 0; profile_ && i < actions.size(); ++i) {
       const PlanAction &a = actions[i];
@@ -629,7 +574,7 @@ bool CudaDevice::run(const std::string &function,
   }
   return check(driver_.cuGraphLaunch(it->second, stream_),
                function + ": cuGraphLaunch", error) &&
-         check(driver_.cuStreamSynchronize(stream_), function, error);
+         synchronize(function, error);
 }
 
 bool CudaDevice::enqueue(const std::string &function,
@@ -709,7 +654,18 @@ bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
                                           static_cast<size_t>(bytes), stream_),
                 "copying " + std::to_string(bytes) + " bytes from the GPU",
                 error) &&
-          check(driver_.cuStreamSynchronize(stream_), "a download", error));
+          synchronize("a download", error));
+}
+
+DeviceLinks *CudaDevice::links(double timeout, std::string &why) {
+  if (!links_) {
+    auto links =
+        std::make_unique<NcclLinks>(driver_, device_, stream_, arena_, timeout);
+    if (!links->load(why))
+      return nullptr;
+    links_ = std::move(links);
+  }
+  return links_.get();
 }
 
 } // namespace

@@ -20,9 +20,52 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace hotstage::rt {
+
+class Comm;
+
+/// Transfers between the arenas of the job's ranks that do not pass
+/// through the host (NCCL on GPUs). A link joins a few ranks (its members)
+/// and has a queue of its own: its transfers run in the order posted, each
+/// after the work posted to the device before it, and beside the device's
+/// later runs. A transfer has a ticket; a run, or a link's next transfers,
+/// can be made to wait for it. Point-to-point transfers on a link pair up
+/// in the order posted (no tags), so its two ends must post them in the
+/// same order.
+class DeviceLinks {
+public:
+  virtual ~DeviceLinks() = default;
+  /// "NCCL 2.28.9", for the log.
+  virtual std::string name() const = 0;
+  /// The device this rank's arena lives on ("host:pci-bus-id"): members of
+  /// a link must not share one.
+  virtual std::string where() const = 0;
+  /// Opens a link among `members` (world ranks, this rank among them);
+  /// each member calls it, for all its links in the same order as the
+  /// others. `comm` carries the bootstrap. Returns the link's index.
+  virtual bool open(Comm &comm, const std::vector<int> &members, int &link,
+                    std::string &error) = 0;
+  /// `bytes` at `offset` of the arena to member `to` of `link`, or from
+  /// member `from` into it.
+  virtual bool send(int link, int to, int64_t offset, int64_t bytes,
+                    int &ticket, std::string &error) = 0;
+  virtual bool receive(int link, int from, int64_t offset, int64_t bytes,
+                       int &ticket, std::string &error) = 0;
+  /// Sums the floats of each (offset, count) range across the link's
+  /// members, in place.
+  virtual bool allReduce(int link,
+                         const std::vector<std::pair<int64_t, int64_t>> &ranges,
+                         int &ticket, std::string &error) = 0;
+  /// The device's next run (link < 0), or the next transfer posted on
+  /// `link`, starts after `ticket` is done.
+  virtual void after(int ticket, int link = -1) = 0;
+  /// Waits for every transfer posted (at most the job's --comm-timeout
+  /// without progress); tickets start again from 0.
+  virtual bool finish(std::string &error) = 0;
+};
 
 /// A host kernel: `buffers...`, then the [begin, end) range of its parallel
 /// dimension.
@@ -43,6 +86,15 @@ public:
                       std::string &error) = 0;
   virtual bool download(char *host, int64_t offset, int64_t bytes,
                         std::string &error) = 0;
+  /// Direct transfers between the ranks' devices, or nullptr with `why`
+  /// where this device has none (the ranks then stage them through the
+  /// host over MPI). `timeout`: the job's --comm-timeout, which bounds
+  /// every wait for a peer from then on.
+  virtual DeviceLinks *links(double timeout, std::string &why) {
+    (void)timeout;
+    why = "this device moves nothing between ranks by itself";
+    return nullptr;
+  }
 };
 
 /// The device this executable was built for, with the plan's arena

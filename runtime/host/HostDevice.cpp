@@ -7,17 +7,145 @@
 // the executor or the training loop misses a copy a GPU build would miss
 // too (test/e2e/device-copy.test).
 //
+// The stand-in has links too (Device.h), over MPI between the ranks'
+// copies, so that the pipeline's device-to-device path (a GPU build's
+// NCCL) runs and is checked on any machine
+// (test/e2e/pipeline/device-links.test).
+//
 //===----------------------------------------------------------------------===//
 
+#include "runtime/comm/Comm.h"
 #include "runtime/host/Device.h"
 #include "runtime/host/Executor.h"
 
 #include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 
 using namespace hotstage::rt;
 
 namespace {
+/// Links between the ranks' copies, over MPI: a transfer is a non-blocking
+/// message from one copy's arena to the other's, a run waits for the
+/// tickets it was told to, and an all-reduce sums on the link's first
+/// member in member order (one rank's order), then sends the sums back.
+class CopyLinks final : public DeviceLinks {
+public:
+  explicit CopyLinks(char *arena) : arena_(arena) {}
+  std::string name() const override { return "MPI between the copies"; }
+  std::string where() const override {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    // Every process has a copy of its own.
+    return std::string(host) + ":copy:" + std::to_string(getpid());
+  }
+  bool open(Comm &comm, const std::vector<int> &members, int &link,
+            std::string &) override {
+    comm_ = &comm;
+    link = static_cast<int>(members_.size());
+    members_.push_back(members);
+    linkWaits_.emplace_back();
+    return true;
+  }
+  bool send(int link, int to, int64_t offset, int64_t bytes, int &ticket,
+            std::string &) override {
+    waitFor(linkWaits_.at(link));
+    ticket = add(comm_->isend(arena_ + offset, static_cast<size_t>(bytes),
+                              members_[link].at(to), kTag,
+                              "a transfer of link " + std::to_string(link)));
+    return true;
+  }
+  bool receive(int link, int from, int64_t offset, int64_t bytes, int &ticket,
+               std::string &) override {
+    waitFor(linkWaits_.at(link));
+    ticket = add(comm_->irecv(arena_ + offset, static_cast<size_t>(bytes),
+                              members_[link].at(from), kTag,
+                              "a transfer of link " + std::to_string(link)));
+    return true;
+  }
+  bool allReduce(int link,
+                 const std::vector<std::pair<int64_t, int64_t>> &ranges,
+                 int &ticket, std::string &) override {
+    waitFor(linkWaits_.at(link));
+    const std::vector<int> &members = members_[link];
+    size_t n = 0;
+    for (auto [offset, count] : ranges)
+      n += static_cast<size_t>(count);
+    std::vector<float> mine(n);
+    float *p = mine.data();
+    for (auto [offset, count] : ranges) {
+      std::memcpy(p, arena_ + offset, static_cast<size_t>(count) * 4);
+      p += count;
+    }
+    std::string what = "the all-reduce of link " + std::to_string(link);
+    if (members.front() == comm_->worldRank()) {
+      std::vector<float> theirs(n);
+      for (size_t m = 1; m < members.size(); ++m) {
+        Comm::Request r =
+            comm_->irecv(theirs.data(), n * 4, members[m], kTag, what);
+        comm_->wait(r);
+        for (size_t i = 0; i < n; ++i)
+          mine[i] += theirs[i];
+      }
+      for (size_t m = 1; m < members.size(); ++m) {
+        Comm::Request r =
+            comm_->isend(mine.data(), n * 4, members[m], kTag, what);
+        comm_->wait(r);
+      }
+    } else {
+      Comm::Request r =
+          comm_->isend(mine.data(), n * 4, members.front(), kTag, what);
+      comm_->wait(r);
+      r = comm_->irecv(mine.data(), n * 4, members.front(), kTag, what);
+      comm_->wait(r);
+    }
+    p = mine.data();
+    for (auto [offset, count] : ranges) {
+      std::memcpy(arena_ + offset, p, static_cast<size_t>(count) * 4);
+      p += count;
+    }
+    ticket = add(Comm::Request()); // done already
+    return true;
+  }
+  void after(int ticket, int link) override {
+    (link < 0 ? runWaits_ : linkWaits_.at(link)).push_back(ticket);
+  }
+  bool finish(std::string &) override {
+    for (Comm::Request &r : tickets_)
+      comm_->wait(r);
+    tickets_.clear();
+    runWaits_.clear();
+    for (std::vector<int> &waits : linkWaits_)
+      waits.clear();
+    return true;
+  }
+  /// Before each run of the copy's kernels.
+  void beforeRun() { waitFor(runWaits_); }
+
+private:
+  // MPI keeps each sender's messages of one tag in order, which is the
+  // order a link's transfers pair up in; two ranks share at most one link
+  // each way (pipeline neighbours one, a stage's replicas one), so one
+  // tag serves every link. Above every tag of Comm's own messages.
+  static constexpr int kTag = 1 << 28;
+  int add(Comm::Request r) {
+    tickets_.push_back(std::move(r));
+    return static_cast<int>(tickets_.size()) - 1;
+  }
+  void waitFor(std::vector<int> &tickets) {
+    for (int t : tickets)
+      comm_->wait(tickets_.at(t));
+    tickets.clear();
+  }
+
+  char *arena_;
+  Comm *comm_ = nullptr;
+  std::vector<std::vector<int>> members_;
+  std::vector<Comm::Request> tickets_;
+  std::vector<int> runWaits_;
+  std::vector<std::vector<int>> linkWaits_;
+};
+
 class CopyDevice final : public Device {
 public:
   CopyDevice(const Plan &plan, const KernelFn *kernels, int threads)
@@ -26,6 +154,8 @@ public:
   std::string name() const override { return "a copy of the arena (host)"; }
   bool run(const std::string &function, const std::vector<PlanAction> &,
            int slot, std::string &error) override {
+    if (links_)
+      links_->beforeRun();
     return inner_.run(function, error, slot);
   }
   bool upload(const char *host, int64_t offset, int64_t bytes,
@@ -38,9 +168,16 @@ public:
     std::memcpy(host, inner_.arena() + offset, static_cast<size_t>(bytes));
     return true;
   }
+  DeviceLinks *links(double, std::string &) override {
+    // (MPI's own watchdog bounds the waits: Comm::wait.)
+    if (!links_)
+      links_ = std::make_unique<CopyLinks>(inner_.arena());
+    return links_.get();
+  }
 
 private:
   Executor inner_;
+  std::unique_ptr<CopyLinks> links_;
 };
 } // namespace
 

@@ -1,7 +1,9 @@
 //===- PipelineStep.cpp - One training step of a pipeline rank ------------===//
 
 #include "runtime/train/PipelineStep.h"
+#include "runtime/train/RankLinks.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -115,6 +117,148 @@ bool PipelineStep::init(std::string &error) {
           return false;
         }
   }
+  return openLinks(error);
+}
+
+bool PipelineStep::openLinks(std::string &error) {
+  DeviceLinks *links = nullptr;
+  if (!agreeOnLinks(exec_, comm_, links, error))
+    return false;
+  if (!links)
+    return true;
+  const PlanPipeline &p = plan_.pipeline;
+  int self = comm_.worldRank();
+  // What this rank sends to each peer and receives from it, by tag, in its
+  // schedule's order (as the staged path posts them).
+  std::map<int, std::vector<int32_t>> sendOrder;
+  std::map<int, std::vector<LinkMessage>> receiveOrder;
+  for (const PlanPipeline::Step &a : p.steps) {
+    int c = a.chunk, m = a.microbatch;
+    const ChunkBuffers &cb = chunks_[c];
+    bool forward = a.phase == 'F', backward = a.phase == 'B';
+    // F receives from the chunk before and sends to the one after; B the
+    // other way round.
+    int from = forward ? c - 1 : c + 1, to = forward ? c + 1 : c - 1;
+    if (!forward && !backward)
+      continue;
+    if (from >= 0 && from < numChunks_ && !local(from)) {
+      const auto &in = forward ? cb.actIn : cb.gradIn;
+      for (size_t i = 0; i < in.size(); ++i)
+        receiveOrder[comm_.stageRank(stageOf(from))].push_back(
+            {tag(from, m, backward, static_cast<int>(i)), in[i], m, c,
+             backward});
+    }
+    if (to >= 0 && to < numChunks_ && !local(to)) {
+      const auto &out = forward ? cb.actOut : cb.gradOut;
+      for (size_t i = 0; i < out.size(); ++i)
+        sendOrder[comm_.stageRank(stageOf(to))].push_back(
+            tag(c, m, backward, static_cast<int>(i)));
+    }
+  }
+  int base = numChunks_ * static_cast<int>(plan_.microbatches) * 2 * 64;
+  for (const PlanPipeline::Exchange &e : p.exchanges) {
+    int peer = comm_.stageRank(e.peer);
+    if (e.send)
+      sendOrder[peer].push_back(base + e.tag);
+    else
+      receiveOrder[peer].push_back(
+          {base + e.tag, &plan_.buffers.at(e.buffer), 0, -1, false});
+  }
+
+  // A link's transfers pair up in the order posted, and the receives are
+  // all posted up front: each rank posts them in the order its peer sends
+  // (a V-shaped schedule's stages run their chunks in different orders),
+  // which every other stage of the replica tells it, even of nothing.
+  comm_.setContext("agreeing on device links");
+  constexpr int kTag = (1 << 28) + 1;
+  std::map<int, int64_t> sendCounts, counts;
+  std::map<int, std::vector<int32_t>> theirs;
+  std::vector<int> peers;
+  for (int s = 0; s < p.stages; ++s)
+    if (comm_.stageRank(s) != self)
+      peers.push_back(comm_.stageRank(s));
+  std::vector<Comm::Request> requests;
+  for (int peer : peers) {
+    sendCounts[peer] = static_cast<int64_t>(sendOrder[peer].size());
+    requests.push_back(comm_.isend(&sendCounts[peer], 8, peer, kTag,
+                                   "the number of transfers"));
+    requests.push_back(
+        comm_.irecv(&counts[peer], 8, peer, kTag, "the number of transfers"));
+  }
+  for (Comm::Request &r : requests)
+    comm_.wait(r);
+  requests.clear();
+  for (int peer : peers) {
+    if (sendCounts[peer] > 0)
+      requests.push_back(comm_.isend(sendOrder[peer].data(),
+                                     4 * sendOrder[peer].size(), peer, kTag,
+                                     "the order of transfers"));
+    theirs[peer].resize(static_cast<size_t>(counts[peer]));
+    if (counts[peer] > 0)
+      requests.push_back(comm_.irecv(theirs[peer].data(),
+                                     4 * theirs[peer].size(), peer, kTag,
+                                     "the order of transfers"));
+  }
+  for (Comm::Request &r : requests)
+    comm_.wait(r);
+  std::string mismatch;
+  for (int peer : peers) {
+    std::map<int32_t, LinkMessage> byTag;
+    for (const LinkMessage &msg : receiveOrder[peer])
+      byTag.emplace(msg.tag, msg);
+    std::vector<LinkMessage> inSendOrder;
+    for (int32_t t : theirs[peer])
+      if (auto it = byTag.find(t); it != byTag.end()) {
+        inSendOrder.push_back(it->second);
+        byTag.erase(it);
+      }
+    if (inSendOrder.size() != theirs[peer].size() || !byTag.empty()) {
+      if (mismatch.empty())
+        mismatch = "rank " + std::to_string(self) + " expects other " +
+                   "transfers from rank " + std::to_string(peer) +
+                   " than it sends";
+      continue;
+    }
+    receiveOrder[peer] = std::move(inSendOrder);
+  }
+  if (comm_.minimumWorld(mismatch.empty() ? 1 : 0,
+                         "agreeing on device links") == 0) {
+    // The plans of two stages disagree: a corrupt executable.
+    error = mismatch.empty() ? "another rank's plan disagrees with this one's "
+                               "on what the ranks send each other"
+                             : mismatch;
+    return false;
+  }
+
+  // One link each way between two stages that talk, opened by every rank
+  // in the order of (sender, receiver): NCCL's opening waits for every
+  // member, and in that order each waits for ranks that get there.
+  std::vector<std::pair<int, int>> pairs;
+  for (auto &[peer, order] : sendOrder)
+    if (!order.empty())
+      pairs.emplace_back(self, peer);
+  for (auto &[peer, order] : receiveOrder)
+    if (!order.empty())
+      pairs.emplace_back(peer, self);
+  std::sort(pairs.begin(), pairs.end());
+  for (auto [sender, receiver] : pairs) {
+    int link = -1;
+    if (!links->open(comm_, {sender, receiver}, link, error))
+      return false;
+    (sender == self ? sendLink_[receiver] : receiveLink_[sender]) = link;
+  }
+  if (p.dp > 1) {
+    std::vector<int> replicas;
+    for (int r = 0; r < p.dp; ++r)
+      replicas.push_back(r * p.stages + comm_.stage());
+    if (!links->open(comm_, replicas, replicaLink_, error))
+      return false;
+  }
+  receiveOrder_ = std::move(receiveOrder);
+  links_ = links;
+  if (self == 0)
+    std::fprintf(stderr, "transfers between ranks: device to device (%s)\n",
+                 links->name().c_str());
   return true;
 }
 
@@ -168,9 +312,155 @@ void PipelineStep::runFunction(const std::string &name, int microbatch,
                 ": " + error);
 }
 
-void PipelineStep::run(int64_t step, int64_t totalSteps,
-                       const std::vector<Microbatch> &batches,
-                       double &lossSum) {
+void PipelineStep::linkCheck(bool ok, const std::string &error) {
+  if (!ok)
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
+                comm_.context() + ": " + error);
+}
+
+void PipelineStep::runLinked(int64_t step,
+                             const std::vector<Microbatch> &batches,
+                             float &localLoss) {
+  const PlanPipeline &p = plan_.pipeline;
+  int M = static_cast<int>(plan_.microbatches);
+  std::string stepName = "step " + std::to_string(step + 1);
+  std::string error;
+  auto offset = [&](const PlanBuffer &b, int slot) {
+    return arenaOffset(exec_, b, slot);
+  };
+  using Key = std::tuple<int, int, bool>; // chunk, microbatch, gradient
+  // Tickets of the receives each F or B waits for (chunk -1: the tied
+  // accumulators), and of the sends in flight from each chunk's slot.
+  std::map<Key, std::vector<int>> receives, sends;
+  auto slotOf = [&](const std::vector<const PlanBuffer *> &buffers, int m) {
+    return buffers.empty() ? 0 : m % buffers.front()->slots;
+  };
+  auto waitFor = [&](std::vector<int> &tickets) {
+    for (int t : tickets)
+      links_->after(t);
+    tickets.clear();
+  };
+
+  // Every receive of the step, up front, in the order its sender sends:
+  // boundary buffers have a slot per microbatch.
+  comm_.setContext(stepName + ", posting receives");
+  for (auto &[peer, order] : receiveOrder_)
+    for (const LinkMessage &msg : order) {
+      int ticket = -1;
+      linkCheck(links_->receive(receiveLink_.at(peer), 0,
+                                offset(*msg.buffer, msg.slot),
+                                msg.buffer->bytes, ticket, error),
+                error);
+      receives[{msg.chunk, msg.chunk < 0 ? 0 : msg.slot, msg.gradient}]
+          .push_back(ticket);
+    }
+
+  std::vector<int> reduced; // all-reduce tickets
+  std::set<const PlanBuffer *> reducedGrads;
+  auto reduce = [&](const std::vector<const PlanBuffer *> &grads) {
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (const PlanBuffer *g : grads)
+      if (reducedGrads.insert(g).second)
+        ranges.emplace_back(offset(*g, 0), g->numElements());
+    if (ranges.empty())
+      return;
+    int ticket = -1;
+    linkCheck(links_->allReduce(replicaLink_, ranges, ticket, error), error);
+    reduced.push_back(ticket);
+  };
+  for (const PlanPipeline::Step &a : p.steps) {
+    int c = a.chunk, m = a.microbatch;
+    const ChunkBuffers &cb = chunks_[c];
+    std::string what = stepName + ", " + a.phase + " of chunk " +
+                       std::to_string(c) + " microbatch " + std::to_string(m);
+    comm_.setContext(what);
+    auto start = std::chrono::steady_clock::now();
+    bool forward = a.phase == 'F', backward = a.phase == 'B';
+    const auto &out = forward ? cb.actOut : cb.gradOut;
+    int to = forward ? c + 1 : c - 1;
+    if (forward) {
+      for (const PlanBuffer *b : cb.tokens)
+        std::memcpy(exec_.buffer(*b, m), batches[m].tokens.data(),
+                    static_cast<size_t>(b->bytes));
+      for (const PlanBuffer *b : cb.targets)
+        std::memcpy(exec_.buffer(*b, m), batches[m].targets.data(),
+                    static_cast<size_t>(b->bytes));
+    }
+    if (forward || backward) {
+      waitFor(receives[{c, m, backward}]);
+      waitFor(sends[{c, slotOf(out, m), backward}]);
+    }
+    const std::string &function = forward    ? cb.forward
+                                  : backward ? cb.backward
+                                             : cb.weight;
+    runFunction(function, m, what);
+    // The replicas' gradients, summed as soon as the step's last
+    // microbatch has made them.
+    if (p.dp > 1 && m == M - 1 && (a.phase == 'W' || cb.weight.empty()) &&
+        !forward) {
+      std::vector<const PlanBuffer *> grads;
+      for (auto &[action, bucket] : finalAt_[c])
+        grads.insert(grads.end(), bucket.begin(), bucket.end());
+      reduce(grads);
+    }
+    if (forward && c == numChunks_ - 1) {
+      toHost(*loss_, m);
+      localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
+    } else if ((forward || backward) && to >= 0 && to < numChunks_) {
+      for (size_t i = 0; i < out.size(); ++i) {
+        if (local(to)) {
+          // Another chunk of this rank: through the host copy.
+          const PlanBuffer &in =
+              *(forward ? chunks_[to].actIn : chunks_[to].gradIn)[i];
+          toHost(*out[i], m);
+          std::memcpy(exec_.buffer(in, m), exec_.buffer(*out[i], m),
+                      static_cast<size_t>(out[i]->bytes));
+          toDevice(in, m);
+          continue;
+        }
+        int ticket = -1;
+        linkCheck(links_->send(sendLink_.at(comm_.stageRank(stageOf(to))), 1,
+                               offset(*out[i], m), out[i]->bytes, ticket,
+                               error),
+                  error);
+        sends[{c, slotOf(out, m), backward}].push_back(ticket);
+      }
+    }
+    if (recording_)
+      times_.push_back(
+          {a.phase, c, m, step,
+           std::chrono::duration<double>(start.time_since_epoch()).count() -
+               origin_,
+           std::chrono::duration<double>(
+               std::chrono::steady_clock::now().time_since_epoch())
+                   .count() -
+               origin_});
+  }
+  comm_.setContext(stepName + ", after the last backward");
+  if (p.dp > 1)
+    reduce(grads_); // accumulators no action wrote
+
+  // Tied parameters: each accumulator goes out once the replicas have
+  // summed it; what comes in was received into its own buffer.
+  for (const PlanPipeline::Exchange &e : p.exchanges) {
+    if (!e.send)
+      continue;
+    const PlanBuffer &b = plan_.buffers.at(e.buffer);
+    int link = sendLink_.at(comm_.stageRank(e.peer));
+    for (int t : reduced)
+      links_->after(t, link);
+    int ticket = -1;
+    linkCheck(links_->send(link, 1, offset(b, 0), b.bytes, ticket, error),
+              error);
+  }
+  // The gradient norms read the sums and the received accumulators.
+  waitFor(reduced);
+  waitFor(receives[{-1, 0, false}]);
+}
+
+void PipelineStep::runStaged(int64_t step,
+                             const std::vector<Microbatch> &batches,
+                             float &localLoss) {
   const PlanPipeline &p = plan_.pipeline;
   int M = static_cast<int>(plan_.microbatches);
   std::string stepName = "step " + std::to_string(step + 1);
@@ -226,8 +516,6 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
             inFlight_.push_back(&r);
   };
   track();
-  // In f32 and microbatch order, as one rank sums it.
-  float localLoss = 0;
   for (const PlanPipeline::Step &a : p.steps) {
     int c = a.chunk, m = a.microbatch;
     const ChunkBuffers &cb = chunks_[c];
@@ -369,6 +657,18 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   for (const PlanPipeline::Exchange &e : p.exchanges)
     if (!e.send)
       toDevice(plan_.buffers.at(e.buffer), 0);
+}
+
+void PipelineStep::run(int64_t step, int64_t totalSteps,
+                       const std::vector<Microbatch> &batches,
+                       double &lossSum) {
+  std::string stepName = "step " + std::to_string(step + 1);
+  // In f32 and microbatch order, as one rank sums it.
+  float localLoss = 0;
+  if (links_)
+    runLinked(step, batches, localLoss);
+  else
+    runStaged(step, batches, localLoss);
 
   // Each parameter's squared norm from the stage that owns it (the others
   // write zero there, and x + 0 is exact), then the optimizer on every
@@ -385,6 +685,12 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   *static_cast<int64_t *>(exec_.buffer(*totalBuf_)) = totalSteps;
   // (Scalars such as these go up and come back with every run.)
   runFunction(optimizer_, 0, stepName + ", optimizer step");
+  if (links_) {
+    // What this step sent has left before the next step writes it again.
+    comm_.setContext(stepName + ", after the optimizer step");
+    std::string error;
+    linkCheck(links_->finish(error), error);
+  }
 
   // The loss lives on the last stage of each replica (the others add 0).
   lossSum = localLoss;

@@ -5,7 +5,12 @@
 // step posted up front and every send non-blocking (so compute and
 // transfers overlap); then the data-parallel gradient all-reduce, the
 // exchange of tied accumulators, the gradient norms of every stage and the
-// optimizer. No graph logic: what runs, on which buffers, and what goes
+// optimizer. With a device, the transfers go device to device where the
+// ranks agree to (RankLinks.h): one link each way between two stages that
+// talk, whose transfers pair up in the order posted (the ranks check at
+// start that each receives in the order the other sends), and one link
+// among a stage's replicas for the gradient all-reduce; else through the
+// host over MPI. No graph logic: what runs, on which buffers, and what goes
 // where, all come from the plan (docs/plan.md).
 //
 //===----------------------------------------------------------------------===//
@@ -71,6 +76,17 @@ private:
   void toHost(const PlanBuffer &b, int slot);
   void runFunction(const std::string &name, int microbatch,
                    const std::string &what);
+  /// Device links: checks that every pair of ranks sends and receives in
+  /// one order and opens the links; leaves links_ null where they do not.
+  bool openLinks(std::string &error);
+  /// A link call that failed ends the job.
+  void linkCheck(bool ok, const std::string &error);
+  /// One step's schedule and transfers, through the host over MPI or
+  /// device to device (with links_), up to the gradient norms.
+  void runStaged(int64_t step, const std::vector<Microbatch> &batches,
+                 float &localLoss);
+  void runLinked(int64_t step, const std::vector<Microbatch> &batches,
+                 float &localLoss);
 
   const Plan &plan_;
   Executor &exec_;
@@ -99,6 +115,20 @@ private:
   const std::map<size_t, std::vector<const PlanBuffer *>> *bucketing_ = nullptr;
   std::vector<Comm::Request> allReduces_;
   std::set<const PlanBuffer *> reduced_;
+  // Device links (null: through the host). Per peer's world rank: the
+  // link this rank sends to it on and the one it receives from it on, and
+  // what it receives from it, in order.
+  DeviceLinks *links_ = nullptr;
+  std::map<int, int> sendLink_, receiveLink_;
+  struct LinkMessage {
+    int tag;
+    const PlanBuffer *buffer;
+    int slot;
+    int chunk; // the receiving chunk; -1 for a tied accumulator
+    bool gradient;
+  };
+  std::map<int, std::vector<LinkMessage>> receiveOrder_;
+  int replicaLink_ = -1;
   bool recording_ = false;
   double origin_ = 0;
   std::vector<ActionTime> times_;

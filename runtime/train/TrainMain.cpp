@@ -20,6 +20,7 @@
 #include "runtime/support/TrainOptions.h"
 #include "runtime/train/GradCheck.h"
 #include "runtime/train/PipelineStep.h"
+#include "runtime/train/RankLinks.h"
 
 #include <algorithm>
 #include <chrono>
@@ -253,8 +254,8 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   Plan plan;
   if (!parsePlan(hotstage_plan, plan, error, comm.stage()))
     fail("corrupt plan in this executable: " + error);
-  // With a device, what the ranks send, receive and all-reduce goes
-  // through the host (NCCL is not built yet).
+  // With a device, what the ranks send, receive and all-reduce goes device
+  // to device or through the host (RankLinks.h).
   std::unique_ptr<Device> device =
       createDevice(plan, hotstage_kernels, options.threads, error);
   if (!device && !error.empty())
@@ -342,6 +343,22 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
       if (b.kind == "state" && b.role == "grad")
         one.grads.push_back(&b);
   }
+  // One stage, several replicas: their gradient all-reduce device to device
+  // where the ranks agree to (RankLinks.h), on one link of them all.
+  DeviceLinks *links = nullptr;
+  int replicaLink = -1;
+  if (!pipeline) {
+    if (!agreeOnLinks(exec, comm, links, error))
+      fail(error);
+    std::vector<int> members;
+    for (int r = 0; r < comm.worldSize(); ++r)
+      members.push_back(r);
+    if (links && !links->open(comm, members, replicaLink, error))
+      fail(error);
+    if (links && leader)
+      std::fprintf(stderr, "transfers between ranks: device to device (%s)\n",
+                   links->name().c_str());
+  }
 
   MetricsWriter metrics;
   if (leader && !options.metrics.empty() &&
@@ -392,8 +409,18 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
         localLoss += *one.loss;
       }
       lossSum = localLoss;
-      // (Through the host with a device.)
-      for (const PlanBuffer *g : one.grads) {
+      if (links) {
+        std::vector<std::pair<int64_t, int64_t>> ranges;
+        for (const PlanBuffer *g : one.grads)
+          ranges.emplace_back(arenaOffset(exec, *g, 0), g->numElements());
+        int ticket = -1;
+        if (!links->allReduce(replicaLink, ranges, ticket, error))
+          fail("step " + std::to_string(step + 1) + ": " + error);
+        links->after(ticket); // the optimizer reads the sums
+      }
+      // (Else through the host, with a device.)
+      for (const PlanBuffer *g :
+           links ? std::vector<const PlanBuffer *>() : one.grads) {
         if (!exec.download(*g, 0, error))
           fail(error);
         comm.allReduceReplicas(static_cast<float *>(exec.buffer(*g)),
@@ -405,7 +432,8 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
       comm.allReduceWorld(&lossSum, 1, "the loss");
       *one.step = step;
       *one.total = options.steps;
-      if (!exec.run("optimizer_step", error))
+      if (!exec.run("optimizer_step", error) ||
+          (links && !links->finish(error)))
         fail("step " + std::to_string(step + 1) + ": " + error);
       lr = *one.lr;
       gradNorm = *one.gradNorm;
