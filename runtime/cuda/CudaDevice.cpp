@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 using namespace hotstage::rt;
@@ -83,9 +84,12 @@ private:
   /// Waits for the stream; with links, at most the job's timeout without
   /// progress (a peer's transfer may be what it waits for).
   bool synchronize(const std::string &what, std::string &error) {
-    return links_ && links_->active()
-               ? links_->wait(stream_, what, error)
-               : check(driver_.cuStreamSynchronize(stream_), what, error);
+    if (!(links_ && links_->active()
+              ? links_->wait(stream_, what, error)
+              : check(driver_.cuStreamSynchronize(stream_), what, error)))
+      return false;
+    stagingUsed_ = 0; // the copies from it are done
+    return true;
   }
   bool check(CUresult result, const std::string &what, std::string &error);
   bool check(cublasStatus_t status, const std::string &what,
@@ -126,6 +130,13 @@ private:
   CUmodule module_ = nullptr;
   CUstream stream_ = nullptr;
   CUdeviceptr arena_ = 0, workspace_ = 0;
+  // Pinned host memory that small uploads (a microbatch's tokens, the
+  // scalars) and downloads pass through: a copy from pageable memory is
+  // staged by the driver and returns only once staged, one from pinned
+  // memory is a DMA in stream order. Filled from the start after each
+  // synchronisation.
+  char *staging_ = nullptr;
+  int64_t stagingBytes_ = 8 << 20, stagingUsed_ = 0;
   size_t workspaceBytes_ = 32 << 20;
   cublasLtHandle_t blas_ = nullptr;
   std::vector<CUfunction> kernels_;
@@ -246,7 +257,10 @@ bool CudaDevice::init(const Plan &plan, std::string &error) {
       !check(driver_.cuMemAlloc(&workspace_, workspaceBytes_),
              "allocating the GEMM workspace", error) ||
       !check(driver_.cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING),
-             "cuStreamCreate", error))
+             "cuStreamCreate", error) ||
+      !check(driver_.cuMemHostAlloc(reinterpret_cast<void **>(&staging_),
+                                    static_cast<size_t>(stagingBytes_), 0),
+             "allocating pinned host memory for the copies", error))
     return false;
   if (!check(cublasLtCreate(&blas_), "cublasLtCreate", error))
     return false;
@@ -490,6 +504,8 @@ CudaDevice::~CudaDevice() {
     printProfile();
   links_.reset();
   attention_.reset();
+  if (staging_)
+    driver_.cuMemFreeHost(staging_);
   if (attentionWorkspace_)
     driver_.cuMemFree(attentionWorkspace_);
   for (CUevent e : events_)
@@ -637,24 +653,43 @@ bool CudaDevice::enqueue(const std::string &function,
   return true;
 }
 
-// Copies go on the actions' stream, so they are ordered with them: an
-// upload from pageable memory returns once staged, before its DMA ends.
+// Copies go on the actions' stream, so they are ordered with them. Small
+// ones pass through the pinned staging memory: an upload is then a memcpy
+// here and a DMA queued behind the work before it, and returns at once.
 bool CudaDevice::upload(const char *host, int64_t offset, int64_t bytes,
                         std::string &error) {
-  return bytes == 0 ||
-         check(driver_.cuMemcpyHtoDAsync(arena_ + offset, host,
+  if (bytes == 0)
+    return true;
+  const void *from = host;
+  if (stagingUsed_ + bytes <= stagingBytes_) {
+    char *staged = staging_ + stagingUsed_;
+    std::memcpy(staged, host, static_cast<size_t>(bytes));
+    // (Each copy 64-byte aligned in the staging memory.)
+    stagingUsed_ += (bytes + 63) / 64 * 64;
+    from = staged;
+  }
+  return check(driver_.cuMemcpyHtoDAsync(arena_ + offset, from,
                                          static_cast<size_t>(bytes), stream_),
                "copying " + std::to_string(bytes) + " bytes to the GPU", error);
 }
 
 bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
                           std::string &error) {
-  return bytes == 0 ||
-         (check(driver_.cuMemcpyDtoHAsync(host, arena_ + offset,
-                                          static_cast<size_t>(bytes), stream_),
-                "copying " + std::to_string(bytes) + " bytes from the GPU",
-                error) &&
-          synchronize("a download", error));
+  if (bytes == 0)
+    return true;
+  // Behind the uploads queued since the last synchronisation, whose
+  // staging memory must stay as it is until they are done.
+  bool staged = stagingUsed_ + bytes <= stagingBytes_;
+  char *to = staged ? staging_ + stagingUsed_ : host;
+  if (!check(driver_.cuMemcpyDtoHAsync(to, arena_ + offset,
+                                       static_cast<size_t>(bytes), stream_),
+             "copying " + std::to_string(bytes) + " bytes from the GPU",
+             error) ||
+      !synchronize("a download", error))
+    return false;
+  if (staged)
+    std::memcpy(host, to, static_cast<size_t>(bytes));
+  return true;
 }
 
 DeviceLinks *CudaDevice::links(double timeout, std::string &why) {
