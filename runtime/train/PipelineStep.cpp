@@ -312,6 +312,28 @@ void PipelineStep::runFunction(const std::string &name, int microbatch,
                 ": " + error);
 }
 
+void PipelineStep::stageInputs(const ChunkBuffers &cb, const Microbatch &batch,
+                               int m) {
+  for (const PlanBuffer *b : cb.tokens)
+    std::memcpy(exec_.buffer(*b, m), batch.tokens.data(),
+                static_cast<size_t>(b->bytes));
+  for (const PlanBuffer *b : cb.targets)
+    std::memcpy(exec_.buffer(*b, m), batch.targets.data(),
+                static_cast<size_t>(b->bytes));
+}
+
+void PipelineStep::recordTime(const PlanPipeline::Step &a, int64_t step,
+                              std::chrono::steady_clock::time_point start) {
+  if (!recording_)
+    return;
+  auto seconds = [&](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(t.time_since_epoch()).count() -
+           origin_;
+  };
+  times_.push_back({a.phase, a.chunk, a.microbatch, step, seconds(start),
+                    seconds(std::chrono::steady_clock::now())});
+}
+
 void PipelineStep::linkCheck(bool ok, const std::string &error) {
   if (!ok)
     comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
@@ -379,12 +401,7 @@ void PipelineStep::runLinked(int64_t step,
     const auto &out = forward ? cb.actOut : cb.gradOut;
     int to = forward ? c + 1 : c - 1;
     if (forward) {
-      for (const PlanBuffer *b : cb.tokens)
-        std::memcpy(exec_.buffer(*b, m), batches[m].tokens.data(),
-                    static_cast<size_t>(b->bytes));
-      for (const PlanBuffer *b : cb.targets)
-        std::memcpy(exec_.buffer(*b, m), batches[m].targets.data(),
-                    static_cast<size_t>(b->bytes));
+      stageInputs(cb, batches[m], m);
     }
     if (forward || backward) {
       waitFor(receives[{c, m, backward}]);
@@ -426,15 +443,7 @@ void PipelineStep::runLinked(int64_t step,
         sends[{c, slotOf(out, m), backward}].push_back(ticket);
       }
     }
-    if (recording_)
-      times_.push_back(
-          {a.phase, c, m, step,
-           std::chrono::duration<double>(start.time_since_epoch()).count() -
-               origin_,
-           std::chrono::duration<double>(
-               std::chrono::steady_clock::now().time_since_epoch())
-                   .count() -
-               origin_});
+    recordTime(a, step, start);
   }
   comm_.setContext(stepName + ", after the last backward");
   if (p.dp > 1)
@@ -525,12 +534,7 @@ void PipelineStep::runStaged(int64_t step,
     // The action's own time: after its inputs arrived.
     auto start = std::chrono::steady_clock::now();
     if (a.phase == 'F') {
-      for (const PlanBuffer *b : cb.tokens)
-        std::memcpy(exec_.buffer(*b, m), batches[m].tokens.data(),
-                    static_cast<size_t>(b->bytes));
-      for (const PlanBuffer *b : cb.targets)
-        std::memcpy(exec_.buffer(*b, m), batches[m].targets.data(),
-                    static_cast<size_t>(b->bytes));
+      stageInputs(cb, batches[m], m);
       for (Comm::Request &r : receives[{c, m, false}])
         comm_.wait(r);
       if (c > 0 && !local(c - 1))
@@ -596,15 +600,7 @@ void PipelineStep::runStaged(int64_t step,
       runFunction(cb.weight, m, what);
       bucketing_ = nullptr;
     }
-    if (recording_)
-      times_.push_back(
-          {a.phase, c, m, step,
-           std::chrono::duration<double>(start.time_since_epoch()).count() -
-               origin_,
-           std::chrono::duration<double>(
-               std::chrono::steady_clock::now().time_since_epoch())
-                   .count() -
-               origin_});
+    recordTime(a, step, start);
     // What is still in flight, for the next action's kernels to progress.
     track();
   }

@@ -22,6 +22,7 @@
 #include "runtime/host/Executor.h"
 #include "runtime/host/Plan.h"
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -81,6 +82,9 @@ private:
   bool openLinks(std::string &error);
   /// A link call that failed ends the job.
   void linkCheck(bool ok, const std::string &error);
+  /// Action `a`'s time, when recording.
+  void recordTime(const PlanPipeline::Step &a, int64_t step,
+                  std::chrono::steady_clock::time_point start);
   /// One step's schedule and transfers, through the host over MPI or
   /// device to device (with links_), up to the gradient norms.
   void runStaged(int64_t step, const std::vector<Microbatch> &batches,
@@ -99,6 +103,8 @@ private:
     std::vector<const PlanBuffer *> actIn, gradIn, actOut, gradOut;
     std::string forward, backward, weight;
   };
+  /// A microbatch's tokens and targets into chunk `cb`'s input buffers.
+  void stageInputs(const ChunkBuffers &cb, const Microbatch &batch, int m);
   std::vector<ChunkBuffers> chunks_;
   const PlanBuffer *loss_ = nullptr, *lr_ = nullptr, *gradNorm_ = nullptr;
   const PlanBuffer *stepBuf_ = nullptr, *totalBuf_ = nullptr;
