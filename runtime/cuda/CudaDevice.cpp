@@ -78,6 +78,14 @@ public:
               std::string &error) override;
   bool download(char *host, int64_t offset, int64_t bytes,
                 std::string &error) override;
+  bool copy(int64_t from, int64_t to, int64_t bytes,
+            std::string &error) override {
+    return bytes == 0 ||
+           check(driver_.cuMemcpyDtoDAsync(arena_ + to, arena_ + from,
+                                           static_cast<size_t>(bytes), stream_),
+                 "copying " + std::to_string(bytes) + " bytes on the GPU",
+                 error);
+  }
   DeviceLinks *links(double timeout, std::string &why) override;
 
 private:

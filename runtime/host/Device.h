@@ -86,6 +86,10 @@ public:
                       std::string &error) = 0;
   virtual bool download(char *host, int64_t offset, int64_t bytes,
                         std::string &error) = 0;
+  /// Copies `bytes` at `from` of the device arena to `to`, in order with
+  /// the runs.
+  virtual bool copy(int64_t from, int64_t to, int64_t bytes,
+                    std::string &error) = 0;
   /// Direct transfers between the ranks' devices, or nullptr with `why`
   /// where this device has none (the ranks then stage them through the
   /// host over MPI). `timeout`: the job's --comm-timeout, which bounds

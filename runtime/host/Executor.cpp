@@ -158,6 +158,17 @@ bool Executor::download(const PlanBuffer &b, int slot, std::string &error) {
   return transfer(b, slot, /*toDevice=*/false, error);
 }
 
+bool Executor::copy(const PlanBuffer &from, int fromSlot, const PlanBuffer &to,
+                    int toSlot, std::string &error) {
+  char *source = static_cast<char *>(buffer(from, fromSlot));
+  char *target = static_cast<char *>(buffer(to, toSlot));
+  if (!device_) {
+    std::memcpy(target, source, static_cast<size_t>(from.bytes));
+    return true;
+  }
+  return device_->copy(source - arena_, target - arena_, from.bytes, error);
+}
+
 bool Executor::transfer(const PlanBuffer &b, int slot, bool toDevice,
                         std::string &error) {
   if (!device_)

@@ -45,6 +45,10 @@ public:
   /// all-reduce through the host this way.
   bool upload(const PlanBuffer &b, int slot, std::string &error);
   bool download(const PlanBuffer &b, int slot, std::string &error);
+  /// Buffer `from`'s copy for slot `fromSlot` into `to`'s for `toSlot`
+  /// (the same size): on the device where there is one, else here.
+  bool copy(const PlanBuffer &from, int fromSlot, const PlanBuffer &to,
+            int toSlot, std::string &error);
   /// Moves every persistent buffer to the device before each run and back
   /// after it (gradcheck and --trace, which read and write them between
   /// runs; small models only).

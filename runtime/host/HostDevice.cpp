@@ -168,6 +168,11 @@ public:
     std::memcpy(host, inner_.arena() + offset, static_cast<size_t>(bytes));
     return true;
   }
+  bool copy(int64_t from, int64_t to, int64_t bytes, std::string &) override {
+    std::memcpy(inner_.arena() + to, inner_.arena() + from,
+                static_cast<size_t>(bytes));
+    return true;
+  }
   DeviceLinks *links(double, std::string &) override {
     // (MPI's own watchdog bounds the waits: Comm::wait.)
     if (!links_)

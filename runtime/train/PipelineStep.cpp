@@ -304,6 +304,14 @@ void PipelineStep::toHost(const PlanBuffer &b, int slot) {
                 comm_.context() + ": " + error);
 }
 
+void PipelineStep::copyLocal(const PlanBuffer &from, const PlanBuffer &to,
+                             int m) {
+  std::string error;
+  if (!exec_.copy(from, m, to, m, error))
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
+                comm_.context() + ": " + error);
+}
+
 void PipelineStep::runFunction(const std::string &name, int microbatch,
                                const std::string &what) {
   std::string error;
@@ -426,13 +434,9 @@ void PipelineStep::runLinked(int64_t step,
     } else if ((forward || backward) && to >= 0 && to < numChunks_) {
       for (size_t i = 0; i < out.size(); ++i) {
         if (local(to)) {
-          // Another chunk of this rank: through the host copy.
-          const PlanBuffer &in =
-              *(forward ? chunks_[to].actIn : chunks_[to].gradIn)[i];
-          toHost(*out[i], m);
-          std::memcpy(exec_.buffer(in, m), exec_.buffer(*out[i], m),
-                      static_cast<size_t>(out[i]->bytes));
-          toDevice(in, m);
+          // Another chunk of this rank.
+          copyLocal(*out[i],
+                    *(forward ? chunks_[to].actIn : chunks_[to].gradIn)[i], m);
           continue;
         }
         int ticket = -1;
@@ -548,11 +552,7 @@ void PipelineStep::runStaged(int64_t step,
         localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
       } else if (local(c + 1)) {
         for (size_t i = 0; i < cb.actOut.size(); ++i) {
-          toHost(*cb.actOut[i], m);
-          std::memcpy(exec_.buffer(*chunks_[c + 1].actIn[i], m),
-                      exec_.buffer(*cb.actOut[i], m),
-                      static_cast<size_t>(cb.actOut[i]->bytes));
-          toDevice(*chunks_[c + 1].actIn[i], m);
+          copyLocal(*cb.actOut[i], *chunks_[c + 1].actIn[i], m);
         }
       } else {
         for (size_t i = 0; i < cb.actOut.size(); ++i) {
@@ -578,11 +578,7 @@ void PipelineStep::runStaged(int64_t step,
       bucketing_ = nullptr;
       if (c > 0 && local(c - 1)) {
         for (size_t i = 0; i < cb.gradOut.size(); ++i) {
-          toHost(*cb.gradOut[i], m);
-          std::memcpy(exec_.buffer(*chunks_[c - 1].gradIn[i], m),
-                      exec_.buffer(*cb.gradOut[i], m),
-                      static_cast<size_t>(cb.gradOut[i]->bytes));
-          toDevice(*chunks_[c - 1].gradIn[i], m);
+          copyLocal(*cb.gradOut[i], *chunks_[c - 1].gradIn[i], m);
         }
       } else if (c > 0) {
         for (size_t i = 0; i < cb.gradOut.size(); ++i) {

@@ -75,6 +75,9 @@ private:
   /// receives and all-reduces through the host); no-ops on the host.
   void toDevice(const PlanBuffer &b, int slot);
   void toHost(const PlanBuffer &b, int slot);
+  /// What one chunk of this rank hands the next (or previous) one, on
+  /// the device where there is one.
+  void copyLocal(const PlanBuffer &from, const PlanBuffer &to, int m);
   void runFunction(const std::string &name, int microbatch,
                    const std::string &what);
   /// Device links: checks that every pair of ranks sends and receives in
