@@ -76,6 +76,12 @@ if config.hotstage_cuda_toolkit.upper() in ("TRUE", "ON", "1", "YES"):
         ("%cuda_stub_driver",
          os.path.join(config.hotstage_cuda_lib_dir, "stubs", "libcuda.so")))
 
+# Tests compare runs of different rank counts and devices bit for bit,
+# and oneDNN's GEMM sums can depend on its thread count (seen on an AVX2
+# AMD EPYC with 2 threads against 1): every process computes with one
+# thread unless its test says otherwise (lit runs the tests in parallel).
+config.environment["HOTSTAGE_NUM_THREADS"] = "1"
+
 # Multi-rank tests launch Open MPI's mpirun (scripts/setup.sh installs it):
 # more ranks than cores, as root in CI containers, shared-memory transport
 # without cross-process copies (which containers often forbid).

@@ -678,6 +678,12 @@ FailureOr<Value> scalarOf(OpBuilder &b, Location loc, Operation *op,
                            .getResult()
                      : arith::TruncIOp::create(b, loc, outElement, in[0])
                            .getResult();
+        // Rounded to bf16 by integer ops, as a store into a bf16 buffer
+        // is (bf16Bits): no libcall where the CPU lacks AVX512-BF16.
+        if (outElement.isBF16() && from.isF32())
+          return arith::BitcastOp::create(b, loc, outElement,
+                                          bf16Bits(b, loc, in[0]))
+              .getResult();
         return from.getIntOrFloatBitWidth() < outElement.getIntOrFloatBitWidth()
                    ? arith::ExtFOp::create(b, loc, outElement, in[0])
                          .getResult()

@@ -5,6 +5,7 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -58,12 +59,31 @@ struct ApproximateMath : PassWrapper<ApproximateMath, OperationPass<ModuleOp>> {
       signalPassFailure();
   }
 };
+
+/// bf16 widened and rounded by integer ops: LLVM's x86 back end otherwise
+/// calls __truncsfbf2 (compiler-rt's, which GCC 12's libgcc lacks) where
+/// the CPU has no AVX512-BF16, and rounds as the hardware does (denormals
+/// flushed) where it has; these give the same bits on every CPU, as the
+/// GPU's cvt.rn.bf16.f32 does.
+struct ExpandBFloat16 : PassWrapper<ExpandBFloat16, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(ExpandBFloat16)
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<arith::ArithDialect, vector::VectorDialect>();
+  }
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    arith::populateExpandBFloat16Patterns(patterns);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
 } // namespace
 
 LogicalResult host::lowerKernelsToLLVM(ModuleOp kernels) {
   PassManager pm(kernels.getContext());
   pm.addPass(createConvertLinalgToLoopsPass());
   pm.addPass(std::make_unique<ApproximateMath>());
+  pm.addPass(std::make_unique<ExpandBFloat16>());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());

@@ -77,6 +77,7 @@ static uint16_t bf16Bits(float x) {
 
 void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
                             ThreadPool &pool) {
+  pool.claimOpenMP();
   const auto *A = static_cast<const float *>(args[0]);
   const auto *B = static_cast<const float *>(args[1]);
   auto *C = static_cast<float *>(args[2]);

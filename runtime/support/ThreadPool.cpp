@@ -57,6 +57,8 @@ ThreadPool::ThreadPool(int threads)
   omp_set_num_threads(threads_);
 }
 
+void ThreadPool::claimOpenMP() { omp_set_num_threads(threads_); }
+
 void ThreadPool::chunkRange(int64_t n, int64_t chunks, int64_t i,
                             int64_t &begin, int64_t &end) {
   int64_t base = n / chunks, rem = n % chunks;

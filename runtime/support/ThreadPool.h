@@ -36,6 +36,11 @@ public:
 
   int size() const { return threads_; }
 
+  /// Makes size() the calling thread's OpenMP thread count again (another
+  /// pool may have set it since: the host stand-in device's executor runs
+  /// beside the outer one). A GEMM's sums depend on oneDNN's thread count.
+  void claimOpenMP();
+
   /// Runs fn over [0, n) split into at most size() contiguous chunks of at
   /// least minChunk elements (except when n itself is smaller), chunk 0 on
   /// the calling thread; returns when all chunks are done. A call from
