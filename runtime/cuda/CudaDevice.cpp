@@ -4,8 +4,10 @@
 // (`hotstage_device_image`: a cubin per architecture and the PTX), loaded
 // with the driver API; GEMMs go through cuBLASLt with the algorithm chosen
 // once per GEMM at startup. The arena is one device allocation. Every
-// action runs on one stream; a function's run ends with a stream
-// synchronisation.
+// action runs on one stream. A function run by itself ends with a stream
+// synchronisation; a whole step (Device::replay) is one CUDA graph, which
+// copies the microbatches' tokens in and the scalars out itself, from and
+// to pinned host memory, and is waited for once.
 //
 // The driver (libcuda.so.1) is opened at run time rather than linked: an
 // executable built for a GPU then starts anywhere and says clearly that
@@ -27,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 
 using namespace hotstage::rt;
@@ -86,9 +89,27 @@ public:
                  "copying " + std::to_string(bytes) + " bytes on the GPU",
                  error);
   }
+  char *hostMemory(int64_t bytes, std::string &error) override;
+  bool replay(int key, const std::function<bool(std::string &)> &queue,
+              std::string &error) override;
+  bool wait(std::string &error) override {
+    return synchronize("a step", error);
+  }
   DeviceLinks *links(double timeout, std::string &why) override;
 
 private:
+  /// What `queue` puts on the stream, as a graph ready to launch.
+  bool capture(const std::string &what,
+               const std::function<bool(std::string &)> &queue,
+               CUgraphExec &exec, std::string &error);
+  /// Whether [host, host + bytes) lies in hostMemory(): a graph copies
+  /// from pinned memory only.
+  bool pinned(const char *host, int64_t bytes) const {
+    for (auto [memory, size] : hostMemory_)
+      if (host >= memory && host + bytes <= memory + size)
+        return true;
+    return false;
+  }
   /// Waits for the stream; with links, at most the job's timeout without
   /// progress (a peer's transfer may be what it waits for).
   bool synchronize(const std::string &what, std::string &error) {
@@ -155,6 +176,11 @@ private:
   bool graphs_ = true;
   bool autotune_ = false;
   std::map<std::pair<std::string, int>, CUgraphExec> graphExecs_;
+  // Whole steps (replay): while `queuing_`, runs and copies only go on the
+  // stream, to be captured.
+  bool queuing_ = false;
+  std::map<int, CUgraphExec> programs_;
+  std::vector<std::pair<char *, int64_t>> hostMemory_;
   // Transfers between the ranks' GPUs (NCCL), once a multi-rank job asks.
   std::unique_ptr<NcclLinks> links_;
 
@@ -514,6 +540,10 @@ CudaDevice::~CudaDevice() {
   attention_.reset();
   if (staging_)
     driver_.cuMemFreeHost(staging_);
+  for (auto [memory, size] : hostMemory_)
+    driver_.cuMemFreeHost(memory);
+  for (auto &[key, exec] : programs_)
+    driver_.cuGraphExecDestroy(exec);
   if (attentionWorkspace_)
     driver_.cuMemFree(attentionWorkspace_);
   for (CUevent e : events_)
@@ -548,6 +578,8 @@ bool CudaDevice::run(const std::string &function,
   // launch: a graph's launches then follow it too.
   if (links_ && !links_->beforeRun(error))
     return false;
+  if (queuing_)
+    return enqueue(function, actions, slot, error);
   if (!graphs_) {
     if (!enqueue(function, actions, slot, error) ||
         !synchronize(function, error))
@@ -578,27 +610,76 @@ bool CudaDevice::run(const std::string &function,
   if (it == graphExecs_.end()) {
     // The first run records the function's launches; they read their
     // buffers when replayed, so one graph serves every step.
-    CUgraph graph = nullptr;
     CUgraphExec exec = nullptr;
-    if (!check(driver_.cuStreamBeginCapture(
-                   stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
-               function + ": cuStreamBeginCapture", error))
-      return false;
-    bool queued = enqueue(function, actions, slot, error);
-    CUresult ended = driver_.cuStreamEndCapture(stream_, &graph);
-    if (!queued)
-      return false;
-    if (!check(ended, function + ": cuStreamEndCapture", error))
-      return false;
-    CUresult made = driver_.cuGraphInstantiate(&exec, graph, 0);
-    driver_.cuGraphDestroy(graph);
-    if (!check(made, function + ": cuGraphInstantiate", error))
+    if (!capture(
+            function,
+            [&](std::string &error) {
+              return enqueue(function, actions, slot, error);
+            },
+            exec, error))
       return false;
     it = graphExecs_.emplace(key, exec).first;
   }
   return check(driver_.cuGraphLaunch(it->second, stream_),
                function + ": cuGraphLaunch", error) &&
          synchronize(function, error);
+}
+
+bool CudaDevice::capture(const std::string &what,
+                         const std::function<bool(std::string &)> &queue,
+                         CUgraphExec &exec, std::string &error) {
+  CUgraph graph = nullptr;
+  if (!check(driver_.cuStreamBeginCapture(stream_,
+                                          CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+             what + ": cuStreamBeginCapture", error))
+    return false;
+  bool queued = queue(error);
+  CUresult ended = driver_.cuStreamEndCapture(stream_, &graph);
+  if (!queued || !check(ended, what + ": cuStreamEndCapture", error)) {
+    if (graph)
+      driver_.cuGraphDestroy(graph);
+    return false;
+  }
+  CUresult made = driver_.cuGraphInstantiate(&exec, graph, 0);
+  driver_.cuGraphDestroy(graph);
+  return check(made, what + ": cuGraphInstantiate", error);
+}
+
+char *CudaDevice::hostMemory(int64_t bytes, std::string &error) {
+  void *memory = nullptr;
+  if (!check(driver_.cuMemHostAlloc(&memory, static_cast<size_t>(bytes), 0),
+             "allocating " + std::to_string(bytes) + " bytes of pinned memory",
+             error))
+    return nullptr;
+  std::memset(memory, 0, static_cast<size_t>(bytes));
+  hostMemory_.push_back({static_cast<char *>(memory), bytes});
+  return static_cast<char *>(memory);
+}
+
+bool CudaDevice::replay(int key,
+                        const std::function<bool(std::string &)> &queue,
+                        std::string &error) {
+  // The profile times each action with events and waits after each run.
+  if (profile_)
+    return queue(error);
+  if (!graphs_) {
+    queuing_ = true;
+    bool queued = queue(error);
+    queuing_ = false;
+    return queued;
+  }
+  auto it = programs_.find(key);
+  if (it == programs_.end()) {
+    CUgraphExec exec = nullptr;
+    queuing_ = true;
+    bool captured = capture("a step", queue, exec, error);
+    queuing_ = false;
+    if (!captured)
+      return false;
+    it = programs_.emplace(key, exec).first;
+  }
+  return check(driver_.cuGraphLaunch(it->second, stream_),
+               "a step: cuGraphLaunch", error);
 }
 
 bool CudaDevice::enqueue(const std::string &function,
@@ -668,8 +749,12 @@ bool CudaDevice::upload(const char *host, int64_t offset, int64_t bytes,
                         std::string &error) {
   if (bytes == 0)
     return true;
+  if (queuing_ && !pinned(host, bytes)) {
+    error = "internal: a step copies from host memory that is not pinned";
+    return false;
+  }
   const void *from = host;
-  if (stagingUsed_ + bytes <= stagingBytes_) {
+  if (!queuing_ && stagingUsed_ + bytes <= stagingBytes_) {
     char *staged = staging_ + stagingUsed_;
     std::memcpy(staged, host, static_cast<size_t>(bytes));
     // (Each copy 64-byte aligned in the staging memory.)
@@ -685,6 +770,16 @@ bool CudaDevice::download(char *host, int64_t offset, int64_t bytes,
                           std::string &error) {
   if (bytes == 0)
     return true;
+  if (queuing_) {
+    if (!pinned(host, bytes)) {
+      error = "internal: a step copies to host memory that is not pinned";
+      return false;
+    }
+    return check(driver_.cuMemcpyDtoHAsync(host, arena_ + offset,
+                                           static_cast<size_t>(bytes), stream_),
+                 "copying " + std::to_string(bytes) + " bytes from the GPU",
+                 error);
+  }
   // Behind the uploads queued since the last synchronisation, whose
   // staging memory must stay as it is until they are done.
   bool staged = stagingUsed_ + bytes <= stagingBytes_;

@@ -18,6 +18,7 @@
 #include "runtime/host/Plan.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -90,6 +91,19 @@ public:
   /// the runs.
   virtual bool copy(int64_t from, int64_t to, int64_t bytes,
                     std::string &error) = 0;
+  /// Host memory that programs copy from and to (pinned on a GPU: a copy
+  /// from it is a DMA in stream order), zeroed, freed with the device;
+  /// nullptr with `error` when it cannot be had.
+  virtual char *hostMemory(int64_t bytes, std::string &error) = 0;
+  /// Program `key`: the runs and copies that `queue` puts on the device,
+  /// recorded on the first call and replayed on later ones without
+  /// calling `queue` (one CUDA graph on a GPU). Its copies go from and to
+  /// hostMemory() only, read and written when it is replayed. Returns once
+  /// the program is queued; nothing of it may be read before wait().
+  virtual bool replay(int key, const std::function<bool(std::string &)> &queue,
+                      std::string &error) = 0;
+  /// Waits for every program queued.
+  virtual bool wait(std::string &error) = 0;
   /// Direct transfers between the ranks' devices, or nullptr with `why`
   /// where this device has none (the ranks then stage them through the
   /// host over MPI). `timeout`: the job's --comm-timeout, which bounds

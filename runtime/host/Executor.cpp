@@ -72,11 +72,11 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
     std::memset(arena_, 0, bytes);
   if (!arena_)
     return;
+  for (const auto &[id, b] : plan.buffers)
+    if (b.kind == "input" || b.kind == "scalar")
+      (b.kind == "input" ? inputs_ : scalars_)
+          .push_back({b.offset, b.slotStride() * b.slots});
   if (device_) {
-    for (const auto &[id, b] : plan.buffers)
-      if (b.kind == "input" || b.kind == "scalar")
-        (b.kind == "input" ? inputs_ : scalars_)
-            .push_back({b.offset, b.slotStride() * b.slots});
     for (const auto &[name, actions] : plan.functions)
       actions_[name] = &actions;
     return;
@@ -109,7 +109,136 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
 Executor::~Executor() {
   if (profile_)
     printProfile();
+  for (char *set : ownedSets_)
+    std::free(set);
   std::free(arena_);
+}
+
+bool Executor::prepareSteps(int64_t microbatches, int sets,
+                            std::string &error) {
+  if (!setupError_.empty()) {
+    error = setupError_;
+    return false;
+  }
+  // The backward as runBackward() runs it.
+  microbatchFunctions_ = {"forward", "backward"};
+  if (!has("backward"))
+    microbatchFunctions_ = {"forward", "backward_input", "backward_weight"};
+  if (!has("optimizer_step") ||
+      !std::all_of(microbatchFunctions_.begin(), microbatchFunctions_.end(),
+                   [&](const std::string &name) { return has(name); })) {
+    error = "internal: the plan has no forward, backward and optimizer step "
+            "to run as one";
+    return false;
+  }
+  stepMicrobatches_ = microbatches;
+  auto layout = [](const std::vector<std::pair<int64_t, int64_t>> &ranges,
+                   std::vector<int64_t> &at) {
+    int64_t block = 0;
+    at.clear();
+    for (auto [offset, bytes] : ranges) {
+      at.push_back(block);
+      block += (bytes + 63) / 64 * 64;
+    }
+    return block;
+  };
+  inputBlock_ = layout(inputs_, inputAt_);
+  scalarBlock_ = layout(scalars_, scalarAt_);
+  int64_t bytes = microbatches * inputBlock_ +
+                  (optimizerRun() + 2) * scalarBlock_; // before, each run
+  bytes = std::max<int64_t>(bytes, 64);
+  for (int set = 0; set < sets; ++set) {
+    char *memory = nullptr;
+    if (device_) {
+      memory = device_->hostMemory(bytes, error);
+      if (!memory)
+        return false;
+    } else {
+      memory = static_cast<char *>(
+          std::aligned_alloc(64, static_cast<size_t>(bytes)));
+      if (!memory) {
+        error = "cannot allocate " + std::to_string(bytes) +
+                " bytes for a step's inputs";
+        return false;
+      }
+      std::memset(memory, 0, static_cast<size_t>(bytes));
+      ownedSets_.push_back(memory);
+    }
+    stepSets_.push_back(memory);
+  }
+  return true;
+}
+
+void *Executor::stepInput(int set, int64_t microbatch, const PlanBuffer &b) {
+  for (size_t i = 0; i < inputs_.size(); ++i)
+    if (inputs_[i].first == b.offset)
+      return stepSets_.at(set) + microbatch * inputBlock_ + inputAt_[i];
+  return nullptr;
+}
+
+void *Executor::stepScalar(int set, int run, const PlanBuffer &b) {
+  for (size_t i = 0; i < scalars_.size(); ++i)
+    if (scalars_[i].first == b.offset)
+      return stepSets_.at(set) + stepMicrobatches_ * inputBlock_ +
+             (run + 1) * scalarBlock_ + scalarAt_[i];
+  return nullptr;
+}
+
+// The step's every copy and run, in order: on the device (queued, so that
+// the device may record them) or here.
+bool Executor::queueStep(int set, std::string &error) {
+  char *base = stepSets_.at(set);
+  auto in = [&](const std::vector<std::pair<int64_t, int64_t>> &ranges,
+                const std::vector<int64_t> &at, const char *from) {
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      auto [offset, bytes] = ranges[i];
+      if (!device_)
+        std::memcpy(arena_ + offset, from + at[i], static_cast<size_t>(bytes));
+      else if (!device_->upload(from + at[i], offset, bytes, error))
+        return false;
+    }
+    return true;
+  };
+  int run = 0;
+  auto scalarsOut = [&]() {
+    char *to = base + stepMicrobatches_ * inputBlock_ + ++run * scalarBlock_;
+    for (size_t i = 0; i < scalars_.size(); ++i) {
+      auto [offset, bytes] = scalars_[i];
+      if (!device_)
+        std::memcpy(to + scalarAt_[i], arena_ + offset,
+                    static_cast<size_t>(bytes));
+      else if (!device_->download(to + scalarAt_[i], offset, bytes, error))
+        return false;
+    }
+    return true;
+  };
+  auto call = [&](const std::string &name) {
+    return (device_ ? device_->run(name, *actions_.at(name), 0, error)
+                    : this->run(name, error)) &&
+           scalarsOut();
+  };
+  if (!in(scalars_, scalarAt_, base + stepMicrobatches_ * inputBlock_))
+    return false;
+  for (int64_t m = 0; m < stepMicrobatches_; ++m) {
+    if (!in(inputs_, inputAt_, base + m * inputBlock_))
+      return false;
+    for (const std::string &name : microbatchFunctions_)
+      if (!call(name))
+        return false;
+  }
+  return call("optimizer_step");
+}
+
+bool Executor::startStep(int set, std::string &error) {
+  if (!device_)
+    return queueStep(set, error);
+  return device_->replay(
+      set, [this, set](std::string &error) { return queueStep(set, error); },
+      error);
+}
+
+bool Executor::finishStep(std::string &error) {
+  return !device_ || device_->wait(error);
 }
 
 void Executor::printProfile() const {

@@ -76,6 +76,28 @@ public:
 
   int threads() const { return pool_.size(); }
 
+  /// A whole training step of this rank at once (the one-rank loop): for
+  /// each of `microbatches`, its inputs, @forward and the backward; then
+  /// @optimizer_step. The host side of `sets` steps is kept apart, so the
+  /// host fills one while the device runs another: stepInput(set, m, b) is
+  /// microbatch m's copy of input buffer b, stepScalar(set, -1, b) scalar
+  /// b as the step starts and stepScalar(set, r, b) as run r leaves it
+  /// (runs in order: each microbatch's forward and backward, then the
+  /// optimizer). With a device a set's step is one program
+  /// (Device::replay: a CUDA graph), recorded the first time it starts.
+  bool prepareSteps(int64_t microbatches, int sets, std::string &error);
+  void *stepInput(int set, int64_t microbatch, const PlanBuffer &b);
+  void *stepScalar(int set, int run, const PlanBuffer &b);
+  int forwardRun(int64_t microbatch) const {
+    return static_cast<int>(microbatch) *
+           static_cast<int>(microbatchFunctions_.size());
+  }
+  int optimizerRun() const { return forwardRun(stepMicrobatches_); }
+  /// Starts set `set`'s step (without a device, runs it); finishStep
+  /// waits for it.
+  bool startStep(int set, std::string &error);
+  bool finishStep(std::string &error);
+
   /// Called after each action of a function with the action's index
   /// (multi-rank runs: MPI moves the messages in flight only when the
   /// process calls into it, and a gradient is final after its last write).
@@ -110,9 +132,18 @@ private:
   std::unique_ptr<Device> device_;
   bool syncEveryRun_ = false;
   int64_t persistentBytes_ = 0;
-  // With a device: the [offset, bytes) of the inputs and of the scalars.
+  // The [offset, bytes) of the inputs and of the scalars.
   std::vector<std::pair<int64_t, int64_t>> inputs_, scalars_;
   std::map<std::string, const std::vector<PlanAction> *> actions_;
+  // Whole steps: each set's host memory holds the inputs of every
+  // microbatch, then the scalars before the step and after each run.
+  std::vector<char *> stepSets_;
+  std::vector<char *> ownedSets_; // without a device
+  std::vector<std::string> microbatchFunctions_;
+  int64_t stepMicrobatches_ = 0, inputBlock_ = 0, scalarBlock_ = 0;
+  /// Where each of inputs_ and scalars_ lies in its block.
+  std::vector<int64_t> inputAt_, scalarAt_;
+  bool queueStep(int set, std::string &error);
 
   void (*progress_)(void *, size_t) = nullptr;
   void *progressContext_ = nullptr;

@@ -20,6 +20,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <unistd.h>
 
 using namespace hotstage::rt;
@@ -154,23 +155,75 @@ public:
   std::string name() const override { return "a copy of the arena (host)"; }
   bool run(const std::string &function, const std::vector<PlanAction> &,
            int slot, std::string &error) override {
+    if (recording_) {
+      recording_->push_back({Op::Run, function, slot, nullptr, 0, 0});
+      return true;
+    }
     if (links_)
       links_->beforeRun();
     return inner_.run(function, error, slot);
   }
   bool upload(const char *host, int64_t offset, int64_t bytes,
-              std::string &) override {
+              std::string &error) override {
+    if (recording_)
+      return record(Op::Upload, const_cast<char *>(host), offset, bytes, error);
     std::memcpy(inner_.arena() + offset, host, static_cast<size_t>(bytes));
     return true;
   }
   bool download(char *host, int64_t offset, int64_t bytes,
-                std::string &) override {
+                std::string &error) override {
+    if (recording_)
+      return record(Op::Download, host, offset, bytes, error);
     std::memcpy(host, inner_.arena() + offset, static_cast<size_t>(bytes));
     return true;
   }
   bool copy(int64_t from, int64_t to, int64_t bytes, std::string &) override {
     std::memcpy(inner_.arena() + to, inner_.arena() + from,
                 static_cast<size_t>(bytes));
+    return true;
+  }
+  char *hostMemory(int64_t bytes, std::string &) override {
+    hostMemory_.emplace_back(new char[static_cast<size_t>(bytes)](), bytes);
+    return hostMemory_.back().first.get();
+  }
+  // A program is a list of its runs and copies, replayed at wait() rather
+  // than at once, as a GPU would run it later: a loop that reads a step's
+  // results before waiting, or refills the host memory of a step still
+  // queued, then differs from the host build (test/e2e/device-copy.test).
+  bool replay(int key, const std::function<bool(std::string &)> &queue,
+              std::string &error) override {
+    if (!programs_.count(key)) {
+      recording_ = &programs_[key];
+      bool queued = queue(error);
+      recording_ = nullptr;
+      if (!queued) {
+        programs_.erase(key);
+        return false;
+      }
+    }
+    queued_.push_back(key);
+    return true;
+  }
+  bool wait(std::string &error) override {
+    std::vector<int> keys;
+    keys.swap(queued_);
+    for (int key : keys)
+      for (const Op &op : programs_.at(key)) {
+        bool ok = true;
+        switch (op.kind) {
+        case Op::Run:
+          ok = run(op.function, {}, op.slot, error);
+          break;
+        case Op::Upload:
+          ok = upload(op.host, op.offset, op.bytes, error);
+          break;
+        case Op::Download:
+          ok = download(op.host, op.offset, op.bytes, error);
+          break;
+        }
+        if (!ok)
+          return false;
+      }
     return true;
   }
   DeviceLinks *links(double, std::string &) override {
@@ -181,8 +234,33 @@ public:
   }
 
 private:
+  struct Op {
+    enum Kind { Run, Upload, Download } kind;
+    std::string function;
+    int slot;
+    char *host;
+    int64_t offset, bytes;
+  };
+  /// A program's copy, from or to the device's host memory only (a GPU's
+  /// graph copies from pinned memory alone).
+  bool record(Op::Kind kind, char *host, int64_t offset, int64_t bytes,
+              std::string &error) {
+    for (auto &[memory, size] : hostMemory_)
+      if (host >= memory.get() && host + bytes <= memory.get() + size) {
+        recording_->push_back({kind, "", 0, host, offset, bytes});
+        return true;
+      }
+    error = "internal: a program copies " + std::to_string(bytes) +
+            " bytes from or to host memory that is not the device's";
+    return false;
+  }
+
   Executor inner_;
   std::unique_ptr<CopyLinks> links_;
+  std::vector<std::pair<std::unique_ptr<char[]>, int64_t>> hostMemory_;
+  std::map<int, std::vector<Op>> programs_;
+  std::vector<Op> *recording_ = nullptr;
+  std::vector<int> queued_;
 };
 } // namespace
 

@@ -580,19 +580,20 @@ int main(int argc, char **argv) {
     return failures ? 1 : 0;
   }
 
-  auto bufferOf = [&](const char *kind, const char *name) -> void * {
+  auto bufferNamed = [&](const char *kind,
+                         const char *name) -> const PlanBuffer & {
     const PlanBuffer *b = plan.find(kind, name);
     if (!b)
       fatal(std::string("the plan has no ") + kind + " '" + name + "'");
-    return exec.buffer(*b);
+    return *b;
   };
-  auto *tokens = static_cast<int32_t *>(bufferOf("input", "tokens"));
-  auto *targets = static_cast<int32_t *>(bufferOf("input", "targets"));
-  auto *loss = static_cast<float *>(bufferOf("scalar", "loss"));
-  auto *lr = static_cast<float *>(bufferOf("scalar", "lr"));
-  auto *gradNorm = static_cast<float *>(bufferOf("scalar", "grad_norm"));
-  auto *step = static_cast<int64_t *>(bufferOf("scalar", "step"));
-  auto *total = static_cast<int64_t *>(bufferOf("scalar", "total_steps"));
+  const PlanBuffer &tokensBuffer = bufferNamed("input", "tokens");
+  const PlanBuffer &targetsBuffer = bufferNamed("input", "targets");
+  const PlanBuffer &lossBuffer = bufferNamed("scalar", "loss");
+  const PlanBuffer &lrBuffer = bufferNamed("scalar", "lr");
+  const PlanBuffer &gradNormBuffer = bufferNamed("scalar", "grad_norm");
+  const PlanBuffer &stepBuffer = bufferNamed("scalar", "step");
+  const PlanBuffer &totalBuffer = bufferNamed("scalar", "total_steps");
 
   MetricsWriter metrics;
   if (!options.metrics.empty() &&
@@ -604,37 +605,14 @@ int main(int argc, char **argv) {
   if (!options.trace.empty())
     trace = std::make_unique<TraceRecorder>(plan, exec);
 
-  while (state.step < options.steps) {
-    auto start = std::chrono::steady_clock::now();
-    float lossSum = 0;
-    for (int64_t m = 0; m < plan.microbatches; ++m) {
-      loader->next(tokens, targets);
-      if (trace)
-        trace->addBatch(tokens, targets, size_t(plan.batch * plan.seq));
-      if (!exec.run("forward", error) || !exec.runBackward(error))
-        fatal("step " + std::to_string(state.step + 1) + ": " + error);
-      lossSum += *loss;
-    }
-    float meanLoss = lossSum / static_cast<float>(plan.microbatches);
-    if (trace)
-      trace->beforeUpdate(meanLoss);
-    *step = state.step;
-    *total = options.steps;
-    if (!exec.run("optimizer_step", error))
-      fatal("step " + std::to_string(state.step + 1) + ": " + error);
-    ++state.step;
-    BatchLoader::Cursor cursor = loader->cursor();
-    state.dataEpoch = cursor.epoch;
-    state.dataPosition = cursor.position;
-    double ms = std::chrono::duration<double, std::milli>(
-                    std::chrono::steady_clock::now() - start)
-                    .count();
-
+  // A step is done (state.step counts it): its line, metrics and
+  // checkpoint.
+  auto report = [&](float meanLoss, float lr, float gradNorm, double ms) {
     StepMetrics m;
     m.step = state.step;
     m.loss = meanLoss;
-    m.lr = *lr;
-    m.gradNorm = *gradNorm;
+    m.lr = lr;
+    m.gradNorm = gradNorm;
     m.milliseconds = ms;
     m.tokensPerSecond = tokensPerStep / (ms / 1000.0);
     if (trace)
@@ -654,6 +632,94 @@ int main(int argc, char **argv) {
         (!exec.toHost(error) ||
          !saveCheckpoint(plan, exec, options.ckptDir, state, error)))
       fatal(error);
+  };
+
+  if (trace) {
+    // --trace reads buffers between the runs: they run one at a time.
+    auto *tokens = static_cast<int32_t *>(exec.buffer(tokensBuffer));
+    auto *targets = static_cast<int32_t *>(exec.buffer(targetsBuffer));
+    while (state.step < options.steps) {
+      auto start = std::chrono::steady_clock::now();
+      float lossSum = 0;
+      for (int64_t m = 0; m < plan.microbatches; ++m) {
+        loader->next(tokens, targets);
+        trace->addBatch(tokens, targets, size_t(plan.batch * plan.seq));
+        if (!exec.run("forward", error) || !exec.runBackward(error))
+          fatal("step " + std::to_string(state.step + 1) + ": " + error);
+        lossSum += *static_cast<float *>(exec.buffer(lossBuffer));
+      }
+      float meanLoss = lossSum / static_cast<float>(plan.microbatches);
+      trace->beforeUpdate(meanLoss);
+      *static_cast<int64_t *>(exec.buffer(stepBuffer)) = state.step;
+      *static_cast<int64_t *>(exec.buffer(totalBuffer)) = options.steps;
+      if (!exec.run("optimizer_step", error))
+        fatal("step " + std::to_string(state.step + 1) + ": " + error);
+      ++state.step;
+      BatchLoader::Cursor cursor = loader->cursor();
+      state.dataEpoch = cursor.epoch;
+      state.dataPosition = cursor.position;
+      report(meanLoss, *static_cast<float *>(exec.buffer(lrBuffer)),
+             *static_cast<float *>(exec.buffer(gradNormBuffer)),
+             std::chrono::duration<double, std::milli>(
+                 std::chrono::steady_clock::now() - start)
+                 .count());
+    }
+  } else {
+    // Each step runs whole (Executor::startStep: on a GPU one CUDA graph
+    // that copies its batches in itself), and the host loads the next
+    // step's batches into the other of two sets while it runs.
+    if (!exec.prepareSteps(plan.microbatches, 2, error))
+      fatal(error);
+    BatchLoader::Cursor cursors[2];
+    auto load = [&](int set, int64_t step) {
+      for (int64_t m = 0; m < plan.microbatches; ++m)
+        loader->next(
+            static_cast<int32_t *>(exec.stepInput(set, m, tokensBuffer)),
+            static_cast<int32_t *>(exec.stepInput(set, m, targetsBuffer)));
+      *static_cast<int64_t *>(exec.stepScalar(set, -1, stepBuffer)) = step;
+      *static_cast<int64_t *>(exec.stepScalar(set, -1, totalBuffer)) =
+          options.steps;
+      cursors[set] = loader->cursor();
+    };
+    auto start = [&](int set) {
+      if (!exec.startStep(set, error))
+        fatal("step " + std::to_string(state.step + 1) + ": " + error);
+    };
+    auto last = std::chrono::steady_clock::now();
+    int set = 0;
+    if (state.step < options.steps) {
+      load(set, state.step);
+      start(set);
+    }
+    while (state.step < options.steps) {
+      bool more = state.step + 1 < options.steps;
+      if (more)
+        load(1 - set, state.step + 1);
+      if (!exec.finishStep(error))
+        fatal("step " + std::to_string(state.step + 1) + ": " + error);
+      // The time between two steps' ends: what a step costs when the
+      // next one is already waiting.
+      auto now = std::chrono::steady_clock::now();
+      double ms = std::chrono::duration<double, std::milli>(now - last).count();
+      last = now;
+      float lossSum = 0;
+      for (int64_t m = 0; m < plan.microbatches; ++m)
+        lossSum += *static_cast<float *>(
+            exec.stepScalar(set, exec.forwardRun(m), lossBuffer));
+      int optimizer = exec.optimizerRun();
+      ++state.step;
+      state.dataEpoch = cursors[set].epoch;
+      state.dataPosition = cursors[set].position;
+      report(lossSum / static_cast<float>(plan.microbatches),
+             *static_cast<float *>(exec.stepScalar(set, optimizer, lrBuffer)),
+             *static_cast<float *>(
+                 exec.stepScalar(set, optimizer, gradNormBuffer)),
+             ms);
+      if (more) {
+        set = 1 - set;
+        start(set);
+      }
+    }
   }
   progress.finish();
   if (!options.ckptDir.empty() &&
