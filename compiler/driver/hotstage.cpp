@@ -118,7 +118,8 @@ static cl::opt<EpilogueFlag> gemmEpilogues(
                    "a linear's bias and a residual add after the GEMM"),
         clEnumValN(EpilogueFlag::Gelu, "gelu",
                    "also the tanh GELU after it (keeping its input for the "
-                   "backward) and the GELU's gradient")),
+                   "backward), the GELU's gradient and a linear's bias "
+                   "gradient beside its weight's")),
     cl::cat(category));
 
 static cl::opt<cl::boolOrDefault> sdpa(

@@ -955,6 +955,12 @@ private:
   /// norm's bias gradient) that follows `op` with only references between
   /// them, not lowered yet: null where there is none.
   ReduceSumOp biasGradientAfter(Operation *op, Value dy, int64_t d);
+  /// The sum over K of GEMM operand `a` (A transposed: [K, M]) that a
+  /// later op of its block computes (a linear's bias gradient beside its
+  /// weight's), for the GEMM's `bgrad` epilogue: null where there is none
+  /// or the epilogues do not include it.
+  ReduceSumOp biasGradientOfGemm(Operation *gemm, Value a, bool transA,
+                                 int64_t batch, int64_t m);
   /// The weight gradient (layer_norm_scale_grad, rms_norm_scale_grad) of
   /// the same x and eps as norm input gradient `op`, later in its block:
   /// null where there is none.
@@ -2640,6 +2646,13 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   // A bf16 output takes a bf16 bias (cuBLASLt's bias has D's type).
   if (act.bias >= 0 && plan.buffers[out].dtype == "bf16")
     act.bias = castToBf16(act.bias, op);
+  // The bias gradient beside a weight's gradient: the column sums of A as
+  // the GEMM reads it (cuBLASLt's BGRADB), not a kernel reading it again.
+  if (!epilogue && act.bias < 0)
+    if (ReduceSumOp sum = biasGradientOfGemm(op, aValue, transA, batch, m)) {
+      act.bgrad = newTemp(sum.getResult());
+      skipped.insert(sum);
+    }
 
   bool accumulate = accumulateIntoOut;
   if (bias && !accumulateIntoOut) {
@@ -2665,9 +2678,11 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   act.note = op->getName().stripDialect().str();
   if (epilogue)
     act.note += " + " + stage.str();
+  if (act.bgrad >= 0)
+    act.note += " + bgrad";
   for (int buf : act.buffers)
     touch(buf);
-  for (int buf : {act.bias, act.addend, act.aux})
+  for (int buf : {act.bias, act.addend, act.aux, act.bgrad})
     if (buf >= 0)
       touch(buf);
   current->actions.push_back(std::move(act));
@@ -2743,6 +2758,33 @@ ReduceSumOp HostLowering::biasGradientAfter(Operation *op, Value dy,
       d >= kColumnSumsBelow || rows < kColumnSumsFrom)
     return ReduceSumOp();
   return sum;
+}
+
+ReduceSumOp HostLowering::biasGradientOfGemm(Operation *gemm, Value a,
+                                             bool transA, int64_t batch,
+                                             int64_t m) {
+  if (options.gemmEpilogues != host::KernelOptions::Epilogues::Gelu ||
+      batch != 1 || !transA)
+    return ReduceSumOp();
+  // A is [K, M] as stored, unpadded: the sum over K of each column.
+  int buffer = bufferFor(a);
+  if (buffer < 0 || plan.buffers[buffer].pitch ||
+      tensorType(a).getShape().back() != m)
+    return ReduceSumOp();
+  SmallVector<Value> views{a};
+  if (auto reshape = a.getDefiningOp<ReshapeOp>())
+    views.push_back(reshape.getInput());
+  for (Value view : views)
+    for (Operation *user : view.getUsers()) {
+      auto sum = dyn_cast<ReduceSumOp>(user);
+      if (sum && sum.getInput() == view && !skipped.contains(sum) &&
+          sum->getBlock() == gemm->getBlock() && gemm->isBeforeInBlock(sum) &&
+          sumsLeadingDimensions(sum) &&
+          tensorType(sum.getResult()).getNumElements() == m &&
+          tensorType(sum.getResult()).getElementType().isF32())
+        return sum;
+    }
+  return ReduceSumOp();
 }
 
 AddOp HostLowering::residualGradientAdd(Operation *op) {

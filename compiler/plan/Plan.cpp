@@ -198,6 +198,8 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
           os << " " << a.activation;
         if (a.aux >= 0)
           os << " aux " << a.aux;
+        if (a.bgrad >= 0)
+          os << " bgrad " << a.bgrad;
       }
       os << " # " << a.note << "\n";
     }

@@ -75,6 +75,9 @@ struct Action {
   // bias), with the value before `act` in aux; or, for dgelu_tanh,
   // C = (A op(B)) * gelu_tanh'(aux). Buffers, or -1.
   int bias = -1, addend = -1, aux = -1;
+  // Or, alone and accumulating or not, the sums over K of A's columns (A
+  // transposed: a bias gradient, cuBLASLt's BGRADB): M f32, or -1.
+  int bgrad = -1;
   std::string activation; // "", "gelu_tanh" or "dgelu_tanh"
   // Attention (fused scaled dot-product attention, a library call on bf16
   // [batch, seq, heads * headDim] tensors): batch, seq, its heads, the

@@ -133,8 +133,10 @@ private:
   /// fastest, as XLA autotunes; the others take the result of its shape.
   bool autotuneGemms(std::string &error);
   void setEpiloguePointers(const PlanAction &a, Gemm &gemm, int slot) {
+    // (A bias gradient is written where a bias is read.)
     for (auto [arg, attribute] :
          {std::pair{a.biasArg, CUBLASLT_MATMUL_DESC_BIAS_POINTER},
+          std::pair{a.bgradArg, CUBLASLT_MATMUL_DESC_BIAS_POINTER},
           std::pair{a.auxArg, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER}}) {
       if (arg < 0)
         continue;
@@ -370,7 +372,7 @@ bool CudaDevice::autotuneGemms(std::string &error) {
            std::to_string(a.accumulate) + std::to_string(a.bf16) +
            std::to_string(a.bf16Out) + std::to_string(a.biasArg >= 0) +
            std::to_string(a.addendArg >= 0) + std::to_string(a.auxArg >= 0) +
-           a.activation;
+           std::to_string(a.bgradArg >= 0) + a.activation;
     if (auto it = chosen.find(key); it != chosen.end()) {
       g.algo = it->second;
       continue;
@@ -442,6 +444,15 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
     epilogue = CUBLASLT_EPILOGUE_DGELU;
   else if (bias)
     epilogue = CUBLASLT_EPILOGUE_BIAS;
+  else if (a.bgradArg >= 0) {
+    // Sums over k of cuBLASLt's second operand, our A (the output
+    // gradient; row-major C = A B is column-major C^T = B^T A^T), one per
+    // column of its D: M of them, f32.
+    epilogue = CUBLASLT_EPILOGUE_BGRADB;
+    cudaDataType type = CUDA_R_32F;
+    cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                   &type, sizeof(type));
+  }
   cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                  &epilogue, sizeof(epilogue));
   if (aux) {

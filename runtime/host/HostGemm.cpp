@@ -2,6 +2,7 @@
 
 #include "runtime/host/HostGemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -96,6 +97,14 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
                                : (a.transB ? a.n : a.k) * ldb);
     A = wideA.data();
     B = wideB.data();
+  }
+  if (float *sums = arg(a.bgradArg)) {
+    // The bias gradient: column sums of A ([K, M] as stored) as the GEMM
+    // reads it, in row order (cuBLASLt's order is its own).
+    std::fill(sums, sums + a.m, 0.0f);
+    for (int64_t r = 0; r < a.k; ++r)
+      for (int64_t j = 0; j < a.m; ++j)
+        sums[j] += A[r * lda + j];
   }
   if (a.bf16Out) {
     // The f32 product (on C's widened values when accumulating, else on

@@ -44,6 +44,18 @@ static std::vector<int64_t> parseShape(const std::string &s) {
 /// What is wrong with GEMM `a`'s epilogue, or "": its buffers are f32 of
 /// the right sizes, and it is one GEMM that writes C afresh.
 static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
+  if (a.bgradArg >= 0) {
+    const PlanBuffer &g = plan.buffers[a.buffers[a.bgradArg]];
+    if (a.batch != 1 || !a.transA || a.biasArg >= 0 || a.addendArg >= 0 ||
+        a.auxArg >= 0 || !a.activation.empty())
+      return "gemm bgrad needs one GEMM with A transposed and no other "
+             "epilogue";
+    if (g.dtype != "f32" || g.bytes != a.m * 4)
+      return "gemm bgrad must be " + std::to_string(a.m) + " f32";
+    if (a.buffers[a.bgradArg] == a.buffers[2])
+      return "gemm bgrad must not be its output";
+    return "";
+  }
   bool any = a.biasArg >= 0 || a.addendArg >= 0 || a.auxArg >= 0 ||
              !a.activation.empty();
   if (!any)
@@ -316,12 +328,13 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
               a.strideA >> a.strideB >> a.strideC))
           return fail("bad gemm");
         // The epilogue: `bias B`, `addend R`, `gelu_tanh`, `dgelu_tanh`,
-        // `aux X`.
+        // `aux X`; or `bgrad G`.
         std::string key;
         while (f >> key) {
           int *arg = key == "bias"     ? &a.biasArg
                      : key == "addend" ? &a.addendArg
                      : key == "aux"    ? &a.auxArg
+                     : key == "bgrad"  ? &a.bgradArg
                                        : nullptr;
           if (arg) {
             int b;

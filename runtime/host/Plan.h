@@ -79,6 +79,9 @@ struct PlanAction {
   /// "gelu_tanh", "dgelu_tanh" or "".
   int biasArg = -1, addendArg = -1, auxArg = -1;
   std::string activation;
+  /// Or, alone: where the sums over K of A's columns go (A transposed; M
+  /// f32: a bias gradient, cuBLASLt's BGRADB), or -1.
+  int bgradArg = -1;
   /// 1: fused attention, 2: its gradient (docs/plan.md), on bf16
   /// [batch, seq, heads * headDim] buffers Q K V O, f32 statistics
   /// [batch, heads, seq], then dO dQ dK dV.

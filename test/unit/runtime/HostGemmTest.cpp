@@ -81,6 +81,9 @@ TEST(GemmEpilogue, BadEpiloguesAreRefused) {
   refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 addend 4", "not be its output");
   refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 addend 3 gelu_tanh",
           "both an addend and gelu_tanh");
+  refused("  gemm 1 2 4 3 0 1 0 0 1 4 0 0 0 bgrad 2", "A transposed");
+  refused("  gemm 1 4 3 2 1 0 1 3 0 1 0 0 0 bias 2 bgrad 2", "no other");
+  refused("  gemm 1 4 3 2 1 0 1 3 0 1 0 0 0 bgrad 5", "bgrad must be 4 f32");
 }
 
 double gelu(double x) {
@@ -150,6 +153,24 @@ TEST(GemmEpilogue, GeluGradient) {
       double slope = (gelu(v + h) - gelu(v - h)) / (2 * h);
       EXPECT_NEAR(t.y[i * 4 + j], t.product(i, j) * slope, 1e-4);
     }
+}
+
+TEST(GemmEpilogue, BiasGradientBesideTheWeights) {
+  GemmRun t;
+  // A weight's gradient as the backward accumulates it, w += r^T x (r as
+  // dy: 2x4 stored, A transposed), and its bias's gradient, the column
+  // sums of r, written into bias.
+  std::vector<float> w = t.w;
+  t.run("  gemm 1 4 3 2 1 0 1 3 0 1 0 0 0 bgrad 2");
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_EQ(t.bias[j], t.r[j] + t.r[4 + j]);
+    for (int n = 0; n < 3; ++n) {
+      double dw = 0;
+      for (int k = 0; k < 2; ++k)
+        dw += double(t.r[k * 4 + j]) * t.x[k * 3 + n];
+      EXPECT_NEAR(t.w[j * 3 + n], w[j * 3 + n] + dw, 1e-6);
+    }
+  }
 }
 
 // A bf16 GEMM that keeps its output in bf16: x (2x3), w (4x3), bias (4)
