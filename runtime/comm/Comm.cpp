@@ -2,7 +2,9 @@
 
 #include "runtime/comm/Comm.h"
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -92,12 +94,46 @@ Comm::~Comm() {
   MPI_Finalize();
 }
 
+namespace {
+/// `bytes` as an MPI count and datatype. MPI counts are ints: a message of
+/// 2 GiB or more (a large microbatch's activations) is one element of a
+/// datatype made for it, 1 MiB blocks and the rest, which may be freed as
+/// soon as the transfer is posted.
+struct Extent {
+  int count;
+  MPI_Datatype type;
+  bool made = false;
+  explicit Extent(size_t bytes) : count(1), type(MPI_BYTE) {
+    if (bytes <= static_cast<size_t>(INT_MAX)) {
+      count = static_cast<int>(bytes);
+      return;
+    }
+    constexpr size_t kBlock = 1 << 20;
+    MPI_Datatype blocks;
+    MPI_Type_contiguous(static_cast<int>(kBlock), MPI_BYTE, &blocks);
+    int lengths[2] = {static_cast<int>(bytes / kBlock),
+                      static_cast<int>(bytes % kBlock)};
+    MPI_Aint offsets[2] = {0, static_cast<MPI_Aint>(bytes / kBlock * kBlock)};
+    MPI_Datatype types[2] = {blocks, MPI_BYTE};
+    MPI_Type_create_struct(lengths[1] ? 2 : 1, lengths, offsets, types, &type);
+    MPI_Type_commit(&type);
+    MPI_Type_free(&blocks);
+    made = true;
+  }
+  ~Extent() {
+    if (made)
+      MPI_Type_free(&type);
+  }
+};
+} // namespace
+
 Comm::Request Comm::isend(const void *data, size_t bytes, int peer, int tag,
                           std::string what) {
   Request r;
   r.what = "to send " + what + " to rank " + std::to_string(peer);
   r.pending = true;
-  MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, MPI_COMM_WORLD,
+  Extent extent(bytes);
+  MPI_Isend(data, extent.count, extent.type, peer, tag, MPI_COMM_WORLD,
             &as<MPI_Request>(r.handle));
   return r;
 }
@@ -107,7 +143,8 @@ Comm::Request Comm::irecv(void *data, size_t bytes, int peer, int tag,
   Request r;
   r.what = "for " + what + " from rank " + std::to_string(peer);
   r.pending = true;
-  MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, MPI_COMM_WORLD,
+  Extent extent(bytes);
+  MPI_Irecv(data, extent.count, extent.type, peer, tag, MPI_COMM_WORLD,
             &as<MPI_Request>(r.handle));
   return r;
 }
@@ -163,11 +200,17 @@ void Comm::wait(Request &request) {
 
 void Comm::allReduce(void *data, size_t n, bool isDouble, const void *comm,
                      const std::string &what, const std::string &peers) {
-  MPI_Request request;
-  MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n),
-                 isDouble ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
-                 *static_cast<const MPI_Comm *>(comm), &request);
-  waitFor(*this, request, what, peers);
+  // In pieces whose counts fit an int (MPI's counts).
+  size_t size = isDouble ? 8 : 4;
+  for (size_t done = 0; done < n;) {
+    int count = static_cast<int>(std::min<size_t>(n - done, INT_MAX));
+    MPI_Request request;
+    MPI_Iallreduce(MPI_IN_PLACE, static_cast<char *>(data) + done * size, count,
+                   isDouble ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
+                   *static_cast<const MPI_Comm *>(comm), &request);
+    waitFor(*this, request, what, peers);
+    done += static_cast<size_t>(count);
+  }
 }
 
 void Comm::allReducePipeline(float *data, size_t n, const std::string &what) {
@@ -188,6 +231,11 @@ Comm::Request Comm::startAllReduceReplicas(float *data, size_t n,
   Request r;
   r.what = "for " + what + replicaPeers_;
   r.pending = true;
+  // One request per accumulator: one of 2^31 floats (8 GiB) or more is
+  // beyond MPI's counts.
+  if (n > static_cast<size_t>(INT_MAX))
+    abort("the all-reduce of " + what + " has " + std::to_string(n) +
+          " floats, more than MPI counts (2^31 - 1)");
   MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM,
                  as<MPI_Comm>(replicaComm_), &as<MPI_Request>(r.handle));
   return r;
