@@ -923,8 +923,20 @@ private:
   /// precision = bf16: GEMMs read bf16 copies of their operands (rounded to
   /// nearest even) and accumulate in f32.
   bool bf16Gemms = false;
-  /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills).
+  /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills;
+  /// for a parameter, a state the optimizer step fills: weightCopies).
   int castToBf16(int buffer, Operation *op);
+  /// The cast kernel: `copy` (bf16) gets `buffer` (f32) rounded.
+  void castInto(int copy, int buffer, Operation *op);
+  /// The parameters GEMMs read in bf16 and their copies (state buffers
+  /// "P:bf16"): written once a step, by the optimizer step after its
+  /// updates and by @cast_weights (the runtime's, after it initialises,
+  /// loads or changes parameters), rather than in every microbatch.
+  std::map<int, int> weightCopies;
+  /// The casts of every weight copy at the end of function `optimizer`,
+  /// and as function `castWeights`.
+  void addWeightCasts(const std::string &optimizer,
+                      const std::string &castWeights);
   /// Over elements: out[j] = sum over r < rows of term(r, j) for each
   /// j < cols, times `scale`, added to out[j]'s own value when
   /// `accumulate`. Index (p, j) of parts x cols (neighbouring indices read
@@ -2883,9 +2895,22 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
   // copies (a chunk's per microbatch in flight, handed on like what the
   // forward saves).
   BufferKind kind = plan.buffers[buffer].kind;
-  bool fixed = kind == BufferKind::Param
-                   ? parametersFixed
-                   : kind != BufferKind::State && kind != BufferKind::Scalar;
+  if (kind == BufferKind::Param && parametersFixed) {
+    // A weight's copy is made once a step (weightCopies).
+    if (auto it = weightCopies.find(buffer); it != weightCopies.end())
+      return it->second;
+    const plan::Buffer &param = plan.buffers[buffer];
+    plan::Buffer b = describeBuffer(BufferKind::State, param.name + ":bf16",
+                                    param.shape, BFloat16Type::get(ctx));
+    b.pitch = param.pitch; // the padding too, as the cast writes it
+    b.bytes = param.bytes / 2;
+    b.role = "bf16";
+    b.of = param.name;
+    int copy = plan.addBuffer(b);
+    weightCopies[buffer] = copy;
+    return copy;
+  }
+  bool fixed = kind != BufferKind::State && kind != BufferKind::Scalar;
   std::string key = "bf16 copy of " + std::to_string(buffer);
   if (fixed)
     if (int copy = reuseScratch(key); copy >= 0)
@@ -2899,9 +2924,15 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
   }
   if (fixed)
     keepScratch(key, copy);
+  castInto(copy, buffer, op);
+  return copy;
+}
+
+void HostLowering::castInto(int copy, int buffer, Operation *op) {
+  int64_t n = plan.buffers[buffer].bytes / 4;
   Type i16 = IntegerType::get(ctx, 16);
   Kernel k =
-      startKernel("cast_bf16", op->getLoc(),
+      startKernel("cast_bf16", op ? op->getLoc() : module.getLoc(),
                   {memrefOf({n}, i16), memrefOf({n}, Float32Type::get(ctx))});
   // Over elements, one index per chunk of four floats where they divide
   // (a 128-bit load, a 64-bit store).
@@ -2919,7 +2950,22 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
   });
   call(finishKernel(k), n / vector, {copy, buffer}, op);
   current->actions.back().note = "cast_bf16";
-  return copy;
+}
+
+void HostLowering::addWeightCasts(const std::string &optimizer,
+                                  const std::string &castWeights) {
+  if (weightCopies.empty())
+    return;
+  for (plan::Function &f : plan.functions)
+    if (f.name == optimizer) {
+      current = &f;
+      for (auto [param, copy] : weightCopies)
+        castInto(copy, param, nullptr);
+    }
+  plan.functions.push_back({castWeights, {}});
+  current = &plan.functions.back();
+  for (auto [param, copy] : weightCopies)
+    castInto(copy, param, nullptr);
 }
 
 //===----------------------------------------------------------------------===//
@@ -4651,6 +4697,7 @@ FailureOr<plan::Plan> HostLowering::run() {
     if (failed(lowerFunction(func)))
       return failure();
   }
+  addWeightCasts("optimizer_step", "cast_weights");
   // What the runtime reads: the loss, the learning rate, the norm.
   auto markScalar = [&](StringRef func, unsigned index, StringRef name) {
     plan::Buffer &b = plan.buffers[results[func][index]];
@@ -4733,6 +4780,7 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
   for (func::FuncOp func : funcs)
     if (failed(lowerFunction(func)))
       return failure();
+  addWeightCasts(rankPrefix + "optimizer_step", rankPrefix + "cast_weights");
 
   // Sends: a chunk's activations after F (its first results, as many as
   // the next chunk takes), its input gradients after B (its first results).

@@ -220,12 +220,15 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
 }
 
 void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
-  int64_t params = 0, grads = 0, moments = 0, other = 0, stashed = 0;
+  int64_t params = 0, grads = 0, moments = 0, copies = 0, other = 0,
+          stashed = 0;
   for (const Buffer &b : plan.buffers) {
     if (b.kind == BufferKind::Param)
       params += b.bytes;
     else if (b.kind == BufferKind::State && b.role == "grad")
       grads += b.bytes;
+    else if (b.kind == BufferKind::State && b.role == "bf16")
+      copies += b.bytes;
     else if (b.kind == BufferKind::State)
       moments += b.bytes;
     else if (b.kind == BufferKind::Stash || b.kind == BufferKind::Boundary)
@@ -242,6 +245,8 @@ void plan::printMemorySummary(const Plan &plan, llvm::raw_ostream &os) {
   line("parameters", params);
   line("gradients", grads);
   line("optimizer state", moments);
+  if (copies)
+    line("bf16 weight copies", copies);
   line("inputs and scalars", other);
   if (plan.pipeline)
     line("microbatches in flight", stashed);
@@ -266,7 +271,9 @@ std::string plan::overBudget(const Plan &plan, int64_t budget) {
       what = "parameters";
       break;
     case BufferKind::State:
-      what = b.role == "grad" ? "gradient accumulators" : "optimizer state";
+      what = b.role == "grad"   ? "gradient accumulators"
+             : b.role == "bf16" ? "bf16 weight copies"
+                                : "optimizer state";
       break;
     case BufferKind::Stash:
       what = "saved activations of chunk " + std::to_string(b.chunk) + " (x" +

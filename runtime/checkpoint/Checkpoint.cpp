@@ -18,11 +18,11 @@ namespace {
 constexpr const char *kFormat = "hotstage-checkpoint/1";
 
 /// Parameters and optimizer states; gradients are zero between steps and
-/// are not saved.
+/// are not saved, nor are the bf16 copies of weights (made from them).
 bool isSaved(const PlanBuffer &b) {
   // Gradients and a pipeline's per-parameter norms live within a step.
-  return b.kind == "param" ||
-         (b.kind == "state" && b.role != "grad" && b.role != "norm");
+  return b.kind == "param" || (b.kind == "state" && b.role != "grad" &&
+                               b.role != "norm" && b.role != "bf16");
 }
 
 std::string shapeText(const std::vector<int64_t> &shape) {

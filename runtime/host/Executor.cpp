@@ -76,6 +76,11 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
     if (b.kind == "input" || b.kind == "scalar")
       (b.kind == "input" ? inputs_ : scalars_)
           .push_back({b.offset, b.slotStride() * b.slots});
+  for (const auto &[name, actions] : plan.functions)
+    if (name == "cast_weights" ||
+        (name.size() > 13 &&
+         name.compare(name.size() - 13, 13, ".cast_weights") == 0))
+      castWeights_ = name;
   if (device_) {
     for (const auto &[name, actions] : plan.functions)
       actions_[name] = &actions;
@@ -262,7 +267,18 @@ void Executor::printProfile() const {
 }
 
 bool Executor::toDevice(std::string &error) {
-  return !device_ || device_->upload(arena_, 0, persistentBytes_, error);
+  return (!device_ || device_->upload(arena_, 0, persistentBytes_, error)) &&
+         castWeights(error);
+}
+
+bool Executor::castWeights(std::string &error) {
+  if (castWeights_.empty())
+    return true;
+  if (device_)
+    return device_->run(castWeights_, *actions_.at(castWeights_), 0, error);
+  for (Step &step : functions_.at(castWeights_).front())
+    runStep(step);
+  return true;
 }
 
 bool Executor::toHost(std::string &error) {
@@ -340,6 +356,9 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
     error = "the plan has no function '" + name + "'";
     return false;
   }
+  // The parameters may have changed here since the last run.
+  if (syncEveryRun_ && name != castWeights_ && !castWeights(error))
+    return false;
   std::vector<Step> &steps = it->second[slot % it->second.size()];
   for (size_t i = 0; i < steps.size(); ++i) {
     Step &step = steps[i];

@@ -37,9 +37,15 @@ public:
   /// The device the actions run on, or nullptr for this CPU.
   Device *device() { return device_.get(); }
   /// The host copy's persistent buffers (parameters, state, inputs,
-  /// scalars) to the device, or back; no-ops without a device.
+  /// scalars) to the device, or back; no-ops without a device. toDevice
+  /// then makes the bf16 copies of the weights from the parameters
+  /// (castWeights), here too.
   bool toDevice(std::string &error);
   bool toHost(std::string &error);
+  /// Runs the plan's @cast_weights, if it has one: the bf16 copies of the
+  /// weights that GEMMs read, which the optimizer step makes after each
+  /// update, made from the parameters as they are.
+  bool castWeights(std::string &error);
   /// Buffer `b` (its copy for slot `slot`) to the device, or back; no-ops
   /// without a device. Multi-rank runs move what they send, receive and
   /// all-reduce through the host this way.
@@ -135,6 +141,7 @@ private:
   // The [offset, bytes) of the inputs and of the scalars.
   std::vector<std::pair<int64_t, int64_t>> inputs_, scalars_;
   std::map<std::string, const std::vector<PlanAction> *> actions_;
+  std::string castWeights_; // the plan's @cast_weights, or ""
   // Whole steps: each set's host memory holds the inputs of every
   // microbatch, then the scalars before the step and after each run.
   std::vector<char *> stepSets_;
