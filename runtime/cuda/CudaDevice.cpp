@@ -102,6 +102,8 @@ private:
   bool capture(const std::string &what,
                const std::function<bool(std::string &)> &queue,
                CUgraphExec &exec, std::string &error);
+  /// After a failed capture (`error`): says so and launches from then on.
+  bool withoutGraphs(std::string &error);
   /// Whether [host, host + bytes) lies in hostMemory(): a graph copies
   /// from pinned memory only.
   bool pinned(const char *host, int64_t bytes) const {
@@ -628,12 +630,24 @@ bool CudaDevice::run(const std::string &function,
               return enqueue(function, actions, slot, error);
             },
             exec, error))
-      return false;
+      return withoutGraphs(error) && run(function, actions, slot, error);
     it = graphExecs_.emplace(key, exec).first;
   }
   return check(driver_.cuGraphLaunch(it->second, stream_),
                function + ": cuGraphLaunch", error) &&
          synchronize(function, error);
+}
+
+bool CudaDevice::withoutGraphs(std::string &error) {
+  // Nothing captured has run: the same work, launched, gives the same
+  // results; where the fault is the work's, launching it fails too.
+  std::fprintf(stderr,
+               "note: the GPU's work cannot be captured as a CUDA graph (%s); "
+               "its actions are launched one by one instead\n",
+               error.c_str());
+  error.clear();
+  graphs_ = false;
+  return true;
 }
 
 bool CudaDevice::capture(const std::string &what,
@@ -686,7 +700,7 @@ bool CudaDevice::replay(int key,
     bool captured = capture("a step", queue, exec, error);
     queuing_ = false;
     if (!captured)
-      return false;
+      return withoutGraphs(error) && replay(key, queue, error);
     it = programs_.emplace(key, exec).first;
   }
   return check(driver_.cuGraphLaunch(it->second, stream_),
