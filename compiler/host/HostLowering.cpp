@@ -2667,6 +2667,13 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
     }
 
   bool accumulate = accumulateIntoOut;
+  // With one microbatch a step, a gradient accumulator is still zero when
+  // the GEMM adds its only contribution (the optimizer step zeroes it after
+  // use): the GEMM writes it instead, without reading it (beta = 0).
+  const plan::Buffer &target = plan.buffers[out];
+  if (accumulate && plan.microbatches == 1 &&
+      target.kind == BufferKind::State && target.role == "grad")
+    accumulate = false;
   if (bias && !accumulateIntoOut) {
     // C starts as the broadcast bias; the GEMM adds to it.
     auto outType = tensorType(op->getResult(0));
