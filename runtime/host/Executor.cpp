@@ -125,10 +125,8 @@ bool Executor::prepareSteps(int64_t microbatches, int sets,
     error = setupError_;
     return false;
   }
-  // The backward as runBackward() runs it.
-  microbatchFunctions_ = {"forward", "backward"};
-  if (!has("backward"))
-    microbatchFunctions_ = {"forward", "backward_input", "backward_weight"};
+  microbatchFunctions_ = backwardFunctions();
+  microbatchFunctions_.insert(microbatchFunctions_.begin(), "forward");
   if (!has("optimizer_step") ||
       !std::all_of(microbatchFunctions_.begin(), microbatchFunctions_.end(),
                    [&](const std::string &name) { return has(name); })) {
@@ -380,10 +378,17 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
   return true;
 }
 
-bool Executor::runBackward(std::string &error) {
+std::vector<std::string> Executor::backwardFunctions() const {
   if (has("backward"))
-    return run("backward", error);
-  return run("backward_input", error) && run("backward_weight", error);
+    return {"backward"};
+  return {"backward_input", "backward_weight"};
+}
+
+bool Executor::runBackward(std::string &error) {
+  for (const std::string &name : backwardFunctions())
+    if (!run(name, error))
+      return false;
+  return true;
 }
 
 void Executor::runStep(Step &step) {

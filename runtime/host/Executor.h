@@ -147,6 +147,9 @@ private:
   std::vector<char *> stepSets_;
   std::vector<char *> ownedSets_; // without a device
   std::vector<std::string> microbatchFunctions_;
+  /// @backward, or @backward_input then @backward_weight where the
+  /// compiler kept them apart.
+  std::vector<std::string> backwardFunctions() const;
   int64_t stepMicrobatches_ = 0, inputBlock_ = 0, scalarBlock_ = 0;
   /// Where each of inputs_ and scalars_ lies in its block.
   std::vector<int64_t> inputAt_, scalarAt_;
