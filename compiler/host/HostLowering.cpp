@@ -929,10 +929,22 @@ private:
   /// The cast kernel: `copy` (bf16) gets `buffer` (f32) rounded.
   void castInto(int copy, int buffer, Operation *op);
   /// The parameters GEMMs read in bf16 and their copies (state buffers
-  /// "P:bf16"): written once a step, by the optimizer step after its
-  /// updates and by @cast_weights (the runtime's, after it initialises,
-  /// loads or changes parameters), rather than in every microbatch.
+  /// "P:bf16"): written once a step, by the optimizer step's updates as
+  /// they store the new values (copiesWrittenBy) or by casts after them,
+  /// and by @cast_weights (the runtime's, after it initialises, loads or
+  /// changes parameters), rather than in every microbatch.
   std::map<int, int> weightCopies;
+  /// The copy of parameter `param` (weightCopies), made on first use.
+  int weightCopy(int param);
+  /// The parameters whose copies the optimizer's update kernels write as
+  /// they store the new values: the step's casts at its end skip them.
+  std::set<int> copiedByUpdate;
+  /// Per result of an update run over `params` (per member, the buffer the
+  /// result is stored to; several: laid back to back) that is a parameter
+  /// the GEMMs read in bf16: the copies the update writes, laid as the
+  /// parameters are (a member no GEMM reads gets one too, so that they line
+  /// up). Empty where there is none, or where they cannot line up.
+  std::vector<int> copiesWrittenBy(ArrayRef<int> params);
   /// The casts of every weight copy at the end of function `optimizer`,
   /// and as function `castWeights`.
   void addWeightCasts(const std::string &optimizer,
@@ -1704,12 +1716,26 @@ LogicalResult HostLowering::lowerFused(FusedOp fused) {
     outs.push_back(outputFor(r));
     elements.push_back(tensorType(r).getElementType());
   }
+  // A new parameter's bf16 copy, as it is stored.
+  SmallVector<unsigned> copied;
+  for (unsigned r = 0, e = outs.size(); r < e; ++r)
+    if (outs[r] >= 0)
+      for (int copy : copiesWrittenBy(outs[r])) {
+        copied.push_back(r);
+        outs.push_back(copy);
+        elements.push_back(BFloat16Type::get(ctx));
+      }
   Block &body = fused.getBody().front();
   return emitElementwiseKernel(
       fused, "fused", llvm::to_vector(fused.getInputs()), outs,
       fused.getShape(), elements,
-      [&](OpBuilder &b, Location loc, ArrayRef<Value> scalars) {
-        return fusedScalars(body, b, loc, scalars);
+      [&](OpBuilder &b, Location loc,
+          ArrayRef<Value> scalars) -> FailureOr<SmallVector<Value>> {
+        FailureOr<SmallVector<Value>> r = fusedScalars(body, b, loc, scalars);
+        if (succeeded(r))
+          for (unsigned c : copied)
+            r->push_back((*r)[c]);
+        return r;
       });
 }
 
@@ -1995,6 +2021,21 @@ LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
     outs.push_back(storeTargets.lookup(r));
     types.push_back(Float32Type::get(ctx));
   }
+  // The new parameters' bf16 copies, as they are stored.
+  SmallVector<unsigned> copied; // by result
+  for (unsigned r = 0, e = head.getNumResults(); r < e; ++r) {
+    std::vector<int> params;
+    for (FusedOp member : group.members)
+      params.push_back(storeTargets.lookup(member.getResult(r)));
+    std::vector<int> copies = copiesWrittenBy(params);
+    if (copies.empty())
+      continue;
+    if (copies.size() > 1)
+      plan.contiguous.push_back(copies);
+    copied.push_back(r);
+    outs.push_back(copies.front());
+    types.push_back(BFloat16Type::get(ctx));
+  }
   SmallVector<Attribute> zeros;
   for (StoreOp z : group.zeroed.front()) {
     int target = plan.find(z.getTarget(), BufferKind::State);
@@ -2012,6 +2053,8 @@ LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
         FailureOr<SmallVector<Value>> r = fusedScalars(body, b, loc, scalars);
         if (failed(r))
           return failure();
+        for (unsigned c : copied)
+          r->push_back((*r)[c]);
         for (Attribute zero : zeros)
           r->push_back(
               arith::ConstantOp::create(b, loc, cast<TypedAttr>(zero)));
@@ -2906,16 +2949,7 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
     // A weight's copy is made once a step (weightCopies).
     if (auto it = weightCopies.find(buffer); it != weightCopies.end())
       return it->second;
-    const plan::Buffer &param = plan.buffers[buffer];
-    plan::Buffer b = describeBuffer(BufferKind::State, param.name + ":bf16",
-                                    param.shape, BFloat16Type::get(ctx));
-    b.pitch = param.pitch; // the padding too, as the cast writes it
-    b.bytes = param.bytes / 2;
-    b.role = "bf16";
-    b.of = param.name;
-    int copy = plan.addBuffer(b);
-    weightCopies[buffer] = copy;
-    return copy;
+    return weightCopy(buffer);
   }
   bool fixed = kind != BufferKind::State && kind != BufferKind::Scalar;
   std::string key = "bf16 copy of " + std::to_string(buffer);
@@ -2933,6 +2967,45 @@ int HostLowering::castToBf16(int buffer, Operation *op) {
     keepScratch(key, copy);
   castInto(copy, buffer, op);
   return copy;
+}
+
+int HostLowering::weightCopy(int param) {
+  if (auto it = weightCopies.find(param); it != weightCopies.end())
+    return it->second;
+  const plan::Buffer &p = plan.buffers[param];
+  plan::Buffer b = describeBuffer(BufferKind::State, p.name + ":bf16", p.shape,
+                                  BFloat16Type::get(ctx));
+  b.pitch = p.pitch; // the padding too, as the cast writes it
+  b.bytes = p.bytes / 2;
+  b.role = "bf16";
+  b.of = p.name;
+  int copy = plan.addBuffer(b);
+  weightCopies[param] = copy;
+  return copy;
+}
+
+std::vector<int> HostLowering::copiesWrittenBy(ArrayRef<int> params) {
+  if (!bf16Gemms || parametersFixed ||
+      llvm::none_of(params, [&](int p) { return weightCopies.count(p); }))
+    return {};
+  for (auto [i, p] : llvm::enumerate(params)) {
+    if (p < 0)
+      return {};
+    const plan::Buffer &b = plan.buffers[p];
+    if (b.kind != BufferKind::Param || b.pitch || b.bytes % 4)
+      return {};
+    // Element e of the update is at 4e bytes into the parameters' run and
+    // must be at 2e into the copies'.
+    if (i + 1 < params.size() &&
+        plan::runStride(b.bytes) != 2 * plan::runStride(b.bytes / 2))
+      return {};
+  }
+  std::vector<int> copies;
+  for (int p : params) {
+    copies.push_back(weightCopy(p));
+    copiedByUpdate.insert(p);
+  }
+  return copies;
 }
 
 void HostLowering::castInto(int copy, int buffer, Operation *op) {
@@ -2967,7 +3040,8 @@ void HostLowering::addWeightCasts(const std::string &optimizer,
     if (f.name == optimizer) {
       current = &f;
       for (auto [param, copy] : weightCopies)
-        castInto(copy, param, nullptr);
+        if (!copiedByUpdate.count(param))
+          castInto(copy, param, nullptr);
     }
   plan.functions.push_back({castWeights, {}});
   current = &plan.functions.back();

@@ -26,6 +26,8 @@ int Plan::find(llvm::StringRef name, BufferKind kind) const {
   return -1;
 }
 
+int64_t plan::runStride(int64_t bytes) { return alignUp(bytes); }
+
 int64_t plan::runBytes(const Plan &plan, llvm::ArrayRef<int> run) {
   int64_t bytes = 0;
   for (int b : run.drop_back())

@@ -153,6 +153,8 @@ struct Plan {
 /// The bytes from the start of `run`'s first buffer to the end of its
 /// last, laid out as `contiguous` runs are.
 int64_t runBytes(const Plan &plan, llvm::ArrayRef<int> run);
+/// What a buffer of `bytes` takes in a run before the next one starts.
+int64_t runStride(int64_t bytes);
 
 /// Assigns every buffer an offset: persistent buffers first, in order (a
 /// contiguous run's together, where the first of them would be), then

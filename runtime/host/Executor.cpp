@@ -36,6 +36,10 @@ void invoke(void *ctx, int64_t begin, int64_t end) {
 #define HS_ARGS_10 HS_ARGS_9, a[9]
 #define HS_ARGS_11 HS_ARGS_10, a[10]
 #define HS_ARGS_12 HS_ARGS_11, a[11]
+#define HS_ARGS_13 HS_ARGS_12, a[12]
+#define HS_ARGS_14 HS_ARGS_13, a[13]
+#define HS_ARGS_15 HS_ARGS_14, a[14]
+#define HS_ARGS_16 HS_ARGS_15, a[15]
 #define P void *
     HS_CASE(1, P)
     HS_CASE(2, P, P)
@@ -49,9 +53,13 @@ void invoke(void *ctx, int64_t begin, int64_t end) {
     HS_CASE(10, P, P, P, P, P, P, P, P, P, P)
     HS_CASE(11, P, P, P, P, P, P, P, P, P, P, P)
     HS_CASE(12, P, P, P, P, P, P, P, P, P, P, P, P)
+    HS_CASE(13, P, P, P, P, P, P, P, P, P, P, P, P, P)
+    HS_CASE(14, P, P, P, P, P, P, P, P, P, P, P, P, P, P)
+    HS_CASE(15, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P)
+    HS_CASE(16, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P)
 #undef P
   default:
-    std::abort(); // the constructor rejects more than 12 buffers
+    std::abort(); // the constructor rejects more than kMaxKernelBuffers
   }
 }
 } // namespace
@@ -97,10 +105,10 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
     for (int slot = 0; slot < slots; ++slot)
       for (const PlanAction &a : actions) {
         Step step{&a, a.kernel >= 0 ? kernels[a.kernel] : nullptr, {}, 0};
-        if (a.buffers.empty() || a.buffers.size() > 12) {
+        if (a.buffers.empty() || a.buffers.size() > kMaxKernelBuffers) {
           setupError_ = "an action of '" + name + "' has " +
-                        std::to_string(a.buffers.size()) +
-                        " buffers (1 to 12 supported)";
+                        std::to_string(a.buffers.size()) + " buffers (1 to " +
+                        std::to_string(kMaxKernelBuffers) + " supported)";
           return;
         }
         step.numArgs = a.buffers.size();

@@ -112,11 +112,13 @@ public:
     progressContext_ = context;
   }
 
+  /// The most buffers a kernel takes (the CUDA target's too).
+  static constexpr size_t kMaxKernelBuffers = 16;
   /// One action with its buffers resolved to arena pointers.
   struct Step {
     const PlanAction *action;
     KernelFn fn;
-    void *args[12];
+    void *args[kMaxKernelBuffers];
     size_t numArgs;
   };
 
