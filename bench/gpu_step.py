@@ -64,6 +64,32 @@ def tokens_path():
     return os.path.join(tempfile.gettempdir(), "hotstage-gpu-bench-tokens.bin")
 
 
+def kernel_shapes(plan):
+    """The distinct GEMM and attention shapes of a plan's text, named as
+    HOTSTAGE_PROFILE names them (PlanAction::profileName)."""
+    dtypes, gemms, attention = {}, {}, {}
+    for line in plan.splitlines():
+        words = line.split()
+        if words[:1] == ["buffer"]:
+            dtypes[int(words[1])] = words[4]
+        elif words[:1] == ["gemm"]:
+            body, _, note = line.partition("#")
+            b, m, n, k, ta, tb = (int(w) for w in body.split()[1:7])
+            bf16 = dtypes.get(int(body.split()[8])) == "bf16"
+            name = (f"gemm {note.strip()} {f'{b}x' if b > 1 else ''}"
+                    f"{m}x{n}x{k} {'T' if ta else 'N'}{'T' if tb else 'N'} "
+                    f"{'bf16' if bf16 else 'f32'}")
+            gemms[name] = dict(batch=b, m=m, n=n, k=k, ta=bool(ta),
+                               tb=bool(tb), bf16=bf16, name=name)
+        elif words[:1] == ["attention"]:
+            b, t, h, kvh, d, causal = (int(w) for w in words[1:7])
+            name = (f"B{b} T{t} H{h}/{kvh} D{d}"
+                    + (" causal" if causal else ""))
+            attention[name] = dict(batch=b, seq=t, heads=h, kv_heads=kvh,
+                                   head_dim=d, causal=bool(causal), name=name)
+    return {"gemms": list(gemms.values()), "attention": list(attention.values())}
+
+
 def build(hotstage, out, batch, seq):
     os.makedirs(out, exist_ok=True)
     defines = [f"-D{k}={v}" for k, v in GPT2.items()]
@@ -72,10 +98,15 @@ def build(hotstage, out, batch, seq):
     builds = {p: [f"-Dprecision={p}"] for p in PRECISIONS}
     builds.update(VARIANTS)
     for name, flags in builds.items():
-        subprocess.run([hotstage, "build",
-                        os.path.join(ROOT, "examples", "gpt2.hot"), "--target",
-                        "cuda", "-o", os.path.join(out, f"gpt2-{name}")]
-                       + flags + defines, check=True)
+        command = [hotstage, "build", os.path.join(ROOT, "examples", "gpt2.hot"),
+                   "--target", "cuda"] + flags + defines
+        subprocess.run(command + ["-o", os.path.join(out, f"gpt2-{name}")],
+                       check=True)
+        # The shapes the peers' library kernels are timed on (--profile).
+        plan = subprocess.run(command + ["--emit=plan"], check=True,
+                              capture_output=True, text=True).stdout
+        with open(os.path.join(out, f"kernels-{name}.json"), "w") as f:
+            json.dump(kernel_shapes(plan), f)
     bundle.copy_libraries([os.path.join(out, "gpt2-fp32")],
                           os.path.join(out, "lib"))
     with open(os.path.join(out, "config.json"), "w") as f:
@@ -107,9 +138,10 @@ def hotstage_run(out, precision, warmup, iters):
             "last_loss": json.loads(open(metrics).readlines()[-1])["loss"]}
 
 
-def hotstage_profile(out, precision, steps=3, rows=15):
-    """The top rows of HOTSTAGE_PROFILE's table (each action timed with CUDA
-    events; GEMMs with their TFLOP/s) over a few steps."""
+def hotstage_profile(out, precision, steps=3):
+    """HOTSTAGE_PROFILE's table (each action timed with CUDA events; GEMMs
+    with their TFLOP/s, kernels with their GB/s) over a few steps: its
+    lines, or one line saying why there is none."""
     env = carried_env(out)
     env["HOTSTAGE_PROFILE"] = "1"
     done = subprocess.run([os.path.join(out, f"gpt2-{precision}"), "train",
@@ -120,7 +152,91 @@ def hotstage_profile(out, precision, steps=3, rows=15):
     start = next((i for i, l in enumerate(lines) if l.startswith("profile")), None)
     if start is None:
         return [f"(no profile: {' '.join(lines[-1:])})"]
-    return lines[start:start + 2 + rows]
+    return [l for l in lines[start:] if l.strip()]
+
+
+def profile_rows(lines):
+    """The rows of a profile table: {ms, share, calls, tflops, gbps,
+    function, action} (printf columns: CudaDevice::printProfile)."""
+    rows = []
+    for line in lines[2:]:
+        try:
+            ms, share, calls = float(line[0:10]), float(line[11:17]), int(line[18:28])
+        except ValueError:
+            continue
+        tflops, gbps = line[29:38].strip(), line[39:48].strip()
+        function, _, action = line[50:].partition(" / ")
+        rows.append(dict(ms=ms, share=share, calls=calls,
+                         tflops=float(tflops) if tflops else None,
+                         gbps=float(gbps) if gbps else None,
+                         function=function, action=action))
+    return rows
+
+
+def peer_kernels(out, build, warmup, iters, device="cuda"):
+    """bench/peers/pytorch_kernels_gpu.py on `build`'s shapes: {name:
+    measurement}, or {"error": ...}."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "peers",
+                                        "pytorch_kernels_gpu.py"),
+           "--shapes", os.path.join(out, f"kernels-{build}.json"),
+           "--warmup", str(warmup), "--iters", str(iters), "--device", device]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stdout + done.stderr).strip().splitlines()[-1:]}
+    found = {}
+    for line in done.stdout.splitlines():
+        m = json.loads(line)
+        found[m["kind"] if m["kind"].endswith("_reach") else m["name"]] = m
+    return found
+
+
+def kernel_table(lines, peers, top=12):
+    """Hotstage's GEMMs against cuBLAS (torch.matmul) on the same shapes,
+    its attention against PyTorch's flash SDPA, and its other kernels'
+    GB/s against a device copy's, from a profile and peer_kernels()."""
+    rows = profile_rows(lines)
+    if not rows:
+        return lines
+    if "error" in peers:
+        return lines + [f"(no peer kernels: {' '.join(peers['error'])})"]
+    reach, copy = peers.get("gemm_reach", {}), peers.get("copy_reach", {})
+    table = [f"cuBLAS reaches {reach.get('tflops', 0):.0f} TFLOP/s on "
+             f"{reach.get('name', '?')}; a device copy moves "
+             f"{copy.get('gbps', 0):.0f} GB/s ({copy.get('name', '?')})", ""]
+    header = (f"{'GEMM (function / action M x N x K)':<62} {'%step':>6} "
+              f"{'TFLOP/s':>8} {'cuBLAS':>8} {'ratio':>6}")
+    table += [header, "-" * len(header)]
+    gemms = sorted((r for r in rows if r["action"].startswith("gemm")),
+                   key=lambda r: -r["ms"])
+    for r in gemms:
+        peer = peers.get(r["action"], {}).get("tflops")
+        mine = r["tflops"]
+        table.append(f"{r['function'] + ' / ' + r['action']:<62} "
+                     f"{r['share']:>5.1f}% {mine or 0:>8.1f} {peer or 0:>8.1f} "
+                     + (f"{mine / peer:>6.2f}" if mine and peer else "     -"))
+    header = (f"{'attention (per call, ms)':<62} {'%step':>6} "
+              f"{'Hotstage':>8} {'SDPA':>8} {'ratio':>6}")
+    table += ["", header, "-" * len(header)]
+    for r in rows:
+        words = r["action"].split(" ", 1)
+        if words[0] not in ("attention", "attention_grad") or len(words) < 2:
+            continue
+        peer = peers.get(words[1], {}).get(
+            "forward_ms" if words[0] == "attention" else "backward_ms")
+        mine = r["ms"] / max(r["calls"], 1)
+        table.append(f"{r['function'] + ' / ' + r['action']:<62} "
+                     f"{r['share']:>5.1f}% {mine:>8.3f} {peer or 0:>8.3f} "
+                     + (f"{peer / mine:>6.2f}" if peer else "     -"))
+    header = (f"{'other kernels, by time':<62} {'%step':>6} "
+              f"{'GB/s':>8} {'%copy':>8}")
+    table += ["", header, "-" * len(header)]
+    others = [r for r in rows if r["gbps"] is not None][:top]
+    for r in others:
+        share = (f"{100 * r['gbps'] / copy['gbps']:>7.0f}%"
+                 if copy.get("gbps") else "       -")
+        table.append(f"{r['function'] + ' / ' + r['action']:<62} "
+                     f"{r['share']:>5.1f}% {r['gbps']:>8.0f} {share}")
+    return table
 
 
 def peer_run(script, batch, seq, warmup, iters, precision):
@@ -187,7 +303,9 @@ def main():
             rows.append((f"{peer} {precision}",
                          peer_run(scripts[peer], batch, seq, args.warmup,
                                   args.iters, precision)))
-    profiles = ({p: hotstage_profile(out, p) for p in precisions}
+    profiles = ({p: kernel_table(hotstage_profile(out, p),
+                                 peer_kernels(out, p, args.warmup, args.iters))
+                 for p in precisions}
                 if args.profile else {})
     if temp:
         shutil.rmtree(temp)
@@ -226,8 +344,9 @@ def main():
     for precision, table in profiles.items():
         print()
         print(f"Hotstage {precision}, where the time goes (HOTSTAGE_PROFILE, "
-              "3 steps; cuBLAS reaches about 790 TFLOP/s bf16 on H100, HBM "
-              "3.35 TB/s on H100 SXM and 4.8 on H200):")
+              "3 steps, each action timed apart), against PyTorch's library "
+              "kernels on the same shapes (bench/peers/pytorch_kernels_gpu.py; "
+              "ratio > 1: Hotstage's is faster):")
         print("\n".join(table))
     print()
     print(f"reproduce: bench/gpu_step.py --batch {batch} --seq {seq} "

@@ -602,7 +602,7 @@ bool CudaDevice::run(const std::string &function,
       float ms = 0;
       driver_.cuEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
       ProfileEntry &e =
-          profileEntries_[function + " / " + (a.gemm ? "gemm " : "") + a.note];
+          profileEntries_[function + " / " + a.profileName()];
       e.ms += ms;
       ++e.calls;
       if (a.gemm)

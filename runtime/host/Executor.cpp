@@ -376,7 +376,7 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
       progress_(progressContext_, i);
     if (profile_) {
       ProfileEntry &e =
-          profileEntries_[name + " / " + (a.gemm ? "gemm " : "") + a.note];
+          profileEntries_[name + " / " + a.profileName()];
       e.seconds += std::chrono::duration<double>(
                        std::chrono::steady_clock::now() - start)
                        .count();

@@ -91,6 +91,18 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
   return "";
 }
 
+std::string PlanAction::profileName() const {
+  auto str = [](int64_t v) { return std::to_string(v); };
+  if (gemm)
+    return "gemm " + note + " " + (batch > 1 ? str(batch) + "x" : "") +
+           str(m) + "x" + str(n) + "x" + str(k) + " " + (transA ? "T" : "N") +
+           (transB ? "T" : "N") + (bf16 ? " bf16" : " f32");
+  if (attention)
+    return note + " B" + str(batch) + " T" + str(seq) + " H" + str(heads) +
+           "/" + str(kvHeads) + " D" + str(headDim) + (causal ? " causal" : "");
+  return note;
+}
+
 int64_t PlanAction::attentionOffset(int i) const {
   bool packed = i < 3 ? packedQKV : i >= 6 && packedDQKV;
   int piece = i < 3 ? i : i - 6;

@@ -99,6 +99,12 @@ struct PlanAction {
   int64_t attentionOffset(int i) const;
   int64_t attentionRow(int i) const;
   std::string note;
+  /// How HOTSTAGE_PROFILE names it: the note, with a GEMM's shape
+  /// ("gemm linear 8192x2304x768 NT bf16": M x N x K, A and B transposed
+  /// or not, operands' type) or attention's ("attention B8 T1024 H12/12
+  /// D64 causal"), so that each shape is timed apart
+  /// (bench/gpu_step.py --profile holds them against cuBLAS's and SDPA's).
+  std::string profileName() const;
 };
 
 struct Plan {
