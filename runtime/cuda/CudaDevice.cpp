@@ -601,8 +601,7 @@ bool CudaDevice::run(const std::string &function,
       const PlanAction &a = actions[i];
       float ms = 0;
       driver_.cuEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
-      ProfileEntry &e =
-          profileEntries_[function + " / " + a.profileName()];
+      ProfileEntry &e = profileEntries_[function + " / " + a.profileName()];
       e.ms += ms;
       ++e.calls;
       if (a.gemm)

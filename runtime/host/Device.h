@@ -96,8 +96,10 @@ public:
   /// nullptr with `error` when it cannot be had.
   virtual char *hostMemory(int64_t bytes, std::string &error) = 0;
   /// Program `key`: the runs and copies that `queue` puts on the device,
-  /// recorded on the first call and replayed on later ones without
-  /// calling `queue` (one CUDA graph on a GPU). Its copies go from and to
+  /// and the transfers it posts on the device's links (the program waits
+  /// for those its runs are told to wait for), recorded on the first call
+  /// and replayed on later ones without calling `queue` (one CUDA graph
+  /// on a GPU). Its copies go from and to
   /// hostMemory() only, read and written when it is replayed. Returns once
   /// the program is queued; nothing of it may be read before wait().
   virtual bool replay(int key, const std::function<bool(std::string &)> &queue,

@@ -237,6 +237,8 @@ bool Executor::queueStep(int set, std::string &error) {
       if (!call(name))
         return false;
   }
+  if (beforeOptimizer_ && !beforeOptimizer_(error))
+    return false;
   return call("optimizer_step");
 }
 
@@ -375,8 +377,7 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
     if (progress_)
       progress_(progressContext_, i);
     if (profile_) {
-      ProfileEntry &e =
-          profileEntries_[name + " / " + a.profileName()];
+      ProfileEntry &e = profileEntries_[name + " / " + a.profileName()];
       e.seconds += std::chrono::duration<double>(
                        std::chrono::steady_clock::now() - start)
                        .count();

@@ -21,6 +21,7 @@
 #include "runtime/host/Plan.h"
 #include "runtime/support/ThreadPool.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -99,6 +100,12 @@ public:
            static_cast<int>(microbatchFunctions_.size());
   }
   int optimizerRun() const { return forwardRun(stepMicrobatches_); }
+  /// What each whole step queues between its last backward and its
+  /// optimizer step, recorded with the rest (a data-parallel step: the
+  /// replicas' gradient all-reduce over the device's links).
+  void queueBeforeOptimizer(std::function<bool(std::string &)> queue) {
+    beforeOptimizer_ = std::move(queue);
+  }
   /// Starts set `set`'s step (without a device, runs it); finishStep
   /// waits for it.
   bool startStep(int set, std::string &error);
@@ -153,6 +160,7 @@ private:
   /// compiler kept them apart.
   std::vector<std::string> backwardFunctions() const;
   int64_t stepMicrobatches_ = 0, inputBlock_ = 0, scalarBlock_ = 0;
+  std::function<bool(std::string &)> beforeOptimizer_;
   /// Where each of inputs_ and scalars_ lies in its block.
   std::vector<int64_t> inputAt_, scalarAt_;
   bool queueStep(int set, std::string &error);

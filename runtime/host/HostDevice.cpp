@@ -20,19 +20,39 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <unistd.h>
 
 using namespace hotstage::rt;
 
 namespace {
+/// One step of a recorded program (Device::replay): a run, a copy from or
+/// to the host, or a call (of the links, a copy on the device) made when
+/// the program is replayed.
+struct ProgramOp {
+  enum Kind { Run, Upload, Download, Call } kind;
+  std::string function;
+  int slot;
+  char *host;
+  int64_t offset, bytes;
+  std::function<bool(std::string &)> call;
+};
+
 /// Links between the ranks' copies, over MPI: a transfer is a non-blocking
 /// message from one copy's arena to the other's, a run waits for the
 /// tickets it was told to, and an all-reduce sums on the link's first
 /// member in member order (one rank's order), then sends the sums back.
+/// While the device records a program, each call is recorded with it and
+/// made when the program is replayed (as a CUDA graph holds NCCL's).
 class CopyLinks final : public DeviceLinks {
 public:
   explicit CopyLinks(char *arena) : arena_(arena) {}
+  /// Where the calls go while the device records (nullptr: made at once).
+  void record(std::vector<ProgramOp> *program) {
+    recording_ = program;
+    recordedTickets_ = static_cast<int>(tickets_.size());
+  }
   std::string name() const override { return "MPI between the copies"; }
   std::string where() const override {
     char host[256] = {};
@@ -50,6 +70,10 @@ public:
   }
   bool send(int link, int to, int64_t offset, int64_t bytes, int &ticket,
             std::string &) override {
+    if (recording_)
+      return defer(ticket, [=](int &t, std::string &e) {
+        return send(link, to, offset, bytes, t, e);
+      });
     waitFor(linkWaits_.at(link));
     ticket = add(comm_->isend(arena_ + offset, static_cast<size_t>(bytes),
                               members_[link].at(to), kTag,
@@ -58,6 +82,10 @@ public:
   }
   bool receive(int link, int from, int64_t offset, int64_t bytes, int &ticket,
                std::string &) override {
+    if (recording_)
+      return defer(ticket, [=](int &t, std::string &e) {
+        return receive(link, from, offset, bytes, t, e);
+      });
     waitFor(linkWaits_.at(link));
     ticket = add(comm_->irecv(arena_ + offset, static_cast<size_t>(bytes),
                               members_[link].at(from), kTag,
@@ -67,6 +95,10 @@ public:
   bool allReduce(int link,
                  const std::vector<std::pair<int64_t, int64_t>> &ranges,
                  int &ticket, std::string &) override {
+    if (recording_)
+      return defer(ticket, [=](int &t, std::string &e) {
+        return allReduce(link, ranges, t, e);
+      });
     waitFor(linkWaits_.at(link));
     const std::vector<int> &members = members_[link];
     size_t n = 0;
@@ -109,9 +141,21 @@ public:
     return true;
   }
   void after(int ticket, int link) override {
+    if (recording_) {
+      recording_->push_back(
+          {ProgramOp::Call, "", 0, nullptr, 0, 0, [=](std::string &) {
+             after(ticket, link);
+             return true;
+           }});
+      return;
+    }
     (link < 0 ? runWaits_ : linkWaits_.at(link)).push_back(ticket);
   }
-  bool finish(std::string &) override {
+  bool finish(std::string &error) override {
+    if (recording_) {
+      error = "internal: the links finish inside a program";
+      return false;
+    }
     for (Comm::Request &r : tickets_)
       comm_->wait(r);
     tickets_.clear();
@@ -138,6 +182,26 @@ private:
       comm_->wait(tickets_.at(t));
     tickets.clear();
   }
+  /// A transfer while recording: its ticket now, the transfer when the
+  /// program is replayed, which must give it the same ticket (the
+  /// program starts with as many tickets as when it was recorded).
+  bool defer(int &ticket, std::function<bool(int &, std::string &)> transfer) {
+    int recorded = ticket = recordedTickets_++;
+    recording_->push_back(
+        {ProgramOp::Call, "", 0, nullptr, 0, 0,
+         [transfer, recorded](std::string &error) {
+           int t = -1;
+           if (!transfer(t, error))
+             return false;
+           if (t != recorded) {
+             error = "internal: a program's transfers were posted with "
+                     "other transfers in flight";
+             return false;
+           }
+           return true;
+         }});
+    return true;
+  }
 
   char *arena_;
   Comm *comm_ = nullptr;
@@ -145,6 +209,8 @@ private:
   std::vector<Comm::Request> tickets_;
   std::vector<int> runWaits_;
   std::vector<std::vector<int>> linkWaits_;
+  std::vector<ProgramOp> *recording_ = nullptr;
+  int recordedTickets_ = 0;
 };
 
 class CopyDevice final : public Device {
@@ -156,7 +222,8 @@ public:
   bool run(const std::string &function, const std::vector<PlanAction> &,
            int slot, std::string &error) override {
     if (recording_) {
-      recording_->push_back({Op::Run, function, slot, nullptr, 0, 0});
+      recording_->push_back(
+          {ProgramOp::Run, function, slot, nullptr, 0, 0, {}});
       return true;
     }
     if (links_)
@@ -166,18 +233,25 @@ public:
   bool upload(const char *host, int64_t offset, int64_t bytes,
               std::string &error) override {
     if (recording_)
-      return record(Op::Upload, const_cast<char *>(host), offset, bytes, error);
+      return record(ProgramOp::Upload, const_cast<char *>(host), offset, bytes,
+                    error);
     std::memcpy(inner_.arena() + offset, host, static_cast<size_t>(bytes));
     return true;
   }
   bool download(char *host, int64_t offset, int64_t bytes,
                 std::string &error) override {
     if (recording_)
-      return record(Op::Download, host, offset, bytes, error);
+      return record(ProgramOp::Download, host, offset, bytes, error);
     std::memcpy(host, inner_.arena() + offset, static_cast<size_t>(bytes));
     return true;
   }
   bool copy(int64_t from, int64_t to, int64_t bytes, std::string &) override {
+    if (recording_) {
+      recording_->push_back(
+          {ProgramOp::Call, "", 0, nullptr, 0, 0,
+           [=](std::string &error) { return copy(from, to, bytes, error); }});
+      return true;
+    }
     std::memcpy(inner_.arena() + to, inner_.arena() + from,
                 static_cast<size_t>(bytes));
     return true;
@@ -194,8 +268,12 @@ public:
               std::string &error) override {
     if (!programs_.count(key)) {
       recording_ = &programs_[key];
+      if (links_)
+        links_->record(recording_);
       bool queued = queue(error);
       recording_ = nullptr;
+      if (links_)
+        links_->record(nullptr);
       if (!queued) {
         programs_.erase(key);
         return false;
@@ -208,17 +286,20 @@ public:
     std::vector<int> keys;
     keys.swap(queued_);
     for (int key : keys)
-      for (const Op &op : programs_.at(key)) {
+      for (const ProgramOp &op : programs_.at(key)) {
         bool ok = true;
         switch (op.kind) {
-        case Op::Run:
+        case ProgramOp::Run:
           ok = run(op.function, {}, op.slot, error);
           break;
-        case Op::Upload:
+        case ProgramOp::Upload:
           ok = upload(op.host, op.offset, op.bytes, error);
           break;
-        case Op::Download:
+        case ProgramOp::Download:
           ok = download(op.host, op.offset, op.bytes, error);
+          break;
+        case ProgramOp::Call:
+          ok = op.call(error);
           break;
         }
         if (!ok)
@@ -234,20 +315,13 @@ public:
   }
 
 private:
-  struct Op {
-    enum Kind { Run, Upload, Download } kind;
-    std::string function;
-    int slot;
-    char *host;
-    int64_t offset, bytes;
-  };
   /// A program's copy, from or to the device's host memory only (a GPU's
   /// graph copies from pinned memory alone).
-  bool record(Op::Kind kind, char *host, int64_t offset, int64_t bytes,
+  bool record(ProgramOp::Kind kind, char *host, int64_t offset, int64_t bytes,
               std::string &error) {
     for (auto &[memory, size] : hostMemory_)
       if (host >= memory.get() && host + bytes <= memory.get() + size) {
-        recording_->push_back({kind, "", 0, host, offset, bytes});
+        recording_->push_back({kind, "", 0, host, offset, bytes, {}});
         return true;
       }
     error = "internal: a program copies " + std::to_string(bytes) +
@@ -258,8 +332,8 @@ private:
   Executor inner_;
   std::unique_ptr<CopyLinks> links_;
   std::vector<std::pair<std::unique_ptr<char[]>, int64_t>> hostMemory_;
-  std::map<int, std::vector<Op>> programs_;
-  std::vector<Op> *recording_ = nullptr;
+  std::map<int, std::vector<ProgramOp>> programs_;
+  std::vector<ProgramOp> *recording_ = nullptr;
   std::vector<int> queued_;
 };
 } // namespace

@@ -94,8 +94,8 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
 std::string PlanAction::profileName() const {
   auto str = [](int64_t v) { return std::to_string(v); };
   if (gemm)
-    return "gemm " + note + " " + (batch > 1 ? str(batch) + "x" : "") +
-           str(m) + "x" + str(n) + "x" + str(k) + " " + (transA ? "T" : "N") +
+    return "gemm " + note + " " + (batch > 1 ? str(batch) + "x" : "") + str(m) +
+           "x" + str(n) + "x" + str(k) + " " + (transA ? "T" : "N") +
            (transB ? "T" : "N") + (bf16 ? " bf16" : " f32");
   if (attention)
     return note + " B" + str(batch) + " T" + str(seq) + " H" + str(heads) +

@@ -356,9 +356,34 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
     if (links && !links->open(comm, members, replicaLink, error))
       fail(error);
     if (links && leader)
-      std::fprintf(stderr, "transfers between ranks: device to device (%s)\n",
+      std::fprintf(stderr,
+                   "transfers between ranks: device to device (%s); each "
+                   "step after the first runs whole on the device\n",
                    links->name().c_str());
   }
+
+  // One stage linked device to device: each step but a run's first runs
+  // whole, as one program of the device (Executor::startStep: on a GPU one
+  // CUDA graph, NCCL's all-reduce in it) that all-reduces the gradients
+  // between the last backward and the optimizer. The first runs function
+  // by function: NCCL connects its ranks on first use, which a graph's
+  // capture must not see.
+  bool whole = !pipeline && links && exec.device();
+  if (whole) {
+    if (!exec.prepareSteps(plan.microbatches, 1, error))
+      fail(error);
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (const PlanBuffer *g : one.grads)
+      ranges.emplace_back(arenaOffset(exec, *g, 0), g->numElements());
+    exec.queueBeforeOptimizer([=](std::string &error) {
+      int ticket = -1;
+      if (!links->allReduce(replicaLink, ranges, ticket, error))
+        return false;
+      links->after(ticket); // the optimizer reads the sums
+      return true;
+    });
+  }
+  int64_t firstStep = state.step;
 
   MetricsWriter metrics;
   if (leader && !options.metrics.empty() &&
@@ -399,6 +424,33 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
       pipeline->run(step, options.steps, batches, lossSum);
       lr = pipeline->lr();
       gradNorm = pipeline->gradNorm();
+    } else if (whole && step > firstStep) {
+      const PlanBuffer &tokens = *plan.find("input", "tokens");
+      const PlanBuffer &targets = *plan.find("input", "targets");
+      for (int64_t m = 0; m < M; ++m) {
+        std::memcpy(exec.stepInput(0, m, tokens), batches[m].tokens.data(),
+                    rows * 4);
+        std::memcpy(exec.stepInput(0, m, targets), batches[m].targets.data(),
+                    rows * 4);
+      }
+      *static_cast<int64_t *>(
+          exec.stepScalar(0, -1, *plan.find("scalar", "step"))) = step;
+      *static_cast<int64_t *>(exec.stepScalar(
+          0, -1, *plan.find("scalar", "total_steps"))) = options.steps;
+      if (!exec.startStep(0, error) || !exec.finishStep(error) ||
+          !links->finish(error))
+        fail("step " + std::to_string(step + 1) + ": " + error);
+      float localLoss = 0;
+      for (int64_t m = 0; m < M; ++m)
+        localLoss += *static_cast<float *>(exec.stepScalar(
+            0, exec.forwardRun(m), *plan.find("scalar", "loss")));
+      lossSum = localLoss;
+      comm.allReduceWorld(&lossSum, 1, "the loss");
+      int optimizer = exec.optimizerRun();
+      lr = *static_cast<float *>(
+          exec.stepScalar(0, optimizer, *plan.find("scalar", "lr")));
+      gradNorm = *static_cast<float *>(
+          exec.stepScalar(0, optimizer, *plan.find("scalar", "grad_norm")));
     } else {
       float localLoss = 0;
       for (int64_t m = 0; m < M; ++m) {

@@ -175,6 +175,38 @@ TEST(WholeStep, DeviceProgramRunsAtTheWaitOnTheMemoryThen) {
   EXPECT_FLOAT_EQ(f.scalar(0, 0, "loss"), (1 - 0.09f) * 13);
 }
 
+TEST(WholeStep, QueuedBeforeOptimizerRunsBetweenBackwardAndOptimizer) {
+  // As a data-parallel step queues its all-reduce: here a copy into the
+  // gradient from the device's memory, which the optimizer must read (its
+  // grad_norm) and the backward must not add to.
+  for (bool device : {false, true}) {
+    Fixture f(device);
+    float sum = 40;
+    char *own = device ? f.exec->device()->hostMemory(4, f.error)
+                       : reinterpret_cast<char *>(&sum);
+    ASSERT_NE(own, nullptr) << f.error;
+    std::memcpy(own, &sum, 4);
+    const PlanBuffer &grad = f.buffer("w:grad");
+    int calls = 0;
+    f.exec->queueBeforeOptimizer([&](std::string &error) {
+      ++calls;
+      if (!device) {
+        std::memcpy(f.exec->buffer(grad), own, 4);
+        return true;
+      }
+      return f.exec->device()->upload(own, grad.offset, 4, error);
+    });
+    for (int step = 0; step < 2; ++step) {
+      f.load(0, step, 1);
+      ASSERT_TRUE(f.exec->startStep(0, f.error)) << f.error;
+      ASSERT_TRUE(f.exec->finishStep(f.error)) << f.error;
+      EXPECT_EQ(f.scalar(0, f.exec->optimizerRun(), "grad_norm"), 40);
+    }
+    // The device records it once, with the step's program.
+    EXPECT_EQ(calls, device ? 1 : 2);
+  }
+}
+
 TEST(WholeStep, DeviceRefusesAProgramCopyingOtherMemory) {
   Plan plan;
   std::string error;
