@@ -387,6 +387,17 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
   return true;
 }
 
+bool Executor::queueRun(const std::string &name, int slot, std::string &error) {
+  if (!device_)
+    return run(name, error, slot);
+  auto it = actions_.find(name);
+  if (it == actions_.end()) {
+    error = "the plan has no function '" + name + "'";
+    return false;
+  }
+  return device_->run(name, *it->second, slot, error);
+}
+
 std::vector<std::string> Executor::backwardFunctions() const {
   if (has("backward"))
     return {"backward"};

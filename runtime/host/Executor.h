@@ -74,6 +74,10 @@ public:
   /// Runs function `name` (on the buffers of `slot`); false (with
   /// `error`) if the plan lacks it.
   bool run(const std::string &name, std::string &error, int slot = 0);
+  /// Function `name` on the device, without the copies of inputs and
+  /// scalars run() makes around it: a run of a program (Device::replay)
+  /// whose copies are its own. Without a device, run().
+  bool queueRun(const std::string &name, int slot, std::string &error);
   bool has(const std::string &name) const {
     return functions_.count(name) || actions_.count(name);
   }

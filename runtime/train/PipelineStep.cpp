@@ -254,10 +254,28 @@ bool PipelineStep::openLinks(std::string &error) {
     if (!links->open(comm_, replicas, replicaLink_, error))
       return false;
   }
+  // The stages of a replica, for the gradient norms of a step run whole.
+  if (p.stages > 1) {
+    std::vector<int> stages;
+    for (int s = 0; s < p.stages; ++s)
+      stages.push_back(comm_.stageRank(s));
+    if (!links->open(comm_, stages, stageLink_, error))
+      return false;
+  }
   receiveOrder_ = std::move(receiveOrder);
   links_ = links;
+  // Each step after the first runs whole, as one program of the device:
+  // its batches and scalars go through host memory of the device's own.
+  rowBytes_ = static_cast<size_t>(plan_.batch * plan_.seq) * 4;
+  pinned_ =
+      exec_.device()->hostMemory(scalarAt(4), error); // (the layout's end)
+  if (!pinned_)
+    return false;
+  program_ = true;
   if (self == 0)
-    std::fprintf(stderr, "transfers between ranks: device to device (%s)\n",
+    std::fprintf(stderr,
+                 "transfers between ranks: device to device (%s); each step "
+                 "after the first runs whole on the device\n",
                  links->name().c_str());
   return true;
 }
@@ -350,7 +368,7 @@ void PipelineStep::linkCheck(bool ok, const std::string &error) {
 
 void PipelineStep::runLinked(int64_t step,
                              const std::vector<Microbatch> &batches,
-                             float &localLoss) {
+                             float &localLoss, bool program) {
   const PlanPipeline &p = plan_.pipeline;
   int M = static_cast<int>(plan_.microbatches);
   std::string stepName = "step " + std::to_string(step + 1);
@@ -370,6 +388,7 @@ void PipelineStep::runLinked(int64_t step,
       links_->after(t);
     tickets.clear();
   };
+  posted_.clear();
 
   // Every receive of the step, up front, in the order its sender sends:
   // boundary buffers have a slot per microbatch.
@@ -383,6 +402,7 @@ void PipelineStep::runLinked(int64_t step,
                 error);
       receives[{msg.chunk, msg.chunk < 0 ? 0 : msg.slot, msg.gradient}]
           .push_back(ticket);
+      posted_.push_back(ticket);
     }
 
   std::vector<int> reduced; // all-reduce tickets
@@ -397,6 +417,7 @@ void PipelineStep::runLinked(int64_t step,
     int ticket = -1;
     linkCheck(links_->allReduce(replicaLink_, ranges, ticket, error), error);
     reduced.push_back(ticket);
+    posted_.push_back(ticket);
   };
   for (const PlanPipeline::Step &a : p.steps) {
     int c = a.chunk, m = a.microbatch;
@@ -408,9 +429,10 @@ void PipelineStep::runLinked(int64_t step,
     bool forward = a.phase == 'F', backward = a.phase == 'B';
     const auto &out = forward ? cb.actOut : cb.gradOut;
     int to = forward ? c + 1 : c - 1;
-    if (forward) {
+    if (forward && program)
+      queueInputs(cb, m);
+    else if (forward)
       stageInputs(cb, batches[m], m);
-    }
     if (forward || backward) {
       waitFor(receives[{c, m, backward}]);
       waitFor(sends[{c, slotOf(out, m), backward}]);
@@ -418,7 +440,10 @@ void PipelineStep::runLinked(int64_t step,
     const std::string &function = forward    ? cb.forward
                                   : backward ? cb.backward
                                              : cb.weight;
-    runFunction(function, m, what);
+    if (program)
+      queueFunction(function, m, what);
+    else
+      runFunction(function, m, what);
     // The replicas' gradients, summed as soon as the step's last
     // microbatch has made them.
     if (p.dp > 1 && m == M - 1 && (a.phase == 'W' || cb.weight.empty()) &&
@@ -428,7 +453,14 @@ void PipelineStep::runLinked(int64_t step,
         grads.insert(grads.end(), bucket.begin(), bucket.end());
       reduce(grads);
     }
-    if (forward && c == numChunks_ - 1) {
+    if (forward && c == numChunks_ - 1 && program) {
+      // Read after the step (microbatch order, as here).
+      std::string error;
+      if (!exec_.device()->download(pinned_ + lossAt(m), offset(*loss_, m), 4,
+                                    error))
+        comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + what +
+                    ": " + error);
+    } else if (forward && c == numChunks_ - 1) {
       toHost(*loss_, m);
       localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
     } else if ((forward || backward) && to >= 0 && to < numChunks_) {
@@ -445,9 +477,11 @@ void PipelineStep::runLinked(int64_t step,
                                error),
                   error);
         sends[{c, slotOf(out, m), backward}].push_back(ticket);
+        posted_.push_back(ticket);
       }
     }
-    recordTime(a, step, start);
+    if (!program)
+      recordTime(a, step, start);
   }
   comm_.setContext(stepName + ", after the last backward");
   if (p.dp > 1)
@@ -465,6 +499,7 @@ void PipelineStep::runLinked(int64_t step,
     int ticket = -1;
     linkCheck(links_->send(link, 1, offset(b, 0), b.bytes, ticket, error),
               error);
+    posted_.push_back(ticket);
   }
   // The gradient norms read the sums and the received accumulators.
   waitFor(reduced);
@@ -657,8 +692,14 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   std::string stepName = "step " + std::to_string(step + 1);
   // In f32 and microbatch order, as one rank sums it.
   float localLoss = 0;
+  if (program_ && stepsRun_++ > 0 && !recording_) {
+    runProgram(step, totalSteps, batches, localLoss);
+    lossSum = localLoss;
+    comm_.allReduceWorld(&lossSum, 1, "the loss");
+    return;
+  }
   if (links_)
-    runLinked(step, batches, localLoss);
+    runLinked(step, batches, localLoss, /*program=*/false);
   else
     runStaged(step, batches, localLoss);
 
@@ -687,6 +728,83 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   // The loss lives on the last stage of each replica (the others add 0).
   lossSum = localLoss;
   comm_.allReduceWorld(&lossSum, 1, "the loss");
+}
+
+void PipelineStep::queueInputs(const ChunkBuffers &cb, int m) {
+  std::string error;
+  auto up = [&](const std::vector<const PlanBuffer *> &buffers, int64_t at) {
+    for (const PlanBuffer *b : buffers)
+      if (!exec_.device()->upload(pinned_ + at, arenaOffset(exec_, *b, m),
+                                  b->bytes, error))
+        comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
+                    comm_.context() + ": " + error);
+  };
+  up(cb.tokens, tokensAt(m));
+  up(cb.targets, targetsAt(m));
+}
+
+void PipelineStep::queueFunction(const std::string &name, int microbatch,
+                                 const std::string &what) {
+  std::string error;
+  if (!exec_.queueRun(name, microbatch, error))
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + what +
+                ": " + error);
+}
+
+void PipelineStep::runProgram(int64_t step, int64_t totalSteps,
+                              const std::vector<Microbatch> &batches,
+                              float &localLoss) {
+  std::string stepName = "step " + std::to_string(step + 1);
+  int64_t M = plan_.microbatches;
+  for (int64_t m = 0; m < M; ++m) {
+    std::memcpy(pinned_ + tokensAt(m), batches[m].tokens.data(), rowBytes_);
+    std::memcpy(pinned_ + targetsAt(m), batches[m].targets.data(), rowBytes_);
+  }
+  std::memcpy(pinned_ + scalarAt(0), &step, 8);
+  std::memcpy(pinned_ + scalarAt(1), &totalSteps, 8);
+  Device &device = *exec_.device();
+  auto queue = [&](std::string &error) {
+    float unused = 0;
+    runLinked(step, batches, unused, /*program=*/true);
+    queueFunction(gradNorms_, 0, stepName + ", gradient norms");
+    if (stageLink_ >= 0) {
+      std::vector<std::pair<int64_t, int64_t>> ranges;
+      for (const PlanBuffer *b : norms_)
+        ranges.emplace_back(arenaOffset(exec_, *b, 0), b->numElements());
+      int ticket = -1;
+      if (!links_->allReduce(stageLink_, ranges, ticket, error))
+        return false;
+      posted_.push_back(ticket);
+    }
+    // The optimizer reads the norms' sums, and the step ends after every
+    // transfer it posted (a CUDA graph's capture must end joined).
+    for (int t : posted_)
+      links_->after(t);
+    return device.upload(pinned_ + scalarAt(0),
+                         arenaOffset(exec_, *stepBuf_, 0), 8, error) &&
+           device.upload(pinned_ + scalarAt(1),
+                         arenaOffset(exec_, *totalBuf_, 0), 8, error) &&
+           exec_.queueRun(optimizer_, 0, error) &&
+           device.download(pinned_ + scalarAt(2), arenaOffset(exec_, *lr_, 0),
+                           4, error) &&
+           device.download(pinned_ + scalarAt(3),
+                           arenaOffset(exec_, *gradNorm_, 0), 4, error);
+  };
+  comm_.setContext(stepName + ", queued whole");
+  std::string error;
+  if (!device.replay(0, queue, error) || !device.wait(error) ||
+      !links_->finish(error))
+    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + stepName +
+                ": " + error);
+  if (local(numChunks_ - 1))
+    for (int64_t m = 0; m < M; ++m) {
+      float loss = 0;
+      std::memcpy(&loss, pinned_ + lossAt(static_cast<int>(m)), 4);
+      localLoss += loss;
+    }
+  // Where lr() and gradNorm() read them.
+  std::memcpy(exec_.buffer(*lr_), pinned_ + scalarAt(2), 4);
+  std::memcpy(exec_.buffer(*gradNorm_), pinned_ + scalarAt(3), 4);
 }
 
 float PipelineStep::lr() const {

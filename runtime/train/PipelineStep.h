@@ -8,10 +8,13 @@
 // optimizer. With a device, the transfers go device to device where the
 // ranks agree to (RankLinks.h): one link each way between two stages that
 // talk, whose transfers pair up in the order posted (the ranks check at
-// start that each receives in the order the other sends), and one link
-// among a stage's replicas for the gradient all-reduce; else through the
-// host over MPI. No graph logic: what runs, on which buffers, and what goes
-// where, all come from the plan (docs/plan.md).
+// start that each receives in the order the other sends), one link among
+// a stage's replicas for the gradient all-reduce and one among a
+// replica's stages for the gradient norms; else through the host over
+// MPI. Linked, every step after the first is queued whole as one program
+// of the device (Device::replay: one CUDA graph), recorded once. No graph
+// logic: what runs, on which buffers, and what goes where, all come from
+// the plan (docs/plan.md).
 //
 //===----------------------------------------------------------------------===//
 
@@ -92,8 +95,20 @@ private:
   /// device to device (with links_), up to the gradient norms.
   void runStaged(int64_t step, const std::vector<Microbatch> &batches,
                  float &localLoss);
+  /// With `program`, queues the step for a device program instead (the
+  /// losses downloaded into pinned_, nothing read back).
   void runLinked(int64_t step, const std::vector<Microbatch> &batches,
-                 float &localLoss);
+                 float &localLoss, bool program);
+  /// A linked step after the first: all of runLinked, the gradient norms
+  /// (summed over the stages' link) and the optimizer as one program of
+  /// the device (Device::replay: one CUDA graph on a GPU, NCCL's transfers
+  /// in it), recorded once and replayed; its batches and scalars go
+  /// through pinned_.
+  void runProgram(int64_t step, int64_t totalSteps,
+                  const std::vector<Microbatch> &batches, float &localLoss);
+  /// A program's run of a function (no copies around it).
+  void queueFunction(const std::string &name, int microbatch,
+                     const std::string &what);
 
   const Plan &plan_;
   Executor &exec_;
@@ -108,6 +123,9 @@ private:
   };
   /// A microbatch's tokens and targets into chunk `cb`'s input buffers.
   void stageInputs(const ChunkBuffers &cb, const Microbatch &batch, int m);
+  /// A program's copies of microbatch m's tokens and targets (in pinned_)
+  /// into chunk `cb`'s input buffers.
+  void queueInputs(const ChunkBuffers &cb, int m);
   std::vector<ChunkBuffers> chunks_;
   const PlanBuffer *loss_ = nullptr, *lr_ = nullptr, *gradNorm_ = nullptr;
   const PlanBuffer *stepBuf_ = nullptr, *totalBuf_ = nullptr;
@@ -138,6 +156,25 @@ private:
   };
   std::map<int, std::vector<LinkMessage>> receiveOrder_;
   int replicaLink_ = -1;
+  int stageLink_ = -1; // the replica's stages (more than one)
+  /// Every ticket of the step's transfers, for the program to end after.
+  std::vector<int> posted_;
+  // A step run whole: the device's host memory its copies read and write,
+  // per microbatch its tokens, targets and loss, then the step, the total
+  // steps, the learning rate and the gradient norm, 64 bytes apart.
+  bool program_ = false;
+  int64_t stepsRun_ = 0;
+  char *pinned_ = nullptr;
+  size_t rowBytes_ = 0;
+  int64_t rowBlock() const {
+    return (static_cast<int64_t>(rowBytes_) + 63) / 64 * 64;
+  }
+  int64_t tokensAt(int64_t m) const { return 2 * m * rowBlock(); }
+  int64_t targetsAt(int64_t m) const { return (2 * m + 1) * rowBlock(); }
+  int64_t lossAt(int64_t m) const {
+    return 2 * plan_.microbatches * rowBlock() + 64 * m;
+  }
+  int64_t scalarAt(int i) const { return lossAt(plan_.microbatches) + 64 * i; }
   bool recording_ = false;
   double origin_ = 0;
   std::vector<ActionTime> times_;
