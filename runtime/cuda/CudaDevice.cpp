@@ -698,6 +698,13 @@ bool CudaDevice::replay(int key,
     queuing_ = true;
     bool captured = capture("a step", queue, exec, error);
     queuing_ = false;
+    if (!captured && links_ && links_->active()) {
+      // The NCCL transfers of a capture that failed may have paired with
+      // a peer's: posting them again could leave the ranks waiting on
+      // each other, so the step ends here, saying how to go on.
+      error += " (HOTSTAGE_CUDA_GRAPHS=0 launches the step's work instead)";
+      return false;
+    }
     if (!captured)
       return withoutGraphs(error) && replay(key, queue, error);
     it = programs_.emplace(key, exec).first;
