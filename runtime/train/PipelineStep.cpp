@@ -331,9 +331,10 @@ void PipelineStep::copyLocal(const PlanBuffer &from, const PlanBuffer &to,
 }
 
 void PipelineStep::runFunction(const std::string &name, int microbatch,
-                               const std::string &what) {
+                               const std::string &what, bool queued) {
   std::string error;
-  if (!exec_.run(name, error, microbatch))
+  if (!(queued ? exec_.queueRun(name, microbatch, error)
+               : exec_.run(name, error, microbatch)))
     comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + what +
                 ": " + error);
 }
@@ -440,10 +441,7 @@ void PipelineStep::runLinked(int64_t step,
     const std::string &function = forward    ? cb.forward
                                   : backward ? cb.backward
                                              : cb.weight;
-    if (program)
-      queueFunction(function, m, what);
-    else
-      runFunction(function, m, what);
+    runFunction(function, m, what, program);
     // The replicas' gradients, summed as soon as the step's last
     // microbatch has made them.
     if (p.dp > 1 && m == M - 1 && (a.phase == 'W' || cb.weight.empty()) &&
@@ -743,14 +741,6 @@ void PipelineStep::queueInputs(const ChunkBuffers &cb, int m) {
   up(cb.targets, targetsAt(m));
 }
 
-void PipelineStep::queueFunction(const std::string &name, int microbatch,
-                                 const std::string &what) {
-  std::string error;
-  if (!exec_.queueRun(name, microbatch, error))
-    comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + what +
-                ": " + error);
-}
-
 void PipelineStep::runProgram(int64_t step, int64_t totalSteps,
                               const std::vector<Microbatch> &batches,
                               float &localLoss) {
@@ -766,7 +756,7 @@ void PipelineStep::runProgram(int64_t step, int64_t totalSteps,
   auto queue = [&](std::string &error) {
     float unused = 0;
     runLinked(step, batches, unused, /*program=*/true);
-    queueFunction(gradNorms_, 0, stepName + ", gradient norms");
+    runFunction(gradNorms_, 0, stepName + ", gradient norms", /*queued=*/true);
     if (stageLink_ >= 0) {
       std::vector<std::pair<int64_t, int64_t>> ranges;
       for (const PlanBuffer *b : norms_)

@@ -81,8 +81,9 @@ private:
   /// What one chunk of this rank hands the next (or previous) one, on
   /// the device where there is one.
   void copyLocal(const PlanBuffer &from, const PlanBuffer &to, int m);
+  /// `queued`: a program's run (Executor::queueRun: no copies around it).
   void runFunction(const std::string &name, int microbatch,
-                   const std::string &what);
+                   const std::string &what, bool queued = false);
   /// Device links: checks that every pair of ranks sends and receives in
   /// one order and opens the links; leaves links_ null where they do not.
   bool openLinks(std::string &error);
@@ -106,9 +107,6 @@ private:
   /// through pinned_.
   void runProgram(int64_t step, int64_t totalSteps,
                   const std::vector<Microbatch> &batches, float &localLoss);
-  /// A program's run of a function (no copies around it).
-  void queueFunction(const std::string &name, int microbatch,
-                     const std::string &what);
 
   const Plan &plan_;
   Executor &exec_;
