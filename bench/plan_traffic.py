@@ -19,7 +19,7 @@ prints GPT-2 124M's table for --target cuda (everything after `--` goes to
 build of the compiler (say, the last commit's). `--roofline` adds a model
 of the step (one-stage plans): each action the longer of its FLOPs at an
 assumed rate (`--gemm-tflops`, `--attention-tflops`) and its bytes at
-`--bandwidth`, summed per function and kind of action, and the MFU that
+`--bandwidth`, plus `--launch-us` between actions, summed per function and kind of action, and the MFU that
 step would reach: where the plan leaves time on the table before any GPU
 measures it.
 """
@@ -112,13 +112,15 @@ def plan_header(plan):
 
 
 def roofline(functions, info, bandwidth, gemm_tflops, attention_tflops,
-             peak_tflops):
+             peak_tflops, launch_us):
     """A model of the step's time without a GPU: each action takes the
     longer of its FLOPs at its kind's rate and its bytes at the memory
-    bandwidth; printed per function and kind, with the step's MFU."""
+    bandwidth, plus `launch_us` between actions; printed per function and
+    kind, with the step's MFU."""
     print(f"\nModel (not a measurement): each action the longer of its FLOPs at "
           f"{gemm_tflops:.0f} TFLOP/s (GEMMs) or {attention_tflops:.0f} "
-          f"(attention) and its bytes at {bandwidth} TB/s")
+          f"(attention) and its bytes at {bandwidth} TB/s, plus {launch_us} us "
+          "from one action to the next")
     print(f"{'function / kind':34s} {'ms':>10s} {'TFLOP':>10s}  "
           "actions bound by FLOPs / bytes")
     per_function = {}
@@ -129,7 +131,7 @@ def roofline(functions, info, bandwidth, gemm_tflops, attention_tflops,
             compute = flops / (rate * 1e12) if rate else 0.0
             memory = moved / (bandwidth * 1e12)
             k = kinds[kind]
-            k[0] += max(compute, memory)
+            k[0] += max(compute, memory) + launch_us * 1e-6
             k[1] += flops
             k[2 if compute >= memory else 3] += 1
         total = sum(k[0] for k in kinds.values())
@@ -174,6 +176,9 @@ def main():
                         help="fused attention's rate for --roofline")
     parser.add_argument("--peak-tflops", type=float, default=989,
                         help="the GPU's dense bf16 peak, for the MFU")
+    parser.add_argument("--launch-us", type=float, default=1.5,
+                        help="--roofline's gap between two actions of a CUDA "
+                        "graph (microseconds)")
     parser.add_argument("flags", nargs="*", help="flags for hotstage build (after --)")
     args = parser.parse_args()
 
@@ -204,14 +209,15 @@ def main():
                   + (f" {old_note[1] / 1e9:10.2f}" if old_note else ""))
     if args.roofline:
         roofline(now, plan_header(plan), args.bandwidth, args.gemm_tflops,
-                 args.attention_tflops, args.peak_tflops)
+                 args.attention_tflops, args.peak_tflops, args.launch_us)
     cmd = ["/usr/bin/python3", "bench/plan_traffic.py"]
     if args.compare:
         cmd += ["--compare", args.compare]
     if args.roofline:
         cmd += ["--roofline", "--bandwidth", str(args.bandwidth),
                 "--gemm-tflops", str(args.gemm_tflops),
-                "--attention-tflops", str(args.attention_tflops)]
+                "--attention-tflops", str(args.attention_tflops),
+                "--launch-us", str(args.launch_us)]
     print("\nreproduce:", shlex.join(cmd + ["--", *args.flags]))
 
 
