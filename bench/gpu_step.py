@@ -209,11 +209,14 @@ def kernel_table(lines, peers, top=12):
     gemms = sorted((r for r in rows if r["action"].startswith("gemm")),
                    key=lambda r: -r["ms"])
     for r in gemms:
-        peer = peers.get(r["action"], {}).get("tflops")
-        mine = r["tflops"]
+        # The ratio of times per call (exact where the printed rates round).
+        peer = peers.get(r["action"], {})
+        mine_ms = r["ms"] / max(r["calls"], 1)
         table.append(f"{r['function'] + ' / ' + r['action']:<62} "
-                     f"{r['share']:>5.1f}% {mine or 0:>8.1f} {peer or 0:>8.1f} "
-                     + (f"{mine / peer:>6.2f}" if mine and peer else "     -"))
+                     f"{r['share']:>5.1f}% {r['tflops'] or 0:>8.1f} "
+                     f"{peer.get('tflops', 0):>8.1f} "
+                     + (f"{peer['ms'] / mine_ms:>6.2f}"
+                        if peer.get("ms") and mine_ms > 0 else "     -"))
     header = (f"{'attention (per call, ms)':<62} {'%step':>6} "
               f"{'Hotstage':>8} {'SDPA':>8} {'ratio':>6}")
     table += ["", header, "-" * len(header)]

@@ -18,6 +18,7 @@
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudnnAttention.h"
 #include "runtime/cuda/NcclLinks.h"
+#include "runtime/host/ActionProfile.h"
 #include "runtime/host/Device.h"
 #include "runtime/host/HostGemm.h"
 
@@ -190,14 +191,9 @@ private:
 
   // HOTSTAGE_PROFILE=1: each action timed with events (no graphs), summed
   // by function and op, printed at exit with the GEMMs' TFLOP/s.
-  struct ProfileEntry {
-    double ms = 0, flops = 0, bytes = 0;
-    int64_t calls = 0;
-  };
   bool profile_ = false;
   std::vector<CUevent> events_; // two per action of the longest function
-  std::map<std::string, ProfileEntry> profileEntries_;
-  void printProfile() const;
+  ActionProfile profileTable_;
 };
 
 bool CudaDevice::check(CUresult result, const std::string &what,
@@ -517,38 +513,9 @@ bool CudaDevice::prepareGemm(const PlanAction &a, Gemm &g, std::string &error) {
   return true;
 }
 
-void CudaDevice::printProfile() const {
-  std::vector<std::pair<std::string, const ProfileEntry *>> rows;
-  double total = 0;
-  for (auto &[key, entry] : profileEntries_) {
-    rows.push_back({key, &entry});
-    total += entry.ms;
-  }
-  std::sort(rows.begin(), rows.end(),
-            [](auto &a, auto &b) { return a.second->ms > b.second->ms; });
-  std::fprintf(stderr, "profile (HOTSTAGE_PROFILE, %s): %.3f s in actions\n",
-               name_.c_str(), total / 1e3);
-  // A kernel's GB/s counts each of its buffers once: a lower bound on its
-  // traffic, to hold against the GPU's memory bandwidth.
-  std::fprintf(stderr, "%10s %6s %10s %9s %9s  %s\n", "ms", "%", "calls",
-               "TFLOP/s", "GB/s", "function / action");
-  for (auto &[key, e] : rows) {
-    char rate[32] = "", bandwidth[32] = "";
-    if (e->flops > 0)
-      std::snprintf(rate, sizeof(rate), "%9.1f", e->flops / (e->ms * 1e9));
-    if (e->bytes > 0)
-      std::snprintf(bandwidth, sizeof(bandwidth), "%9.0f",
-                    e->bytes / (e->ms * 1e6));
-    std::fprintf(stderr, "%10.2f %6.1f %10lld %9s %9s  %s\n", e->ms,
-                 total > 0 ? 100 * e->ms / total : 0.0,
-                 static_cast<long long>(e->calls), rate, bandwidth,
-                 key.c_str());
-  }
-}
-
 CudaDevice::~CudaDevice() {
   if (profile_)
-    printProfile();
+    profileTable_.print(stderr, name_);
   links_.reset();
   attention_.reset();
   if (staging_)
@@ -601,19 +568,7 @@ bool CudaDevice::run(const std::string &function,
       const PlanAction &a = actions[i];
       float ms = 0;
       driver_.cuEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]);
-      ProfileEntry &e = profileEntries_[function + " / " + a.profileName()];
-      e.ms += ms;
-      ++e.calls;
-      if (a.gemm)
-        e.flops += 2.0 * a.batch * a.m * a.n * a.k;
-      // Attention's two products (half of them under a causal mask); its
-      // gradient's five.
-      if (a.attention)
-        e.flops += (a.attention == 1 ? 4.0 : 10.0) * a.batch * a.heads * a.seq *
-                   a.seq * a.headDim * (a.causal ? 0.5 : 1.0);
-      if (!a.gemm && !a.attention)
-        for (int b : a.buffers)
-          e.bytes += plan_->buffers.at(b).bytes;
+      profileTable_.add(function, a, *plan_, ms);
     }
     return true;
   }

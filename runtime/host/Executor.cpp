@@ -66,7 +66,7 @@ void invoke(void *ctx, int64_t begin, int64_t end) {
 
 Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
                    std::unique_ptr<Device> device)
-    : profile_(std::getenv("HOTSTAGE_PROFILE") != nullptr),
+    : plan_(plan), profile_(std::getenv("HOTSTAGE_PROFILE") != nullptr),
       device_(std::move(device)), persistentBytes_(plan.persistentBytes),
       pool_(device_ ? 1 : threads) {
   // With a device the host copy needs only the persistent buffers: the
@@ -121,7 +121,7 @@ Executor::Executor(const Plan &plan, const KernelFn *kernels, int threads,
 
 Executor::~Executor() {
   if (profile_)
-    printProfile();
+    profileTable_.print(stderr, "");
   for (char *set : ownedSets_)
     std::free(set);
   std::free(arena_);
@@ -254,26 +254,6 @@ bool Executor::finishStep(std::string &error) {
   return !device_ || device_->wait(error);
 }
 
-void Executor::printProfile() const {
-  std::vector<std::pair<std::string, const ProfileEntry *>> rows;
-  double total = 0;
-  for (auto &[key, entry] : profileEntries_) {
-    rows.push_back({key, &entry});
-    total += entry.seconds;
-  }
-  std::sort(rows.begin(), rows.end(), [](auto &a, auto &b) {
-    return a.second->seconds > b.second->seconds;
-  });
-  std::fprintf(stderr, "profile (HOTSTAGE_PROFILE): %.3f s in actions\n",
-               total);
-  std::fprintf(stderr, "%10s %6s %10s  %s\n", "ms", "%", "calls",
-               "function / action");
-  for (auto &[key, e] : rows)
-    std::fprintf(stderr, "%10.2f %6.1f %10lld  %s\n", e->seconds * 1e3,
-                 total > 0 ? 100 * e->seconds / total : 0.0,
-                 static_cast<long long>(e->calls), key.c_str());
-}
-
 bool Executor::toDevice(std::string &error) {
   return (!device_ || device_->upload(arena_, 0, persistentBytes_, error)) &&
          castWeights(error);
@@ -376,13 +356,11 @@ bool Executor::run(const std::string &name, std::string &error, int slot) {
     runStep(step);
     if (progress_)
       progress_(progressContext_, i);
-    if (profile_) {
-      ProfileEntry &e = profileEntries_[name + " / " + a.profileName()];
-      e.seconds += std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
-      ++e.calls;
-    }
+    if (profile_)
+      profileTable_.add(name, a, plan_,
+                        std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start)
+                            .count());
   }
   return true;
 }

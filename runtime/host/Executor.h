@@ -17,6 +17,7 @@
 #ifndef HOTSTAGE_RUNTIME_HOST_EXECUTOR_H
 #define HOTSTAGE_RUNTIME_HOST_EXECUTOR_H
 
+#include "runtime/host/ActionProfile.h"
 #include "runtime/host/Device.h"
 #include "runtime/host/Plan.h"
 #include "runtime/support/ThreadPool.h"
@@ -138,15 +139,11 @@ private:
   bool transfer(const PlanBuffer &b, int slot, bool toDevice,
                 std::string &error);
   void runStep(Step &step);
-  void printProfile() const;
 
-  struct ProfileEntry {
-    double seconds = 0;
-    int64_t calls = 0;
-  };
-  // HOTSTAGE_PROFILE=1: time per function and op, printed at exit.
+  const Plan &plan_;
+  // HOTSTAGE_PROFILE=1: time per function and action, printed at exit.
   bool profile_ = false;
-  std::map<std::string, ProfileEntry> profileEntries_;
+  ActionProfile profileTable_;
 
   std::unique_ptr<Device> device_;
   bool syncEveryRun_ = false;
