@@ -271,7 +271,6 @@ bool PipelineStep::openLinks(std::string &error) {
       exec_.device()->hostMemory(scalarAt(4), error); // (the layout's end)
   if (!pinned_)
     return false;
-  program_ = true;
   if (self == 0)
     std::fprintf(stderr,
                  "transfers between ranks: device to device (%s); each step "
@@ -453,11 +452,9 @@ void PipelineStep::runLinked(int64_t step,
     }
     if (forward && c == numChunks_ - 1 && program) {
       // Read after the step (microbatch order, as here).
-      std::string error;
-      if (!exec_.device()->download(pinned_ + lossAt(m), offset(*loss_, m), 4,
-                                    error))
-        comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " + what +
-                    ": " + error);
+      linkCheck(exec_.device()->download(pinned_ + lossAt(m), offset(*loss_, m),
+                                         4, error),
+                error);
     } else if (forward && c == numChunks_ - 1) {
       toHost(*loss_, m);
       localLoss += *static_cast<const float *>(exec_.buffer(*loss_, m));
@@ -690,7 +687,7 @@ void PipelineStep::run(int64_t step, int64_t totalSteps,
   std::string stepName = "step " + std::to_string(step + 1);
   // In f32 and microbatch order, as one rank sums it.
   float localLoss = 0;
-  if (program_ && stepsRun_++ > 0 && !recording_) {
+  if (pinned_ && stepsRun_++ > 0 && !recording_) {
     runProgram(step, totalSteps, batches, localLoss);
     lossSum = localLoss;
     comm_.allReduceWorld(&lossSum, 1, "the loss");
@@ -732,10 +729,9 @@ void PipelineStep::queueInputs(const ChunkBuffers &cb, int m) {
   std::string error;
   auto up = [&](const std::vector<const PlanBuffer *> &buffers, int64_t at) {
     for (const PlanBuffer *b : buffers)
-      if (!exec_.device()->upload(pinned_ + at, arenaOffset(exec_, *b, m),
-                                  b->bytes, error))
-        comm_.abort("rank " + std::to_string(comm_.worldRank()) + ", " +
-                    comm_.context() + ": " + error);
+      linkCheck(exec_.device()->upload(pinned_ + at, arenaOffset(exec_, *b, m),
+                                       b->bytes, error),
+                error);
   };
   up(cb.tokens, tokensAt(m));
   up(cb.targets, targetsAt(m));
@@ -789,7 +785,7 @@ void PipelineStep::runProgram(int64_t step, int64_t totalSteps,
   if (local(numChunks_ - 1))
     for (int64_t m = 0; m < M; ++m) {
       float loss = 0;
-      std::memcpy(&loss, pinned_ + lossAt(static_cast<int>(m)), 4);
+      std::memcpy(&loss, pinned_ + lossAt(m), 4);
       localLoss += loss;
     }
   // Where lr() and gradNorm() read them.

@@ -87,7 +87,8 @@ private:
   /// Device links: checks that every pair of ranks sends and receives in
   /// one order and opens the links; leaves links_ null where they do not.
   bool openLinks(std::string &error);
-  /// A link call that failed ends the job.
+  /// A call that failed (a link's, a program's copy) ends the job, naming
+  /// the context.
   void linkCheck(bool ok, const std::string &error);
   /// Action `a`'s time, when recording.
   void recordTime(const PlanPipeline::Step &a, int64_t step,
@@ -157,10 +158,10 @@ private:
   int stageLink_ = -1; // the replica's stages (more than one)
   /// Every ticket of the step's transfers, for the program to end after.
   std::vector<int> posted_;
-  // A step run whole: the device's host memory its copies read and write,
-  // per microbatch its tokens, targets and loss, then the step, the total
-  // steps, the learning rate and the gradient norm, 64 bytes apart.
-  bool program_ = false;
+  // A step run whole (where linked): the device's host memory its copies
+  // read and write, per microbatch its tokens, targets and loss, then the
+  // step, the total steps, the learning rate and the gradient norm, 64
+  // bytes apart; null where steps do not run whole.
   int64_t stepsRun_ = 0;
   char *pinned_ = nullptr;
   size_t rowBytes_ = 0;

@@ -320,25 +320,25 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
   }
   // A one-stage data-parallel plan's buffers, resolved once.
   struct {
-    int32_t *tokens = nullptr, *targets = nullptr;
-    float *loss = nullptr, *lr = nullptr, *gradNorm = nullptr;
-    int64_t *step = nullptr, *total = nullptr;
+    const PlanBuffer *tokens = nullptr, *targets = nullptr, *loss = nullptr,
+                     *lr = nullptr, *gradNorm = nullptr, *step = nullptr,
+                     *total = nullptr;
     std::vector<const PlanBuffer *> grads;
   } one;
   if (!pipeline) {
-    auto bufferOf = [&](const char *kind, const char *name) -> void * {
+    auto bufferOf = [&](const char *kind, const char *name) {
       const PlanBuffer *b = plan.find(kind, name);
       if (!b)
         fail(std::string("the plan has no ") + kind + " '" + name + "'");
-      return exec.buffer(*b);
+      return b;
     };
-    one.tokens = static_cast<int32_t *>(bufferOf("input", "tokens"));
-    one.targets = static_cast<int32_t *>(bufferOf("input", "targets"));
-    one.loss = static_cast<float *>(bufferOf("scalar", "loss"));
-    one.lr = static_cast<float *>(bufferOf("scalar", "lr"));
-    one.gradNorm = static_cast<float *>(bufferOf("scalar", "grad_norm"));
-    one.step = static_cast<int64_t *>(bufferOf("scalar", "step"));
-    one.total = static_cast<int64_t *>(bufferOf("scalar", "total_steps"));
+    one.tokens = bufferOf("input", "tokens");
+    one.targets = bufferOf("input", "targets");
+    one.loss = bufferOf("scalar", "loss");
+    one.lr = bufferOf("scalar", "lr");
+    one.gradNorm = bufferOf("scalar", "grad_norm");
+    one.step = bufferOf("scalar", "step");
+    one.total = bufferOf("scalar", "total_steps");
     for (auto &[id, b] : plan.buffers)
       if (b.kind == "state" && b.role == "grad")
         one.grads.push_back(&b);
@@ -425,40 +425,38 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
       lr = pipeline->lr();
       gradNorm = pipeline->gradNorm();
     } else if (whole && step > firstStep) {
-      const PlanBuffer &tokens = *plan.find("input", "tokens");
-      const PlanBuffer &targets = *plan.find("input", "targets");
       for (int64_t m = 0; m < M; ++m) {
-        std::memcpy(exec.stepInput(0, m, tokens), batches[m].tokens.data(),
+        std::memcpy(exec.stepInput(0, m, *one.tokens), batches[m].tokens.data(),
                     rows * 4);
-        std::memcpy(exec.stepInput(0, m, targets), batches[m].targets.data(),
-                    rows * 4);
+        std::memcpy(exec.stepInput(0, m, *one.targets),
+                    batches[m].targets.data(), rows * 4);
       }
-      *static_cast<int64_t *>(
-          exec.stepScalar(0, -1, *plan.find("scalar", "step"))) = step;
-      *static_cast<int64_t *>(exec.stepScalar(
-          0, -1, *plan.find("scalar", "total_steps"))) = options.steps;
+      *static_cast<int64_t *>(exec.stepScalar(0, -1, *one.step)) = step;
+      *static_cast<int64_t *>(exec.stepScalar(0, -1, *one.total)) =
+          options.steps;
       if (!exec.startStep(0, error) || !exec.finishStep(error) ||
           !links->finish(error))
         fail("step " + std::to_string(step + 1) + ": " + error);
       float localLoss = 0;
       for (int64_t m = 0; m < M; ++m)
-        localLoss += *static_cast<float *>(exec.stepScalar(
-            0, exec.forwardRun(m), *plan.find("scalar", "loss")));
+        localLoss += *static_cast<float *>(
+            exec.stepScalar(0, exec.forwardRun(m), *one.loss));
       lossSum = localLoss;
       comm.allReduceWorld(&lossSum, 1, "the loss");
       int optimizer = exec.optimizerRun();
-      lr = *static_cast<float *>(
-          exec.stepScalar(0, optimizer, *plan.find("scalar", "lr")));
-      gradNorm = *static_cast<float *>(
-          exec.stepScalar(0, optimizer, *plan.find("scalar", "grad_norm")));
+      lr = *static_cast<float *>(exec.stepScalar(0, optimizer, *one.lr));
+      gradNorm =
+          *static_cast<float *>(exec.stepScalar(0, optimizer, *one.gradNorm));
     } else {
       float localLoss = 0;
       for (int64_t m = 0; m < M; ++m) {
-        std::memcpy(one.tokens, batches[m].tokens.data(), rows * 4);
-        std::memcpy(one.targets, batches[m].targets.data(), rows * 4);
+        std::memcpy(exec.buffer(*one.tokens), batches[m].tokens.data(),
+                    rows * 4);
+        std::memcpy(exec.buffer(*one.targets), batches[m].targets.data(),
+                    rows * 4);
         if (!exec.run("forward", error) || !exec.runBackward(error))
           fail("step " + std::to_string(step + 1) + ": " + error);
-        localLoss += *one.loss;
+        localLoss += *static_cast<float *>(exec.buffer(*one.loss));
       }
       lossSum = localLoss;
       if (links) {
@@ -482,13 +480,13 @@ int runMultiRank(const Plan &firstPlan, const TrainOptions &options, int *argc,
           fail(error);
       }
       comm.allReduceWorld(&lossSum, 1, "the loss");
-      *one.step = step;
-      *one.total = options.steps;
+      *static_cast<int64_t *>(exec.buffer(*one.step)) = step;
+      *static_cast<int64_t *>(exec.buffer(*one.total)) = options.steps;
       if (!exec.run("optimizer_step", error) ||
           (links && !links->finish(error)))
         fail("step " + std::to_string(step + 1) + ": " + error);
-      lr = *one.lr;
-      gradNorm = *one.gradNorm;
+      lr = *static_cast<float *>(exec.buffer(*one.lr));
+      gradNorm = *static_cast<float *>(exec.buffer(*one.gradNorm));
     }
     double ms = std::chrono::duration<double, std::milli>(
                     std::chrono::steady_clock::now() - start)
