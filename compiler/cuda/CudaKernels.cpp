@@ -129,6 +129,16 @@ static LogicalResult wrapInGpuModule(ModuleOp kernels,
        llvm::make_early_inc_range(kernels.getOps<func::FuncOp>())) {
     f->moveBefore(gpuModule.getBody(), gpuModule.getBody()->end());
     f.setPrivate();
+    // Inlined into its entry point whatever its size: called on its own, a
+    // kernel's buffers lose the entry's 16-byte alignment (no 128-bit
+    // loads) and its address space (generic loads).
+    // Internal, so that LLVM drops it once inlined (ptxas assembles
+    // every visible function).
+    if (!f.isDeclaration()) {
+      f->setAttr("always_inline", b.getUnitAttr());
+      f->setAttr("llvm.linkage",
+                 LLVM::LinkageAttr::get(ctx, LLVM::Linkage::Internal));
+    }
   }
   SymbolTable symbols(gpuModule);
   b.setInsertionPointToEnd(gpuModule.getBody());

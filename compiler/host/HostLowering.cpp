@@ -49,6 +49,9 @@ namespace {
 /// Sums over leading dimensions into fewer elements than this, of at
 /// least kColumnSumsFrom each, are column sums (HostLowering::columnSums).
 constexpr int64_t kColumnSumsBelow = 32768, kColumnSumsFrom = 64;
+/// A norm's input gradient sums its weight's and bias's gradients too where
+/// a lane's share of the columns is at most this many floats (registers).
+constexpr int64_t kNormSumsPerLane = 64;
 
 /// Over elements, an embedding's gradient runs one index per column and
 /// bucket of token ids (id mod this).
@@ -293,6 +296,12 @@ struct RowLanes {
     if (shuffles)
       lane = k.remi(index, k.idx(kLanes));
   }
+  /// Row `row` on lane `lane` (null without shuffles): a warp that walks
+  /// several rows.
+  RowLanes(Kernel &k, Value row, Value lane, int64_t d, bool shuffles)
+      : k(k), d(d), shuffles(shuffles),
+        vector(d % (kLanes * kVector) == 0 ? kVector : 1), row(row),
+        lane(lane) {}
 
   /// combine over the row's columns j of term(j), starting from `init` in
   /// every lane; `combine` must be commutative (add, maximum).
@@ -490,17 +499,62 @@ struct RowLanes {
     body();
   }
 
+  /// The first column of lane l's chunk at `step`: (l + 32 step) * vector.
+  Value chunkStart(Value l, Value step) {
+    return k.muli(k.addi(l, k.muli(step, k.idx(kLanes))), k.idx(vector));
+  }
+
   Kernel &k;
   int64_t d;
   bool shuffles;
   int64_t vector;
   Value row, lane;
+};
 
-private:
-  /// The first column of lane l's chunk at `step`: (l + 32 step) * vector.
-  Value chunkStart(Value l, Value step) {
-    return k.muli(k.addi(l, k.muli(step, k.idx(kLanes))), k.idx(vector));
+/// Over elements (the GPU), a row on 32 lanes (RowLanes): its mean and
+/// reciprocal standard deviation as rowStatistics has them (mean 0 for
+/// rms_norm), each sum over the lanes.
+static std::pair<Value, Value> laneStatistics(RowLanes &lanes, Value x,
+                                              double eps, bool rms) {
+  Kernel &k = lanes.k;
+  Value r = lanes.row;
+  int64_t d = lanes.d;
+  Value mean = k.f32(0);
+  if (!rms)
+    mean = k.mul(lanes.sum([&](Value j) {
+      return k.load(x, {r, j});
+    }),
+                 k.f32(1.0 / d));
+  Value sq = lanes.sum([&](Value j) {
+    Value c = k.sub(k.load(x, {r, j}), mean);
+    return k.mul(c, c);
+  });
+  Value var = k.add(k.mul(sq, k.f32(1.0 / d)), k.f32(eps));
+  return {mean, math::RsqrtOp::create(k.b, k.loc, var)};
+}
+
+/// A norm's input gradient on row `lanes.row` of dy, x and weight w (a row
+/// on 32 lanes): dxhat = dy * w; dx = rstd * (dxhat - mean(dxhat) - xhat *
+/// mean(dxhat * xhat)), without the mean(dxhat) term for rms_norm.
+struct NormGradRow {
+  NormGradRow(RowLanes &lanes, Value dY, Value X, Value W, double eps, bool rms)
+      : k(lanes.k), r(lanes.row), dY(dY), X(X), W(W) {
+    std::tie(mean, rstd) = laneStatistics(lanes, X, eps, rms);
+    Value sumG = rms ? k.f32(0) : lanes.sum([&](Value j) { return g(j); });
+    Value sumGX = lanes.sum([&](Value j) { return k.mul(g(j), xhat(j)); });
+    meanG = k.mul(sumG, k.f32(1.0 / lanes.d));
+    meanGX = k.mul(sumGX, k.f32(1.0 / lanes.d));
   }
+  Value xhat(Value j) { return k.mul(k.sub(k.load(X, {r, j}), mean), rstd); }
+  Value g(Value j) { return k.mul(k.load(dY, {r, j}), k.load(W, j)); }
+  Value dx(Value j) {
+    Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
+    return k.mul(v, rstd);
+  }
+
+  Kernel &k;
+  Value r, dY, X, W;
+  Value mean, rstd, meanG, meanGX;
 };
 
 MemRefType memrefOf(ArrayRef<int64_t> shape, Type element) {
@@ -901,8 +955,10 @@ private:
   Operation *epilogueFor(Operation *gemm);
   /// The gradient accumulator a GEMM without bias can add its product into
   /// (`store(add(ref S, gemm), S)` with nothing reading S in between), or
-  /// -1; the add is then skipped.
-  int accumulatorFor(Operation *gemm);
+  /// -1; the add is then skipped. `writer`, where given, is the earlier
+  /// op whose kernel writes it in the GEMM's place: nothing may read S
+  /// from there on.
+  int accumulatorFor(Operation *gemm, Operation *writer = nullptr);
   LogicalResult lowerRowOp(Operation *op);
   LogicalResult lowerAttention(Operation *op);
   /// options.attention: the library's fused attention on bf16 copies.
@@ -975,6 +1031,10 @@ private:
   };
   void columnSums(Operation *op, ArrayRef<ColumnSum> sums, int64_t rows,
                   int64_t cols, ArrayRef<Type> args, ArrayRef<int> buffers);
+  /// The second kernel of those: out[j] gets the sum over p < parts of
+  /// partial[s][j][p] (f32 [sums, cols, parts]), a column on 32 lanes.
+  void foldColumnPartials(Operation *op, ArrayRef<ColumnSum> sums, int64_t cols,
+                          int64_t parts, int partial);
   /// The sum of `dy` over its leading dimensions into `d` columns (a layer
   /// norm's bias gradient) that follows `op` with only references between
   /// them, not lowered yet: null where there is none.
@@ -989,6 +1049,15 @@ private:
   /// the same x and eps as norm input gradient `op`, later in its block:
   /// null where there is none.
   Operation *scaleGradientOf(Operation *op);
+  /// Over elements: norm input gradient `op` (kernel arguments `types` on
+  /// `buffers`: dx, dy, x, w, then the residual stream's gradient it adds
+  /// to where `residual`, then dx's bf16 copy, if any) with weight
+  /// gradient `scale` and the bias gradient after it summed in the same
+  /// kernel (kNormSumsPerLane).
+  LogicalResult lowerNormGradWithSums(Operation *op, Operation *scale,
+                                      ArrayRef<Type> types,
+                                      ArrayRef<int> buffers, int64_t rows,
+                                      int64_t d, bool residual);
   /// Row statistics (mean, 1/std per row) that an input gradient's kernel
   /// keeps for the weight gradient reading them, by that weight gradient.
   llvm::DenseMap<Operation *, int> normStatistics;
@@ -1129,7 +1198,9 @@ void HostLowering::findInPlaceStores(func::FuncOp func) {
   }
 }
 
-int HostLowering::accumulatorFor(Operation *gemm) {
+int HostLowering::accumulatorFor(Operation *gemm, Operation *writer) {
+  if (!writer)
+    writer = gemm;
   Value r = gemm->getResult(0);
   if (!r.hasOneUse())
     return -1;
@@ -1150,7 +1221,7 @@ int HostLowering::accumulatorFor(Operation *gemm) {
     if (!state || state.getName() != ref.getName())
       continue;
     for (Operation *user : state.getResult().getUsers())
-      if (user != add.getOperation() && !user->isBeforeInBlock(gemm))
+      if (user != add.getOperation() && !user->isBeforeInBlock(writer))
         return -1;
   }
   skipped.insert(add);
@@ -2906,7 +2977,15 @@ void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
   SmallVector<int> firstBuffers{partial};
   firstBuffers.append(buffers.begin(), buffers.end());
   call(finishKernel(first), parts * cols, firstBuffers, op);
+  foldColumnPartials(op, sums, cols, parts, partial);
+}
 
+void HostLowering::foldColumnPartials(Operation *op, ArrayRef<ColumnSum> sums,
+                                      int64_t cols, int64_t parts,
+                                      int partial) {
+  StringRef name = op->getName().stripDialect();
+  Type f32 = Float32Type::get(ctx);
+  int64_t n = sums.size();
   bool shuffles = options.warpShuffles;
   SmallVector<Type> lastTypes(n, memrefOf({cols}, f32));
   lastTypes.push_back(memrefOf({n, cols, parts}, f32));
@@ -3074,6 +3153,156 @@ std::pair<Value, Value> rowStatistics(Kernel &k, Value x, Value r, int64_t d,
 }
 } // namespace
 
+LogicalResult
+HostLowering::lowerNormGradWithSums(Operation *op, Operation *scale,
+                                    ArrayRef<Type> types, ArrayRef<int> buffers,
+                                    int64_t rows, int64_t d, bool residual) {
+  bool rms = isa<RMSNormGradOp>(op), shuffles = options.warpShuffles;
+  double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
+  Value dy = op->getOperand(0);
+  Type f32 = Float32Type::get(ctx);
+  // The sums go where the scale gradient (and the bias's sum right after
+  // it) would have put them: into the accumulators, written from here on.
+  skipped.insert(scale);
+  int acc = accumulatorFor(scale, op);
+  SmallVector<ColumnSum, 2> sums{
+      {acc >= 0 ? acc : newTemp(scale->getResult(0)), 1.0, acc >= 0, {}}};
+  if (ReduceSumOp bias = biasGradientAfter(scale, dy, d)) {
+    skipped.insert(bias);
+    int biasAcc = accumulatorFor(bias, op);
+    sums.push_back({biasAcc >= 0 ? biasAcc : newTemp(bias.getResult()),
+                    1.0,
+                    biasAcc >= 0,
+                    {}});
+  }
+  int64_t n = sums.size();
+  // Enough warps to keep a GPU's memory busy, each walking 8 rows, so that
+  // the partials are an eighth of dy per sum; parts divides the rows.
+  constexpr int64_t kRowsPerWarp = 8;
+  int64_t parts = std::max<int64_t>(1, rows / kRowsPerWarp);
+  while (rows % parts)
+    --parts;
+  int partial = newScratch({n, d, parts}, f32);
+  SmallVector<Type> kernelTypes(types.begin(), types.end());
+  kernelTypes.push_back(memrefOf({n, d, parts}, f32));
+  SmallVector<int> kernelBuffers(buffers.begin(), buffers.end());
+  kernelBuffers.push_back(partial);
+
+  Kernel k =
+      startKernel(op->getName().stripDialect(), op->getLoc(), kernelTypes);
+  Value partials = k.args.back();
+  // dx's outputs: dx, and its bf16 copy where there is one.
+  SmallVector<Value> outs{k.args[0]};
+  if (types.size() > (residual ? 5u : 4u))
+    outs.push_back(k.args[residual ? 5 : 4]);
+  k.loop(k.begin, k.end, [&](Value index) {
+    constexpr int64_t kLanes = RowLanes::kLanes;
+    Value p = shuffles ? k.divi(index, k.idx(kLanes)) : index;
+    Value lane = shuffles ? k.remi(index, k.idx(kLanes)) : Value();
+    // On a GPU a lane's sums live in registers (loop-carried, its columns
+    // unrolled); without warps one index runs every lane, its sums in a
+    // row of each (the same additions in the same order).
+    int64_t slots = d / kLanes;
+    Value onHost;
+    SmallVector<Value> init;
+    if (shuffles) {
+      init.assign(n * slots, k.f32(0));
+    } else {
+      OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
+      onHost = memref::AllocaOp::create(entry, k.loc, memrefOf({n, d}, f32));
+      k.loop(0, d, [&](Value j) {
+        for (int64_t s = 0; s < n; ++s)
+          k.store(k.f32(0), onHost, {k.idx(s), j});
+      });
+    }
+    auto loop = scf::ForOp::create(k.b, k.loc, k.idx(0), k.idx(rows / parts),
+                                   k.idx(1), init);
+    {
+      OpBuilder::InsertionGuard guard(k.b);
+      k.b.setInsertionPointToStart(loop.getBody());
+      Value r = k.addi(p, k.muli(loop.getInductionVar(), k.idx(parts)));
+      RowLanes lanes(k, r, lane, d, shuffles);
+      NormGradRow row(lanes, k.args[1], k.args[2], k.args[3], eps, rms);
+      // Column j's dx and terms, then its stores: a chunk's loads all
+      // before the stores (dx may be written over dy or x).
+      auto terms = [&](Value j) {
+        Value dyj = k.load(k.args[1], {r, j});
+        SmallVector<Value> t{k.mul(dyj, row.xhat(j))};
+        if (n > 1)
+          t.push_back(dyj);
+        return t;
+      };
+      auto dx = [&](Value j) {
+        Value v = row.dx(j);
+        return residual ? k.add(k.load(k.args[4], {r, j}), v) : v;
+      };
+      int64_t vector = lanes.vector, steps = d / (kLanes * vector);
+      auto chunk =
+          [&](Value l, Value step,
+              llvm::function_ref<void(int64_t e, Value j, ArrayRef<Value> t)>
+                  add) {
+            Value first = lanes.chunkStart(l, step);
+            SmallVector<Value> columns, values;
+            SmallVector<SmallVector<Value>> columnTerms;
+            for (int64_t e = 0; e < vector; ++e) {
+              columns.push_back(k.addi(first, k.idx(e)));
+              values.push_back(dx(columns.back()));
+              columnTerms.push_back(terms(columns.back()));
+            }
+            for (Value out : outs)
+              for (int64_t e = 0; e < vector; ++e)
+                k.store(values[e], out, {r, columns[e]});
+            for (int64_t e = 0; e < vector; ++e)
+              add(e, columns[e], columnTerms[e]);
+          };
+      SmallVector<Value> next;
+      if (shuffles) {
+        next.assign(loop.getRegionIterArgs().begin(),
+                    loop.getRegionIterArgs().end());
+        for (int64_t step = 0; step < steps; ++step)
+          chunk(lane, k.idx(step), [&](int64_t e, Value, ArrayRef<Value> t) {
+            for (int64_t s = 0; s < n; ++s) {
+              Value &sum = next[s * slots + step * vector + e];
+              sum = k.add(sum, t[s]);
+            }
+          });
+      } else {
+        k.loop(0, kLanes, [&](Value l) {
+          k.loop(0, steps, [&](Value step) {
+            chunk(l, step, [&](int64_t, Value j, ArrayRef<Value> t) {
+              for (int64_t s = 0; s < n; ++s) {
+                Value at[] = {k.idx(s), j};
+                k.store(k.add(k.load(onHost, at), t[s]), onHost, at);
+              }
+            });
+          });
+        });
+      }
+      if (shuffles) // else the loop has its terminator
+        scf::YieldOp::create(k.b, k.loc, next);
+    }
+    if (shuffles) {
+      RowLanes lanes(k, p, lane, d, shuffles);
+      int64_t vector = lanes.vector, steps = d / (kLanes * vector);
+      for (int64_t step = 0; step < steps; ++step) {
+        Value first = lanes.chunkStart(lane, k.idx(step));
+        for (int64_t e = 0; e < vector; ++e)
+          for (int64_t s = 0; s < n; ++s)
+            k.store(loop.getResult(s * slots + step * vector + e), partials,
+                    {k.idx(s), k.addi(first, k.idx(e)), p});
+      }
+    } else {
+      k.loop(0, d, [&](Value j) {
+        for (int64_t s = 0; s < n; ++s)
+          k.store(k.load(onHost, {k.idx(s), j}), partials, {k.idx(s), j, p});
+      });
+    }
+  });
+  call(finishKernel(k), RowLanes::range(parts, shuffles), kernelBuffers, op);
+  foldColumnPartials(op, sums, d, parts, partial);
+  return success();
+}
+
 LogicalResult HostLowering::lowerRowOp(Operation *op) {
   Location loc = op->getLoc();
   Type f32 = Float32Type::get(ctx);
@@ -3084,28 +3313,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   };
   auto name = op->getName().stripDialect();
 
-  // Over elements (the GPU), a row on 32 lanes (RowLanes): its mean and
-  // reciprocal standard deviation as rowStatistics has them (mean 0 for
-  // rms_norm), each sum over the lanes.
   bool shuffles = options.warpShuffles;
-  auto laneStatistics = [&](RowLanes &lanes, Value x, double eps,
-                            bool rms) -> std::pair<Value, Value> {
-    Kernel &k = lanes.k;
-    Value r = lanes.row;
-    int64_t d = lanes.d;
-    Value mean = k.f32(0);
-    if (!rms)
-      mean = k.mul(lanes.sum([&](Value j) {
-        return k.load(x, {r, j});
-      }),
-                   k.f32(1.0 / d));
-    Value sq = lanes.sum([&](Value j) {
-      Value c = k.sub(k.load(x, {r, j}), mean);
-      return k.mul(c, c);
-    });
-    Value var = k.add(k.mul(sq, k.f32(1.0 / d)), k.f32(eps));
-    return {mean, math::RsqrtOp::create(k.b, k.loc, var)};
-  };
 
   if (isa<LayerNormOp, RMSNormOp>(op)) {
     bool rms = isa<RMSNormOp>(op);
@@ -3200,6 +3408,17 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         types.push_back(memrefOf({rows, d}, BFloat16Type::get(ctx)));
         args.push_back(copy);
       }
+      // The weight's gradient (and the bias's: the same dy summed) in this
+      // kernel too, where a lane's share of its columns fits its registers,
+      // as llm.c's layer norm backward does: a warp walks rows p, p + parts,
+      // ... and each lane sums dy * xhat (and dy) for its columns as it
+      // writes their dx, so that no column sums read x and dy again; then
+      // a column's partials are folded as column sums fold theirs.
+      Operation *scale = scaleGradientOf(op);
+      if (scale && scale->getOperand(0) == dy && d % RowLanes::kLanes == 0 &&
+          2 * d / RowLanes::kLanes <= kNormSumsPerLane)
+        return lowerNormGradWithSums(op, scale, types, args, rows, d,
+                                     residual != nullptr);
       // The weight's gradient, further on, takes the row statistics this
       // kernel computes anyway rather than reading x again for them.
       int statsArg = -1;
@@ -3214,34 +3433,20 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       // over its lanes, then each lane its columns' gradients (the same
       // formula as below).
       Kernel k = startKernel(name, loc, types);
-      Value dX = k.args[0], dY = k.args[1], X = k.args[2], W = k.args[3];
       k.loop(k.begin, k.end, [&](Value index) {
         RowLanes lanes(k, index, d, shuffles);
         Value r = lanes.row;
-        Value mean, rstd;
-        std::tie(mean, rstd) = laneStatistics(lanes, X, eps, rms);
+        NormGradRow row(lanes, k.args[1], k.args[2], k.args[3], eps, rms);
         if (statsArg >= 0)
           lanes.once([&] {
-            k.store(mean, k.args[statsArg], {r, k.idx(0)});
-            k.store(rstd, k.args[statsArg], {r, k.idx(1)});
+            k.store(row.mean, k.args[statsArg], {r, k.idx(0)});
+            k.store(row.rstd, k.args[statsArg], {r, k.idx(1)});
           });
-        auto xhat = [&](Value j) {
-          return k.mul(k.sub(k.load(X, {r, j}), mean), rstd);
-        };
-        auto g = [&](Value j) {
-          return k.mul(k.load(dY, {r, j}), k.load(W, j));
-        };
-        Value sumG = rms ? k.f32(0) : lanes.sum(g);
-        Value sumGX = lanes.sum([&](Value j) { return k.mul(g(j), xhat(j)); });
-        Value meanG = k.mul(sumG, k.f32(1.0 / d));
-        Value meanGX = k.mul(sumGX, k.f32(1.0 / d));
-        SmallVector<Value> outs{dX};
+        SmallVector<Value> outs{k.args[0]};
         if (copyArg >= 0)
           outs.push_back(k.args[copyArg]);
-        lanes.writeRow(outs, [&](Value j) {
-          Value v = k.sub(k.sub(g(j), meanG), k.mul(xhat(j), meanGX));
-          return result(k, r, j, k.mul(v, rstd));
-        });
+        lanes.writeRow(outs,
+                       [&](Value j) { return result(k, r, j, row.dx(j)); });
       });
       call(finishKernel(k), RowLanes::range(rows, shuffles), args, op);
       return success();
