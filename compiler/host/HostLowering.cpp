@@ -49,9 +49,10 @@ namespace {
 /// Sums over leading dimensions into fewer elements than this, of at
 /// least kColumnSumsFrom each, are column sums (HostLowering::columnSums).
 constexpr int64_t kColumnSumsBelow = 32768, kColumnSumsFrom = 64;
-/// A norm's input gradient sums its weight's and bias's gradients too where
-/// a lane's share of the columns is at most this many floats (registers).
-constexpr int64_t kNormSumsPerLane = 64;
+/// A norm's input gradient sums its weight's and bias's gradients (and the
+/// bias gradient of what it writes) too where a lane's share of those sums
+/// is at most this many floats (registers: 3 x 24 for 768 columns).
+constexpr int64_t kNormSumsPerLane = 72;
 
 /// Over elements, an embedding's gradient runs one index per column and
 /// bucket of token ids (id mod this).
@@ -1051,13 +1052,21 @@ private:
   Operation *scaleGradientOf(Operation *op);
   /// Over elements: norm input gradient `op` (kernel arguments `types` on
   /// `buffers`: dx, dy, x, w, then the residual stream's gradient it adds
-  /// to where `residual`, then dx's bf16 copy, if any) with weight
-  /// gradient `scale` and the bias gradient after it summed in the same
-  /// kernel (kNormSumsPerLane).
-  LogicalResult lowerNormGradWithSums(Operation *op, Operation *scale,
-                                      ArrayRef<Type> types,
+  /// to where `residual`, then dx's bf16 copy, if any) with its weight's
+  /// gradient (scaleGradientOf), the bias gradient after that and a bias
+  /// gradient that sums what it writes (columnSumOf) summed in the same
+  /// kernel: a warp walks rows p, p + parts, ... and each lane adds its
+  /// columns' terms in registers (at most kNormSumsPerLane), then a
+  /// column's partials are folded as column sums fold theirs. Fails,
+  /// having lowered nothing, where there is no weight gradient to sum or
+  /// the sums do not fit.
+  LogicalResult lowerNormGradWithSums(Operation *op, ArrayRef<Type> types,
                                       ArrayRef<int> buffers, int64_t rows,
                                       int64_t d, bool residual);
+  /// A later sum in `after`'s block of `v` (or of a reshape of it) over
+  /// its leading dimensions into its `d` columns, in f32, that column sums
+  /// would compute (a bias gradient): null where there is none.
+  ReduceSumOp columnSumOf(Value v, Operation *after, int64_t d);
   /// Row statistics (mean, 1/std per row) that an input gradient's kernel
   /// keeps for the weight gradient reading them, by that weight gradient.
   llvm::DenseMap<Operation *, int> normStatistics;
@@ -3153,27 +3162,66 @@ std::pair<Value, Value> rowStatistics(Kernel &k, Value x, Value r, int64_t d,
 }
 } // namespace
 
-LogicalResult
-HostLowering::lowerNormGradWithSums(Operation *op, Operation *scale,
-                                    ArrayRef<Type> types, ArrayRef<int> buffers,
-                                    int64_t rows, int64_t d, bool residual) {
+ReduceSumOp HostLowering::columnSumOf(Value v, Operation *after, int64_t d) {
+  int64_t rows = tensorType(v).getNumElements() / d;
+  if (d >= kColumnSumsBelow || rows < kColumnSumsFrom)
+    return ReduceSumOp();
+  SmallVector<Value> views{v};
+  for (Operation *user : v.getUsers())
+    if (auto reshape = dyn_cast<ReshapeOp>(user))
+      views.push_back(reshape.getResult());
+  for (Value view : views)
+    for (Operation *user : view.getUsers()) {
+      auto sum = dyn_cast<ReduceSumOp>(user);
+      if (sum && sum.getInput() == view && !skipped.contains(sum) &&
+          sum->getBlock() == after->getBlock() && after->isBeforeInBlock(sum) &&
+          sumsLeadingDimensions(sum) &&
+          tensorType(view).getShape().back() == d &&
+          tensorType(sum.getResult()).getNumElements() == d &&
+          tensorType(sum.getResult()).getElementType().isF32())
+        return sum;
+    }
+  return ReduceSumOp();
+}
+
+LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
+                                                  ArrayRef<Type> types,
+                                                  ArrayRef<int> buffers,
+                                                  int64_t rows, int64_t d,
+                                                  bool residual) {
   bool rms = isa<RMSNormGradOp>(op), shuffles = options.warpShuffles;
   double eps = cast<FloatAttr>(op->getAttr("eps")).getValueAsDouble();
   Value dy = op->getOperand(0);
   Type f32 = Float32Type::get(ctx);
-  // The sums go where the scale gradient (and the bias's sum right after
-  // it) would have put them: into the accumulators, written from here on.
-  skipped.insert(scale);
-  int acc = accumulatorFor(scale, op);
-  SmallVector<ColumnSum, 2> sums{
-      {acc >= 0 ? acc : newTemp(scale->getResult(0)), 1.0, acc >= 0, {}}};
-  if (ReduceSumOp bias = biasGradientAfter(scale, dy, d)) {
-    skipped.insert(bias);
-    int biasAcc = accumulatorFor(bias, op);
-    sums.push_back({biasAcc >= 0 ? biasAcc : newTemp(bias.getResult()),
-                    1.0,
-                    biasAcc >= 0,
-                    {}});
+  Operation *scale = scaleGradientOf(op);
+  if (!scale || scale->getOperand(0) != dy || d % RowLanes::kLanes != 0)
+    return failure();
+  ReduceSumOp bias = biasGradientAfter(scale, dy, d);
+  // The sum of what this kernel writes (the residual stream's gradient: the
+  // bias gradient of the linear whose output it is), unless a GEMM's bgrad
+  // epilogue is to compute it.
+  Value written = op->getResult(0);
+  if (residual)
+    written = (*written.getUsers().begin())->getResult(0);
+  ReduceSumOp outSum;
+  if (options.gemmEpilogues != host::KernelOptions::Epilogues::Gelu)
+    outSum = columnSumOf(written, op, d);
+  auto perLane = [&] { return (1 + !!bias + !!outSum) * d / RowLanes::kLanes; };
+  if (perLane() > kNormSumsPerLane)
+    outSum = ReduceSumOp();
+  if (perLane() > kNormSumsPerLane)
+    return failure();
+
+  // The sums go where those ops would have put them: into the
+  // accumulators, written from here on.
+  SmallVector<ColumnSum, 3> sums;
+  for (Operation *sum : {scale, bias.getOperation(), outSum.getOperation()}) {
+    if (!sum)
+      continue;
+    skipped.insert(sum);
+    int acc = accumulatorFor(sum, op);
+    sums.push_back(
+        {acc >= 0 ? acc : newTemp(sum->getResult(0)), 1.0, acc >= 0, {}});
   }
   int64_t n = sums.size();
   // Enough warps to keep a GPU's memory busy, each walking 8 rows, so that
@@ -3225,11 +3273,14 @@ HostLowering::lowerNormGradWithSums(Operation *op, Operation *scale,
       NormGradRow row(lanes, k.args[1], k.args[2], k.args[3], eps, rms);
       // Column j's dx and terms, then its stores: a chunk's loads all
       // before the stores (dx may be written over dy or x).
-      auto terms = [&](Value j) {
+      // dy * xhat, then dy, then what is written, as `sums` lists them.
+      auto terms = [&](Value j, Value written) {
         Value dyj = k.load(k.args[1], {r, j});
         SmallVector<Value> t{k.mul(dyj, row.xhat(j))};
-        if (n > 1)
+        if (bias)
           t.push_back(dyj);
+        if (outSum)
+          t.push_back(written);
         return t;
       };
       auto dx = [&](Value j) {
@@ -3247,7 +3298,7 @@ HostLowering::lowerNormGradWithSums(Operation *op, Operation *scale,
             for (int64_t e = 0; e < vector; ++e) {
               columns.push_back(k.addi(first, k.idx(e)));
               values.push_back(dx(columns.back()));
-              columnTerms.push_back(terms(columns.back()));
+              columnTerms.push_back(terms(columns.back(), values.back()));
             }
             for (Value out : outs)
               for (int64_t e = 0; e < vector; ++e)
@@ -3409,16 +3460,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         args.push_back(copy);
       }
       // The weight's gradient (and the bias's: the same dy summed) in this
-      // kernel too, where a lane's share of its columns fits its registers,
-      // as llm.c's layer norm backward does: a warp walks rows p, p + parts,
-      // ... and each lane sums dy * xhat (and dy) for its columns as it
-      // writes their dx, so that no column sums read x and dy again; then
-      // a column's partials are folded as column sums fold theirs.
-      Operation *scale = scaleGradientOf(op);
-      if (scale && scale->getOperand(0) == dy && d % RowLanes::kLanes == 0 &&
-          2 * d / RowLanes::kLanes <= kNormSumsPerLane)
-        return lowerNormGradWithSums(op, scale, types, args, rows, d,
-                                     residual != nullptr);
+      // kernel too where it can, as llm.c's layer norm backward does.
+      if (succeeded(lowerNormGradWithSums(op, types, args, rows, d,
+                                          residual != nullptr)))
+        return success();
       // The weight's gradient, further on, takes the row statistics this
       // kernel computes anyway rather than reading x again for them.
       int statsArg = -1;
