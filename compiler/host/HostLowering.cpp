@@ -917,13 +917,20 @@ private:
   /// One linalg.generic over `shape`, parallel over its first dimension,
   /// reading `operands` with broadcasting and writing the `outs` buffers.
   /// With `flat`, every operand but scalars is read as an array of
-  /// `shape` (one dimension), element i at i.
+  /// `shape` (one dimension), element i at i. Over elements, `columnSum`
+  /// (a sum of the first output over its leading dimensions: columnSumOf)
+  /// is summed as that output is written (elementwiseColumnSum).
   LogicalResult emitElementwiseKernel(Operation *op, StringRef name,
                                       ArrayRef<Value> operands,
                                       ArrayRef<int> outs,
                                       ArrayRef<int64_t> shape,
                                       ArrayRef<Type> outElements,
-                                      ScalarBody body, bool flat = false);
+                                      ScalarBody body, bool flat = false,
+                                      ReduceSumOp columnSum = ReduceSumOp());
+  /// The sum over leading dimensions of elementwise `op`'s first result
+  /// that its kernel can compute as it writes it (over elements, unless a
+  /// GEMM's bgrad epilogue is to): null where there is none.
+  ReduceSumOp elementwiseColumnSum(Operation *op, ArrayRef<int64_t> shape);
   /// The optimizer step's updates of whole parameters (an nn.fused over
   /// the parameter, its gradient and moments and shared scalars, stored
   /// back in place) that run the same body: grouped, each group one kernel
@@ -1762,7 +1769,19 @@ LogicalResult HostLowering::lowerElementwise(Operation *op,
         if (failed(r))
           return failure();
         return SmallVector<Value>{*r};
-      });
+      },
+      /*flat=*/false, elementwiseColumnSum(op, outType.getShape()));
+}
+
+ReduceSumOp HostLowering::elementwiseColumnSum(Operation *op,
+                                               ArrayRef<int64_t> shape) {
+  if (!options.parallelOverElements ||
+      options.gemmEpilogues == host::KernelOptions::Epilogues::Gelu ||
+      shape.size() < 2 || op->getNumResults() == 0 ||
+      tensorType(op->getResult(0)).getShape() != shape ||
+      !tensorType(op->getResult(0)).getElementType().isF32())
+    return ReduceSumOp();
+  return columnSumOf(op->getResult(0), op, shape.back());
 }
 
 /// The scalar results of an nn.fused body from its arguments' scalars.
@@ -1816,7 +1835,8 @@ LogicalResult HostLowering::lowerFused(FusedOp fused) {
           for (unsigned c : copied)
             r->push_back((*r)[c]);
         return r;
-      });
+      },
+      /*flat=*/false, elementwiseColumnSum(fused, fused.getShape()));
 }
 
 //===----------------------------------------------------------------------===//
@@ -2149,12 +2169,10 @@ LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
   return status;
 }
 
-LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
-                                                  ArrayRef<Value> operands,
-                                                  ArrayRef<int> outs,
-                                                  ArrayRef<int64_t> shape,
-                                                  ArrayRef<Type> outElements,
-                                                  ScalarBody body, bool flat) {
+LogicalResult HostLowering::emitElementwiseKernel(
+    Operation *op, StringRef name, ArrayRef<Value> operands, ArrayRef<int> outs,
+    ArrayRef<int64_t> shape, ArrayRef<Type> outElements, ScalarBody body,
+    bool flat, ReduceSumOp columnSum) {
   int64_t rank = shape.size();
   auto shapeOf = [&](Value v) {
     ArrayRef<int64_t> s = tensorType(v).getShape();
@@ -2185,6 +2203,23 @@ LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
     argBuffers.push_back(b);
   }
 
+  // Over elements, the column sum's partials (below) are the last argument.
+  if (!options.parallelOverElements)
+    columnSum = ReduceSumOp();
+  constexpr int64_t kRowsPerIndex = 16;
+  int64_t parts = 1, partial = -1;
+  if (columnSum) {
+    int64_t rows = 1;
+    for (int64_t d : shape.drop_back())
+      rows *= d;
+    parts = std::max<int64_t>(1, rows / kRowsPerIndex);
+    while (rows % parts)
+      --parts;
+    Type f32 = Float32Type::get(ctx);
+    partial = newScratch({1, shape.back(), parts}, f32);
+    argTypes.push_back(memrefOf({1, shape.back(), parts}, f32));
+    argBuffers.push_back(partial);
+  }
   Kernel k = startKernel(name, op->getLoc(), argTypes);
   OpBuilder &b = k.b;
   if (options.parallelOverElements) {
@@ -2202,7 +2237,9 @@ LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
     if (rank > 0)
       chunks.back() /= vector;
     LogicalResult status = success();
-    k.loop(k.begin, k.end, [&](Value chunk) {
+    // Chunk `chunk`'s loads, arithmetic and stores; its first output's
+    // values as stored (rounded where that is bf16).
+    auto emitChunk = [&](Value chunk) -> SmallVector<Value> {
       SmallVector<Value> first = k.unflatten(chunk, chunks);
       if (vector > 1)
         first.back() = k.muli(first.back(), k.idx(vector));
@@ -2243,7 +2280,7 @@ LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
           results.push_back(*r);
       }
       if (failed(status))
-        return;
+        return {};
       for (size_t i = 0; i < outs.size(); ++i) {
         if (vector == 1) {
           k.store(results[0][i], k.args[i], first);
@@ -2254,10 +2291,65 @@ LogicalResult HostLowering::emitElementwiseKernel(Operation *op, StringRef name,
           chunk.push_back(results[e][i]);
         k.storeChunk(chunk, k.args[i], first);
       }
+      Type stored = cast<MemRefType>(k.args[0].getType()).getElementType();
+      SmallVector<Value> written;
+      for (int64_t e = 0; e < vector; ++e) {
+        Value v = k.storedAs(results[e][0], stored);
+        written.push_back(
+            v.getType().isF32()
+                ? v
+                : arith::ExtFOp::create(b, k.loc, k.b.getF32Type(), v)
+                      .getResult());
+      }
+      return written;
+    };
+    if (!columnSum) {
+      k.loop(k.begin, k.end, [&](Value chunk) { emitChunk(chunk); });
+      if (failed(status))
+        return failure();
+      call(finishKernel(k), total / vector, argBuffers, op);
+      return success();
+    }
+    // The first output's column sums as it is written: index (p, c) walks
+    // rows p, p + parts, ... (16 each) of chunk c of the last dimension,
+    // adding each of its `vector` columns in registers, then writes them
+    // as partials that a second kernel folds into the sum's result. The
+    // sum's column sums kernel would read the output again (GPT-2: the
+    // GELU's gradient, the MLP's bias gradient).
+    int64_t d = shape.back(), rows = total / d, perRow = d / vector;
+    Value partials = k.args.back();
+    k.loop(k.begin, k.end, [&](Value index) {
+      Value p = k.divi(index, k.idx(perRow));
+      Value c = k.remi(index, k.idx(perRow));
+      SmallVector<Value> init(vector, k.f32(0));
+      auto loop = scf::ForOp::create(b, k.loc, k.idx(0), k.idx(rows / parts),
+                                     k.idx(1), init);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(loop.getBody());
+        Value r = k.addi(p, k.muli(loop.getInductionVar(), k.idx(parts)));
+        SmallVector<Value> written =
+            emitChunk(k.addi(k.muli(r, k.idx(perRow)), c));
+        SmallVector<Value> next;
+        for (int64_t e = 0; e < vector && !written.empty(); ++e)
+          next.push_back(k.add(loop.getRegionIterArgs()[e], written[e]));
+        if (written.empty()) // failed: keep the IR well formed
+          next.assign(loop.getRegionIterArgs().begin(),
+                      loop.getRegionIterArgs().end());
+        scf::YieldOp::create(b, k.loc, next);
+      }
+      for (int64_t e = 0; e < vector; ++e)
+        k.store(loop.getResult(e), partials,
+                {k.idx(0), k.addi(k.muli(c, k.idx(vector)), k.idx(e)), p});
     });
     if (failed(status))
       return failure();
-    call(finishKernel(k), total / vector, argBuffers, op);
+    call(finishKernel(k), parts * perRow, argBuffers, op);
+    skipped.insert(columnSum);
+    int acc = accumulatorFor(columnSum, op);
+    ColumnSum sum{
+        acc >= 0 ? acc : newTemp(columnSum.getResult()), 1.0, acc >= 0, {}};
+    foldColumnPartials(op, sum, d, parts, partial);
     return success();
   }
   // Views of this thread's rows of the first dimension.
