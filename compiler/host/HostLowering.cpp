@@ -2207,7 +2207,8 @@ LogicalResult HostLowering::emitElementwiseKernel(
   if (!options.parallelOverElements)
     columnSum = ReduceSumOp();
   constexpr int64_t kRowsPerIndex = 16;
-  int64_t parts = 1, partial = -1;
+  int64_t parts = 1;
+  int partial = -1;
   if (columnSum) {
     int64_t rows = 1;
     for (int64_t d : shape.drop_back())
@@ -2291,6 +2292,8 @@ LogicalResult HostLowering::emitElementwiseKernel(
           chunk.push_back(results[e][i]);
         k.storeChunk(chunk, k.args[i], first);
       }
+      if (!columnSum)
+        return {};
       Type stored = cast<MemRefType>(k.args[0].getType()).getElementType();
       SmallVector<Value> written;
       for (int64_t e = 0; e < vector; ++e) {
@@ -3296,7 +3299,8 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
   if (residual)
     written = (*written.getUsers().begin())->getResult(0);
   ReduceSumOp outSum;
-  if (options.gemmEpilogues != host::KernelOptions::Epilogues::Gelu)
+  if (options.gemmEpilogues != host::KernelOptions::Epilogues::Gelu &&
+      plan.buffers[buffers[0]].dtype == "f32")
     outSum = columnSumOf(written, op, d);
   auto perLane = [&] { return (1 + !!bias + !!outSum) * d / RowLanes::kLanes; };
   if (perLane() > kNormSumsPerLane)
