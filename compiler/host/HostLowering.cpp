@@ -49,6 +49,14 @@ namespace {
 /// Sums over leading dimensions into fewer elements than this, of at
 /// least kColumnSumsFrom each, are column sums (HostLowering::columnSums).
 constexpr int64_t kColumnSumsBelow = 32768, kColumnSumsFrom = 64;
+/// The most parts of at most `most` (at least 1) that divide `rows` evenly.
+int64_t partsOfRows(int64_t rows, int64_t most) {
+  int64_t parts = std::max<int64_t>(1, std::min(rows, most));
+  while (rows % parts)
+    --parts;
+  return parts;
+}
+
 /// A norm's input gradient sums its weight's and bias's gradients (and the
 /// bias gradient of what it writes) too where a lane's share of those sums
 /// is at most this many floats (registers: 3 x 24 for 768 columns).
@@ -1074,6 +1082,11 @@ private:
   /// its leading dimensions into its `d` columns, in f32, that column sums
   /// would compute (a bias gradient): null where there is none.
   ReduceSumOp columnSumOf(Value v, Operation *after, int64_t d);
+  /// A later sum in `after`'s block of one of `views` over its leading
+  /// dimensions into `n` elements, in f32, not lowered yet: null where
+  /// there is none.
+  ReduceSumOp laterLeadingSum(ArrayRef<Value> views, Operation *after,
+                              int64_t n);
   /// Row statistics (mean, 1/std per row) that an input gradient's kernel
   /// keeps for the weight gradient reading them, by that weight gradient.
   llvm::DenseMap<Operation *, int> normStatistics;
@@ -2207,15 +2220,12 @@ LogicalResult HostLowering::emitElementwiseKernel(
   if (!options.parallelOverElements)
     columnSum = ReduceSumOp();
   constexpr int64_t kRowsPerIndex = 16;
-  int64_t parts = 1;
+  int64_t parts = 1, sumRows = 1;
   int partial = -1;
   if (columnSum) {
-    int64_t rows = 1;
     for (int64_t d : shape.drop_back())
-      rows *= d;
-    parts = std::max<int64_t>(1, rows / kRowsPerIndex);
-    while (rows % parts)
-      --parts;
+      sumRows *= d;
+    parts = partsOfRows(sumRows, sumRows / kRowsPerIndex);
     Type f32 = Float32Type::get(ctx);
     partial = newScratch({1, shape.back(), parts}, f32);
     argTypes.push_back(memrefOf({1, shape.back(), parts}, f32));
@@ -2319,7 +2329,7 @@ LogicalResult HostLowering::emitElementwiseKernel(
     // as partials that a second kernel folds into the sum's result. The
     // sum's column sums kernel would read the output again (GPT-2: the
     // GELU's gradient, the MLP's bias gradient).
-    int64_t d = shape.back(), rows = total / d, perRow = d / vector;
+    int64_t d = shape.back(), rows = sumRows, perRow = d / vector;
     Value partials = k.args.back();
     k.loop(k.begin, k.end, [&](Value index) {
       Value p = k.divi(index, k.idx(perRow));
@@ -3011,13 +3021,18 @@ ReduceSumOp HostLowering::biasGradientOfGemm(Operation *gemm, Value a,
   SmallVector<Value> views{a};
   if (auto reshape = a.getDefiningOp<ReshapeOp>())
     views.push_back(reshape.getInput());
+  return laterLeadingSum(views, gemm, m);
+}
+
+ReduceSumOp HostLowering::laterLeadingSum(ArrayRef<Value> views,
+                                          Operation *after, int64_t n) {
   for (Value view : views)
     for (Operation *user : view.getUsers()) {
       auto sum = dyn_cast<ReduceSumOp>(user);
       if (sum && sum.getInput() == view && !skipped.contains(sum) &&
-          sum->getBlock() == gemm->getBlock() && gemm->isBeforeInBlock(sum) &&
+          sum->getBlock() == after->getBlock() && after->isBeforeInBlock(sum) &&
           sumsLeadingDimensions(sum) &&
-          tensorType(sum.getResult()).getNumElements() == m &&
+          tensorType(sum.getResult()).getNumElements() == n &&
           tensorType(sum.getResult()).getElementType().isF32())
         return sum;
     }
@@ -3047,9 +3062,7 @@ void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
   // rows; parts divides the rows.
   constexpr int64_t kIndices = 1 << 17, kLeastRows = 8;
   int64_t parts =
-      std::max<int64_t>(1, std::min(kIndices / cols, rows / kLeastRows));
-  while (rows % parts)
-    --parts;
+      partsOfRows(rows, std::min(kIndices / cols, rows / kLeastRows));
   StringRef name = op->getName().stripDialect();
   Type f32 = Float32Type::get(ctx);
   int64_t n = sums.size();
@@ -3261,22 +3274,14 @@ ReduceSumOp HostLowering::columnSumOf(Value v, Operation *after, int64_t d) {
   int64_t rows = tensorType(v).getNumElements() / d;
   if (d >= kColumnSumsBelow || rows < kColumnSumsFrom)
     return ReduceSumOp();
-  SmallVector<Value> views{v};
+  SmallVector<Value> views;
+  if (tensorType(v).getShape().back() == d)
+    views.push_back(v);
   for (Operation *user : v.getUsers())
-    if (auto reshape = dyn_cast<ReshapeOp>(user))
+    if (auto reshape = dyn_cast<ReshapeOp>(user);
+        reshape && tensorType(reshape.getResult()).getShape().back() == d)
       views.push_back(reshape.getResult());
-  for (Value view : views)
-    for (Operation *user : view.getUsers()) {
-      auto sum = dyn_cast<ReduceSumOp>(user);
-      if (sum && sum.getInput() == view && !skipped.contains(sum) &&
-          sum->getBlock() == after->getBlock() && after->isBeforeInBlock(sum) &&
-          sumsLeadingDimensions(sum) &&
-          tensorType(view).getShape().back() == d &&
-          tensorType(sum.getResult()).getNumElements() == d &&
-          tensorType(sum.getResult()).getElementType().isF32())
-        return sum;
-    }
-  return ReduceSumOp();
+  return laterLeadingSum(views, after, d);
 }
 
 LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
@@ -3323,9 +3328,7 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
   // Enough warps to keep a GPU's memory busy, each walking 8 rows, so that
   // the partials are an eighth of dy per sum; parts divides the rows.
   constexpr int64_t kRowsPerWarp = 8;
-  int64_t parts = std::max<int64_t>(1, rows / kRowsPerWarp);
-  while (rows % parts)
-    --parts;
+  int64_t parts = partsOfRows(rows, rows / kRowsPerWarp);
   int partial = newScratch({n, d, parts}, f32);
   SmallVector<Type> kernelTypes(types.begin(), types.end());
   kernelTypes.push_back(memrefOf({n, d, parts}, f32));
