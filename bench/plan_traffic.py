@@ -3,7 +3,9 @@
 
 Builds a model's plan (`hotstage build FILE --emit=plan ...`) and sums, per
 function and per kind of action, the bytes of the buffers each action
-names: every buffer once (a GEMM's C twice when it accumulates). That is a
+names: every buffer once (a GEMM's C twice when it accumulates, the
+logits twice in cross entropy's kernel that writes its gradient over them
+as it reads them). That is a
 lower bound on what the action moves through memory (a kernel may read a
 buffer more than once, a GEMM re-reads its operands from cache), and it
 counts the GEMMs' operands too (a grouped optimizer update names only the
@@ -45,13 +47,15 @@ def plan_of(hotstage, model, target, flags):
 def traffic(plan):
     """{function: (actions, bytes, {note: bytes}, [(kind, note, flops,
     bytes) per action])}"""
-    sizes, functions, current = {}, {}, None
+    sizes, kernels, functions, current = {}, {}, {}, None
     for line in plan.splitlines():
         words = line.split()
         if not words:
             continue
         if words[0] == "buffer":
             sizes[int(words[1])] = int(words[words.index("bytes") + 1])
+        elif words[0] == "kernel":
+            kernels[words[1]] = words[2]
         elif words[0] == "function":
             current = functions.setdefault(
                 words[1], [0, 0, collections.Counter(), []])
@@ -59,8 +63,8 @@ def traffic(plan):
                                                   "attention_grad"):
             body, _, note = line.partition("#")
             body = body.split()
-            if words[0] == "call":  # call KERNEL RANGE N BUFFERS...
-                ids = body[4:]
+            if words[0] == "call":  # call KERNEL RANGE N BUFFERS... [block B]
+                ids = body[4:4 + int(body[3])]
             elif words[0] == "gemm":  # gemm B M N K TA TB ACC A B C SA SB SC ...
                 ids = body[8:11]
                 for key in ("bias", "addend", "aux"):
@@ -73,6 +77,9 @@ def traffic(plan):
             if words[0] != "gemm":  # a buffer named twice moves once
                 ids = list(dict.fromkeys(ids))
             moved = sum(sizes.get(int(i), 0) for i in ids)
+            if words[0] == "call" and kernels.get(body[1], "").endswith(
+                    "_cross_entropy_and_grad"):
+                moved += sizes.get(int(ids[0]), 0)  # read, then overwritten
             current[0] += 1
             current[1] += moved
             current[2][note.strip() or words[0]] += moved

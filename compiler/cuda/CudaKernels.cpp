@@ -140,6 +140,10 @@ static LogicalResult wrapInGpuModule(ModuleOp kernels,
                  LLVM::LinkageAttr::get(ctx, LLVM::Linkage::Internal));
     }
   }
+  // Shared memory (the row reductions' pairs of a block's warps).
+  for (memref::GlobalOp global :
+       llvm::make_early_inc_range(kernels.getOps<memref::GlobalOp>()))
+    global->moveBefore(gpuModule.getBody(), gpuModule.getBody()->end());
   SymbolTable symbols(gpuModule);
   b.setInsertionPointToEnd(gpuModule.getBody());
   for (const std::string &name : table) {
@@ -156,6 +160,11 @@ static LogicalResult wrapInGpuModule(ModuleOp kernels,
     auto entry = gpu::GPUFuncOp::create(b, loc, name + cuda::kEntrySuffix,
                                         b.getFunctionType(params, {}));
     entry->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+    // A kernel whose blocks must have a size (HostLowering's
+    // hotstage.block): ptxas then fits its registers to that many threads.
+    if (auto block = kernel->getAttrOfType<IntegerAttr>("hotstage.block"))
+      entry.setKnownBlockSizeAttr(
+          b.getDenseI32ArrayAttr({static_cast<int32_t>(block.getInt()), 1, 1}));
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(&entry.getBody().front());
     Value block = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);

@@ -145,6 +145,14 @@ static cl::opt<bool> padRows(
              "keeps them packed"),
     cl::init(true), cl::cat(category));
 
+static cl::opt<bool> lossGradientInForward(
+    "loss-gradient-in-forward",
+    cl::desc("Over elements (--target cuda), let cross entropy write the "
+             "loss gradient over the logits as it reads them (llm.c's fused "
+             "classifier) rather than in the backward; =false keeps two "
+             "passes"),
+    cl::init(true), cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -609,6 +617,7 @@ int main(int argc, char **argv) {
                                                     : Attention::Kernels;
   kernelOptions.packedAttention = packedQkv;
   kernelOptions.padRows = padRows;
+  kernelOptions.lossGradientInForward = lossGradientInForward;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;

@@ -280,6 +280,10 @@ struct Kernel {
 /// Floats in 16 bytes: a GPU thread's widest load.
 constexpr int64_t kVector = 4;
 
+/// On a kernel that needs its GPU blocks of a size (its threads share
+/// memory): the threads a block.
+constexpr llvm::StringLiteral kBlockAttr = "hotstage.block";
+
 /// The 32 lanes of a row (a warp on a GPU) that reduce it together. Lane
 /// l walks the row's chunks l, l + 32, ... of `kVector` neighbouring
 /// columns (16 bytes of floats: one 128-bit load on a GPU, neighbouring
@@ -291,11 +295,16 @@ constexpr int64_t kVector = 4;
 /// without, each index is a row whose lanes run in turn, keeping their
 /// partials in a 32-float array, so the host computes bitwise what the
 /// GPU's warps compute.
+///
+/// A row may take several warps (`warps`: a GPU block of 32 * warps
+/// threads a row, which the kernel's `hotstage.block` attribute asks for),
+/// its lanes 0 .. 32 * warps walking its chunks in turn; maxSumExpOfChunks
+/// then combines the warps' pairs through shared memory, in warp order.
 struct RowLanes {
   static constexpr int64_t kLanes = 32;
   /// The kernel's parallel range for `rows` rows.
-  static int64_t range(int64_t rows, bool shuffles) {
-    return shuffles ? rows * kLanes : rows;
+  static int64_t range(int64_t rows, bool shuffles, int64_t warps = 1) {
+    return shuffles ? rows * kLanes * warps : rows;
   }
 
   RowLanes(Kernel &k, Value index, int64_t d, bool shuffles)
@@ -304,6 +313,17 @@ struct RowLanes {
     row = shuffles ? k.divi(index, k.idx(kLanes)) : index;
     if (shuffles)
       lane = k.remi(index, k.idx(kLanes));
+  }
+  /// A row on `warps` warps (a GPU block), walked in chunks of `vector`
+  /// columns whether or not the row holds whole chunks of every lane, or
+  /// whole chunks at all (the caller's loads then take a chunk's columns
+  /// one at a time).
+  RowLanes(Kernel &k, Value index, int64_t d, bool shuffles, int64_t warps,
+           int64_t vector)
+      : k(k), d(d), shuffles(shuffles), vector(vector), warps(warps) {
+    row = shuffles ? k.divi(index, k.idx(lanesPerRow())) : index;
+    if (shuffles)
+      lane = k.remi(index, k.idx(lanesPerRow()));
   }
   /// Row `row` on lane `lane` (null without shuffles): a warp that walks
   /// several rows.
@@ -316,6 +336,7 @@ struct RowLanes {
   /// every lane; `combine` must be commutative (add, maximum).
   Value reduce(Value init, llvm::function_ref<Value(Value, Value)> combine,
                llvm::function_ref<Value(Value)> term) {
+    assert(warps == 1 && "a row on one warp");
     auto fold = [&](Value l) {
       if (vector == 1)
         return k.foldStrided(l, kLanes, d, init, [&](Value acc, Value j) {
@@ -366,15 +387,30 @@ struct RowLanes {
   /// their pairs as warp shuffles do. A row too wide to stay in cache (a
   /// vocabulary's logits) is read once.
   std::pair<Value, Value> maxSumExp(llvm::function_ref<Value(Value)> term) {
+    return maxSumExpOfChunks([&](Value first) {
+      SmallVector<Value> xs;
+      for (int64_t e = 0; e < vector; ++e)
+        xs.push_back(term(k.addi(first, k.idx(e))));
+      return xs;
+    });
+  }
+  /// The same of the values chunk(first) gives for the `vector` columns
+  /// from `first`, of which those before `columns` count (a chunk past the
+  /// row's end, of a lane's last group of steps, reads the row's first
+  /// chunk instead).
+  std::pair<Value, Value>
+  maxSumExpOfChunks(llvm::function_ref<SmallVector<Value>(Value)> chunk) {
     constexpr int64_t kGroup = 4;
     // Below any value, yet lowest - x is finite: exp of it is 0 on every
     // target's expansion of exp, where -inf might not be.
     Value lowest = k.f32(-3.4028234663852886e38);
-    int64_t perStep = kLanes * vector;
+    int64_t perStep = lanesPerRow() * vector;
     int64_t steps = (d + perStep - 1) / perStep;
+    int64_t groups = (steps + kGroup - 1) / kGroup;
+    bool overhang = groups * kGroup * perStep > d;
+    bool masked = columns < groups * kGroup * perStep;
     auto fold = [&](Value l) -> std::pair<Value, Value> {
-      auto loop = scf::ForOp::create(k.b, k.loc, k.idx(0),
-                                     k.idx((steps + kGroup - 1) / kGroup),
+      auto loop = scf::ForOp::create(k.b, k.loc, k.idx(0), k.idx(groups),
                                      k.idx(1), ValueRange{lowest, k.f32(0)});
       OpBuilder::InsertionGuard guard(k.b);
       k.b.setInsertionPointToStart(loop.getBody());
@@ -383,27 +419,26 @@ struct RowLanes {
       SmallVector<Value> xs, present;
       for (int64_t g = 0; g < kGroup; ++g) {
         Value step = k.addi(k.muli(group, k.idx(kGroup)), k.idx(g));
-        Value first = vector > 1 ? chunkStart(l, step)
-                                 : k.addi(l, k.muli(step, k.idx(kLanes)));
-        for (int64_t e = 0; e < vector; ++e) {
-          Value j = k.addi(first, k.idx(e));
-          Value inRange = arith::CmpIOp::create(
-              k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
-          Value safe =
-              arith::SelectOp::create(k.b, k.loc, inRange, j, k.idx(0));
-          xs.push_back(term(safe));
-          present.push_back(inRange);
-        }
+        Value first = chunkStart(l, step);
+        xs.append(chunk(overhang ? inRow(first) : first));
+        for (int64_t e = 0; masked && e < vector; ++e)
+          present.push_back(
+              arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::ult,
+                                    k.addi(first, k.idx(e)), k.idx(columns)));
       }
       // Columns past the row's end count as nothing.
+      auto counted = [&](size_t i, Value x, Value otherwise) -> Value {
+        if (!masked)
+          return x;
+        return arith::SelectOp::create(k.b, k.loc, present[i], x, otherwise);
+      };
       Value top = lowest;
-      for (auto [x, in] : llvm::zip(xs, present))
-        top = k.max(top, arith::SelectOp::create(k.b, k.loc, in, x, lowest));
+      for (auto [i, x] : llvm::enumerate(xs))
+        top = k.max(top, counted(i, x, lowest));
       Value next = k.max(m, top);
       Value sum = k.mul(s, k.exp(k.sub(m, next)));
-      for (auto [x, in] : llvm::zip(xs, present))
-        sum = k.add(sum, arith::SelectOp::create(
-                             k.b, k.loc, in, k.exp(k.sub(x, next)), k.f32(0)));
+      for (auto [i, x] : llvm::enumerate(xs))
+        sum = k.add(sum, counted(i, k.exp(k.sub(x, next)), k.f32(0)));
       scf::YieldOp::create(k.b, k.loc, ValueRange{next, sum});
       return {loop.getResult(0), loop.getResult(1)};
     };
@@ -413,6 +448,16 @@ struct RowLanes {
       Value sum = k.add(k.mul(s, k.exp(k.sub(m, next))),
                         k.mul(os, k.exp(k.sub(om, next))));
       return std::pair<Value, Value>{next, sum};
+    };
+    // The warps' pairs (each warp's as its lane 0 holds it), combined in
+    // warp order: the same bits in every lane of the row.
+    auto combineWarps = [&](Value pairs) -> std::pair<Value, Value> {
+      Value m = k.load(pairs, {k.idx(0), k.idx(0)});
+      Value s = k.load(pairs, {k.idx(0), k.idx(1)});
+      for (int64_t w = 1; w < warps; ++w)
+        std::tie(m, s) = combine(m, s, k.load(pairs, {k.idx(w), k.idx(0)}),
+                                 k.load(pairs, {k.idx(w), k.idx(1)}));
+      return {m, s};
     };
     if (shuffles) {
       auto [m, s] = fold(lane);
@@ -425,18 +470,38 @@ struct RowLanes {
         Value om = shuffle(m), os = shuffle(s);
         std::tie(m, s) = combine(m, s, om, os);
       }
-      return {m, s};
+      if (warps == 1)
+        return {m, s};
+      // The block is the row's: its shared memory holds the row's pairs.
+      Value pairs = sharedPairs();
+      Value warp = k.divi(lane, k.idx(kLanes));
+      Value first =
+          arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
+                                k.remi(lane, k.idx(kLanes)), k.idx(0));
+      {
+        auto guard = scf::IfOp::create(k.b, k.loc, first, false);
+        OpBuilder::InsertionGuard g(k.b);
+        k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+        k.store(m, pairs, {warp, k.idx(0)});
+        k.store(s, pairs, {warp, k.idx(1)});
+      }
+      gpu::BarrierOp::create(k.b, k.loc);
+      return combineWarps(pairs);
     }
     OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
-    auto type = MemRefType::get({kLanes, 2}, k.b.getF32Type());
+    auto type = MemRefType::get({lanesPerRow(), 2}, k.b.getF32Type());
     Value partial = memref::AllocaOp::create(entry, k.loc, type);
-    k.loop(0, kLanes, [&](Value l) {
+    k.loop(0, lanesPerRow(), [&](Value l) {
       auto [m, s] = fold(l);
       k.store(m, partial, {l, k.idx(0)});
       k.store(s, partial, {l, k.idx(1)});
     });
+    // Each warp's lanes as its shuffles combine them, then the warps' lane
+    // 0 pairs in warp order.
     for (int64_t offset = kLanes / 2; offset >= 1; offset /= 2)
-      k.loop(0, offset, [&](Value l) {
+      k.loop(0, warps * offset, [&](Value i) {
+        Value warpStart = k.muli(k.divi(i, k.idx(offset)), k.idx(kLanes));
+        Value l = k.addi(warpStart, k.remi(i, k.idx(offset)));
         Value o = k.addi(l, k.idx(offset));
         auto [m, s] = combine(
             k.load(partial, {l, k.idx(0)}), k.load(partial, {l, k.idx(1)}),
@@ -444,8 +509,17 @@ struct RowLanes {
         k.store(m, partial, {l, k.idx(0)});
         k.store(s, partial, {l, k.idx(1)});
       });
-    return {k.load(partial, {k.idx(0), k.idx(0)}),
-            k.load(partial, {k.idx(0), k.idx(1)})};
+    if (warps == 1)
+      return {k.load(partial, {k.idx(0), k.idx(0)}),
+              k.load(partial, {k.idx(0), k.idx(1)})};
+    Value pairs = memref::AllocaOp::create(
+        entry, k.loc, MemRefType::get({warps, 2}, k.b.getF32Type()));
+    k.loop(0, warps, [&](Value w) {
+      Value l = k.muli(w, k.idx(kLanes));
+      k.store(k.load(partial, {l, k.idx(0)}), pairs, {w, k.idx(0)});
+      k.store(k.load(partial, {l, k.idx(1)}), pairs, {w, k.idx(1)});
+    });
+    return combineWarps(pairs);
   }
   Value max(llvm::function_ref<Value(Value)> term) {
     return reduce(
@@ -460,6 +534,7 @@ struct RowLanes {
   }
   /// The same into each of `outs` (each converting as Kernel::store does).
   void writeRow(ArrayRef<Value> outs, llvm::function_ref<Value(Value)> value) {
+    assert(warps == 1 && "a row on one warp");
     auto walk = [&](Value l) {
       int64_t perStep = kLanes * vector;
       k.loop(0, (d + perStep - 1) / perStep, [&](Value step) {
@@ -508,16 +583,104 @@ struct RowLanes {
     body();
   }
 
-  /// The first column of lane l's chunk at `step`: (l + 32 step) * vector.
-  Value chunkStart(Value l, Value step) {
-    return k.muli(k.addi(l, k.muli(step, k.idx(kLanes))), k.idx(vector));
+  /// body() once per row: in the lane whose chunks hold column `j`, before
+  /// anything that lane writes after it (a column it may overwrite).
+  void onLaneOf(Value j, llvm::function_ref<void()> body) {
+    if (!shuffles)
+      return body();
+    Value owner = k.remi(k.divi(j, k.idx(vector)), k.idx(lanesPerRow()));
+    Value mine = arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
+                                       lane, owner);
+    auto guard = scf::IfOp::create(k.b, k.loc, mine, false);
+    OpBuilder::InsertionGuard g(k.b);
+    k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+    body();
   }
+
+  /// out[row, first ..] = values(first) for each chunk of the row's d
+  /// columns (padding too: the values of every column a chunk holds), one
+  /// vector store a chunk where rows hold whole chunks, each lane its own.
+  void writeChunks(Value out,
+                   llvm::function_ref<SmallVector<Value>(Value)> values) {
+    auto walk = [&](Value l) {
+      int64_t perStep = lanesPerRow() * vector;
+      k.loop(0, (d + perStep - 1) / perStep, [&](Value step) {
+        Value first = chunkStart(l, step);
+        auto store = [&] {
+          if (vector == 1)
+            return k.store(values(first).front(), out, {row, first});
+          if (d % vector == 0)
+            return k.storeChunk(values(first), out, {row, first});
+          // A chunk that may cross the row's end: those columns inside.
+          for (auto [e, v] : llvm::enumerate(values(first))) {
+            Value j = k.addi(first, k.idx(e));
+            Value inside = arith::CmpIOp::create(
+                k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
+            auto guard = scf::IfOp::create(k.b, k.loc, inside, false);
+            OpBuilder::InsertionGuard g(k.b);
+            k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+            k.store(v, out, {row, j});
+          }
+        };
+        if (d % perStep == 0)
+          return store();
+        Value inRange = arith::CmpIOp::create(
+            k.b, k.loc, arith::CmpIPredicate::ult, first, k.idx(d));
+        auto guard = scf::IfOp::create(k.b, k.loc, inRange, false);
+        OpBuilder::InsertionGuard g(k.b);
+        k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+        store();
+      });
+    };
+    if (shuffles)
+      return walk(lane);
+    k.loop(0, lanesPerRow(), walk);
+  }
+
+  /// Column j, or column 0 for a j past the row's end: an index every load
+  /// may use.
+  Value inRow(Value j) {
+    Value inRange = arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::ult,
+                                          j, k.idx(d));
+    return arith::SelectOp::create(k.b, k.loc, inRange, j, k.idx(0));
+  }
+
+  /// The first column of lane l's chunk at `step`: (l + 32 warps step) *
+  /// vector.
+  Value chunkStart(Value l, Value step) {
+    return k.muli(k.addi(l, k.muli(step, k.idx(lanesPerRow()))), k.idx(vector));
+  }
+
+  int64_t lanesPerRow() const { return kLanes * warps; }
+
+  /// A [warps, 2] f32 array in the GPU block's shared memory (one for the
+  /// kernels module, each kernel's block its own copy).
+  Value sharedPairs() {
+    auto space = gpu::AddressSpaceAttr::get(k.b.getContext(),
+                                            gpu::AddressSpace::Workgroup);
+    auto type = MemRefType::get({kMaxWarps, 2}, k.b.getF32Type(),
+                                MemRefLayoutAttrInterface(), space);
+    auto module = k.func->getParentOfType<ModuleOp>();
+    StringRef name = "hs_shared_row_pairs";
+    if (!module.lookupSymbol(name)) {
+      OpBuilder top = OpBuilder::atBlockBegin(module.getBody());
+      memref::GlobalOp::create(top, k.loc, name, top.getStringAttr("private"),
+                               type, Attribute(), false, IntegerAttr());
+    }
+    return memref::GetGlobalOp::create(k.b, k.loc, type, name);
+  }
+  /// A GPU block's most warps (1024 threads).
+  static constexpr int64_t kMaxWarps = 32;
 
   Kernel &k;
   int64_t d;
   bool shuffles;
   int64_t vector;
+  int64_t warps = 1;
   Value row, lane;
+  /// The columns that count (maxSumExp), from the first: fewer than d in a
+  /// row padded to whole chunks.
+  int64_t columns = d;
 };
 
 /// Over elements (the GPU), a row on 32 lanes (RowLanes): its mean and
@@ -840,6 +1003,16 @@ private:
   /// Whether `use`, of a function's result, goes only to arguments of
   /// functions on this rank (not to another rank) that are all `ok`.
   bool readersOfResult(OpOperand &use, llvm::function_ref<bool(Value)> ok);
+  /// Over elements: the loss gradient that cross entropy `ce` writes over
+  /// its logits as it computes the loss (llm.c's fused classifier), or
+  /// null. It can where the logits go nowhere else but to that gradient, in
+  /// the backward, which scales by a constant (the microbatches' share)
+  /// and reads the same targets, and would store it as the logits are
+  /// stored: one pass over the logits fewer.
+  CrossEntropyGradOp lossGradientInForward(CrossEntropyOp ce);
+  /// The loss gradients their forward wrote (lossGradientInForward): their
+  /// value is the buffer of the logits they read.
+  llvm::DenseSet<Operation *> gradientsInForward;
   /// The activations chunk `chunk` receives (its forward's pipe.boundary
   /// arguments): the first results of the chunk before's forward and of
   /// its own backward, which go to another rank.
@@ -1458,6 +1631,47 @@ bool HostLowering::readersOfResult(OpOperand &use,
          llvm::all_of(it->second, ok);
 }
 
+CrossEntropyGradOp HostLowering::lossGradientInForward(CrossEntropyOp ce) {
+  if (!options.parallelOverElements || !options.lossGradientInForward)
+    return {};
+  auto forward = ce->getParentOfType<func::FuncOp>();
+  auto targets = dyn_cast<BlockArgument>(ce.getTargets());
+  if (!targets || forward.getArgAttr(targets.getArgNumber(), "pipe.boundary"))
+    return {};
+  std::string sameTargets = ("input:" + Twine(targets.getArgNumber())).str();
+  CrossEntropyGradOp found;
+  auto readsAsGradient = [&](Value arg) {
+    for (OpOperand &use : arg.getUses()) {
+      auto grad = dyn_cast<CrossEntropyGradOp>(use.getOwner());
+      if (!grad || found || use.getOperandNumber() != 1 ||
+          !splatOf(grad.getGrad()))
+        return false;
+      auto t = dyn_cast<BlockArgument>(grad.getTargets());
+      auto func = grad->getParentOfType<func::FuncOp>();
+      auto source =
+          t ? func.getArgAttrOfType<StringAttr>(t.getArgNumber(), "nn.source")
+            : StringAttr();
+      if (!source || source.getValue() != sameTargets)
+        return false;
+      found = grad;
+    }
+    return true;
+  };
+  for (OpOperand &use : ce.getLogits().getUses()) {
+    if (use.getOwner() == ce.getOperation())
+      continue;
+    if (!isa<func::ReturnOp>(use.getOwner()) ||
+        !readersOfResult(use, readsAsGradient))
+      return {};
+  }
+  if (!found)
+    return {};
+  bool logitsInBf16 = storedType(bufferFor(ce.getLogits())).isBF16();
+  if (logitsInBf16 != storeInBf16(found.getResult()))
+    return {};
+  return found;
+}
+
 bool HostLowering::keepOutputInBf16(Value v) {
   return bf16Gemms && tensorType(v).getElementType().isF32() && readInBf16(v);
 }
@@ -1704,6 +1918,9 @@ void HostLowering::call(int kernel, int64_t parallel, ArrayRef<int> buffers,
   a.kind = plan::Action::Kind::Call;
   a.kernel = kernel;
   a.parallel = std::max<int64_t>(1, parallel);
+  if (auto block = kernels.lookupSymbol<func::FuncOp>(plan.kernels[kernel])
+                       ->getAttrOfType<IntegerAttr>(kBlockAttr))
+    a.block = block.getInt();
   a.buffers.assign(args.begin(), args.end());
   a.note = op ? op->getName().stripDialect().str() : "";
   for (int b : args)
@@ -3829,7 +4046,78 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     Type idType = tensorType(ce.getTargets()).getElementType();
     // Per-row losses in parallel, then their mean in order on one thread.
     int perRow = newScratch({rows}, f32);
-    if (options.parallelOverElements) {
+    if (auto grad = lossGradientInForward(ce)) {
+      // The losses, and the gradient over the logits as they were read:
+      // dx = exp(x - max) * (g / rows) / sum, less g / rows at the target,
+      // where g is the backward's constant. A row padded to whole chunks
+      // is read and written a chunk at a time, its padding too (which
+      // nothing reads).
+      int logits = bufferFor(ce.getLogits());
+      int64_t pitch = plan.buffers[logits].pitch;
+      int64_t width = pitch ? pitch : v;
+      double g = cast<FloatAttr>(*splatOf(grad.getGrad())).getValueAsDouble();
+      // The second read of a row finds it in L2 where the rows in flight
+      // fit: a row takes a block of warps, one for each 4 KiB of it (up to
+      // 32: GPT-2's 100 KB rows of bf16 logits, 2 blocks an SM, 26 MB in
+      // flight on an H100), as llm.c's classifier takes 1024 threads.
+      int64_t rowBytes = v * (storedType(logits).isBF16() ? 2 : 4);
+      int64_t warps = std::min<int64_t>(
+          RowLanes::kMaxWarps,
+          llvm::PowerOf2Ceil(std::max<int64_t>(1, (rowBytes + 4095) / 4096)));
+      Kernel k = startKernel("cross_entropy_and_grad", loc,
+                             {memrefOf({rows, width}, f32),
+                              memrefOf({rows}, idType), memrefOf({rows}, f32)});
+      if (shuffles && warps > 1)
+        k.func->setAttr(kBlockAttr,
+                        k.b.getI64IntegerAttr(RowLanes::kLanes * warps));
+      Value X = k.args[0], T = k.args[1], L = k.args[2];
+      k.loop(k.begin, k.end, [&](Value index) {
+        // Chunks of 4 columns whether rows are padded or not (each lane
+        // the same columns: padding changes no bit of the result), loaded
+        // as one where rows hold whole chunks.
+        RowLanes lanes(k, index, width, shuffles, warps, kVector);
+        lanes.columns = v;
+        Value r = lanes.row;
+        auto chunkAt = [&](Value first) {
+          if (width % kVector == 0)
+            return k.loadChunk(X, {r, first}, kVector);
+          SmallVector<Value> xs;
+          for (int64_t e = 0; e < kVector; ++e)
+            xs.push_back(k.load(X, {r, lanes.inRow(k.addi(first, k.idx(e)))}));
+          return xs;
+        };
+        Value mx, sum;
+        std::tie(mx, sum) = lanes.maxSumExpOfChunks(chunkAt);
+        Value target = k.toIndex(k.load(T, r));
+        lanes.onLaneOf(target, [&] {
+          Value lse = k.add(mx, math::LogOp::create(k.b, k.loc, sum));
+          k.store(k.sub(lse, k.load(X, {r, target})), L, r);
+        });
+        Value scale = k.mul(k.f32(g), k.f32(1.0 / rows));
+        Value factor = k.div(scale, sum);
+        lanes.writeChunks(X, [&](Value first) {
+          SmallVector<Value> ds;
+          for (auto [e, x] : llvm::enumerate(chunkAt(first))) {
+            Value j = k.addi(first, k.idx(e));
+            Value d = k.mul(k.exp(k.sub(x, mx)), factor);
+            Value isTarget = arith::CmpIOp::create(
+                k.b, k.loc, arith::CmpIPredicate::eq, j, target);
+            Value minus =
+                arith::SelectOp::create(k.b, k.loc, isTarget, scale, k.f32(0));
+            ds.push_back(k.sub(d, minus));
+          }
+          return ds;
+        });
+      });
+      call(finishKernel(k), RowLanes::range(rows, shuffles, warps),
+           {logits, bufferFor(ce.getTargets()), perRow}, op);
+      // It writes the logits themselves (a kernel that reads bf16 through
+      // a widened copy would not).
+      if (current->actions.back().buffers.front() != logits)
+        return op->emitError("cannot write the loss gradient over the "
+                             "logits as stored");
+      gradientsInForward.insert(grad);
+    } else if (options.parallelOverElements) {
       // The statistics the gradient reads, and the losses, in one kernel.
       int logits = bufferFor(ce.getLogits());
       int stats = computeRowMaxSum(logits, rows, v, bufferFor(ce.getTargets()),
@@ -3878,6 +4166,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
   }
 
   if (auto ceg = dyn_cast<CrossEntropyGradOp>(op)) {
+    if (gradientsInForward.contains(op)) {
+      buffers[ceg.getResult()] = bufferFor(ceg.getLogits());
+      return success();
+    }
     int64_t rows, v;
     std::tie(rows, v) = rowsOf(ceg.getLogits());
     Type idType = tensorType(ceg.getTargets()).getElementType();

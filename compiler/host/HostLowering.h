@@ -63,6 +63,10 @@ struct KernelOptions {
   /// Rows that GEMMs cannot align to 16 bytes are padded in their buffers
   /// (plan::Buffer::pitch: GPT-2's logits and their gradient).
   bool padRows = true;
+  /// Over elements, cross entropy writes its loss gradient over the logits
+  /// as it computes the losses (llm.c's fused classifier) where only that
+  /// gradient reads them after: one pass over the logits fewer.
+  bool lossGradientInForward = true;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the

@@ -174,6 +174,8 @@ void plan::print(const Plan &plan, llvm::raw_ostream &os) {
            << a.buffers.size();
         for (int b : a.buffers)
           os << " " << b;
+        if (a.block)
+          os << " block " << a.block;
       } else if (a.kind == Action::Kind::Attention ||
                  a.kind == Action::Kind::AttentionGrad) {
         os << (a.kind == Action::Kind::Attention ? "  attention "

@@ -65,6 +65,9 @@ struct Action {
   enum class Kind { Call, Gemm, Attention, AttentionGrad } kind = Kind::Call;
   int kernel = -1;      // Call: index into the kernel table
   int64_t parallel = 1; // Call: the range [0, parallel) split over threads
+  // Call: the threads a GPU block must have (its threads share memory), or
+  // 0 for any.
+  int64_t block = 0;
   llvm::SmallVector<int, 8> buffers; // Call: arguments; Gemm: A, B, C
   // Gemm: C[b] (m x n) = op(A[b]) (m x k) * op(B[b]) (k x n), strides in
   // elements between batches (0: shared).

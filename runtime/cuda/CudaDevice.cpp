@@ -715,8 +715,9 @@ bool CudaDevice::enqueue(const std::string &function,
     }
     int64_t parallel = a.parallel;
     params[n] = &parallel;
-    unsigned grid = static_cast<unsigned>((parallel + kBlock - 1) / kBlock);
-    if (!check(driver_.cuLaunchKernel(kernels_.at(a.kernel), grid, 1, 1, kBlock,
+    unsigned block = a.block ? static_cast<unsigned>(a.block) : kBlock;
+    unsigned grid = static_cast<unsigned>((parallel + block - 1) / block);
+    if (!check(driver_.cuLaunchKernel(kernels_.at(a.kernel), grid, 1, 1, block,
                                       1, 1, 0, stream_, params, nullptr),
                function + ", kernel " + plan_->kernels.at(a.kernel) + " (" +
                    a.note + ")",

@@ -332,6 +332,14 @@ bool hotstage::rt::parsePlan(const char *text, Plan &plan, std::string &error,
           f >> b;
         if (a.kernel < 0 || a.kernel >= static_cast<int>(plan.kernels.size()))
           return fail("unknown kernel");
+        // `block B`: the threads a GPU block must have (a whole number of
+        // warps, at most 1024).
+        std::string key;
+        if (f >> key) {
+          if (key != "block" || !(f >> a.block) || a.block < 32 ||
+              a.block > 1024 || a.block % 32 != 0)
+            return fail("bad call block");
+        }
       } else {
         a.gemm = true;
         a.buffers.resize(3);

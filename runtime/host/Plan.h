@@ -60,6 +60,8 @@ struct PlanAction {
   bool gemm = false;
   int kernel = -1;
   int64_t parallel = 1;
+  /// A call's GPU block size, where its threads share memory; 0: any.
+  int64_t block = 0;
   std::vector<int> buffers;
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool transA = false, transB = false, accumulate = false;

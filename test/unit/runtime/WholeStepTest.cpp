@@ -237,3 +237,29 @@ TEST(WholeStep, DeviceRefusesAProgramCopyingOtherMemory) {
 }
 
 } // namespace
+
+// A call may ask for its GPU blocks' size (`block B`: its threads share
+// memory); the host runs it as any other. Sizes that are no whole number
+// of warps, or more than a block holds, are refused.
+TEST(PlanCalls, BlockSizes) {
+  auto withCall = [](const std::string &call) {
+    std::string text = kPlan;
+    size_t at = text.find("  call 0 1 4 2 3 0 4\n");
+    return text.replace(at, 21, "  " + call + "\n");
+  };
+  Plan plan;
+  std::string error;
+  ASSERT_TRUE(parsePlan(withCall("call 0 1 4 2 3 0 4 block 256 # loss").c_str(),
+                        plan, error))
+      << error;
+  EXPECT_EQ(plan.functions["forward"].at(0).block, 256);
+  EXPECT_EQ(plan.functions["backward"].at(0).block, 0);
+  for (const char *bad :
+       {"call 0 1 4 2 3 0 4 block 48", "call 0 1 4 2 3 0 4 block 2048",
+        "call 0 1 4 2 3 0 4 block", "call 0 1 4 2 3 0 4 threads 64"}) {
+    Plan p;
+    std::string e;
+    EXPECT_FALSE(parsePlan(withCall(bad).c_str(), p, e)) << bad;
+    EXPECT_NE(e.find("bad call block"), std::string::npos) << e;
+  }
+}
