@@ -4060,7 +4060,9 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       // fit: a row takes a block of warps, one for each 4 KiB of it (up to
       // 32: GPT-2's 100 KB rows of bf16 logits, 2 blocks an SM, 26 MB in
       // flight on an H100), as llm.c's classifier takes 1024 threads.
-      int64_t rowBytes = v * (storedType(logits).isBF16() ? 2 : 4);
+      bool bf16 = storedType(logits).isBF16();
+      int64_t rowBytes = v * (bf16 ? 2 : 4);
+      int64_t vector = bf16 ? 2 * kVector : kVector;
       int64_t warps = std::min<int64_t>(
           RowLanes::kMaxWarps,
           llvm::PowerOf2Ceil(std::max<int64_t>(1, (rowBytes + 4095) / 4096)));
@@ -4072,17 +4074,18 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
                         k.b.getI64IntegerAttr(RowLanes::kLanes * warps));
       Value X = k.args[0], T = k.args[1], L = k.args[2];
       k.loop(k.begin, k.end, [&](Value index) {
-        // Chunks of 4 columns whether rows are padded or not (each lane
-        // the same columns: padding changes no bit of the result), loaded
-        // as one where rows hold whole chunks.
-        RowLanes lanes(k, index, width, shuffles, warps, kVector);
+        // Chunks of 16 bytes as stored (4 f32 or 8 bf16 columns) whether
+        // rows are padded or not (each lane the same columns: padding
+        // changes no bit of the result), loaded as one where rows hold
+        // whole chunks.
+        RowLanes lanes(k, index, width, shuffles, warps, vector);
         lanes.columns = v;
         Value r = lanes.row;
         auto chunkAt = [&](Value first) {
-          if (width % kVector == 0)
-            return k.loadChunk(X, {r, first}, kVector);
+          if (width % vector == 0)
+            return k.loadChunk(X, {r, first}, vector);
           SmallVector<Value> xs;
-          for (int64_t e = 0; e < kVector; ++e)
+          for (int64_t e = 0; e < vector; ++e)
             xs.push_back(k.load(X, {r, lanes.inRow(k.addi(first, k.idx(e)))}));
           return xs;
         };
