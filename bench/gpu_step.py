@@ -35,8 +35,12 @@ GPT2 = dict(vocab=50257, ctx=1024, dim=768, heads=12, layers=12)
 PRECISIONS = ("bf16", "fp32")
 # Builds beside each precision's default, measured in the same run to
 # choose defaults: cuBLASLt's fused GELU and its gradient (llm.c found the
-# fused GELU slower in bf16 on A100).
-VARIANTS = {"bf16-gelu": ["-Dprecision=bf16", "--gemm-epilogues=gelu"]}
+# fused GELU slower in bf16 on A100); cross entropy's statistics and
+# gradient in two passes over the logits rather than the gradient written
+# in the forward's (what the fused classifier saves).
+VARIANTS = {"bf16-gelu": ["-Dprecision=bf16", "--gemm-epilogues=gelu"],
+            "bf16-two-pass-ce": ["-Dprecision=bf16",
+                                 "--loss-gradient-in-forward=false"]}
 # Runs of a build with another environment: the bf16 build with its GEMMs'
 # algorithms timed at startup rather than the heuristic's first, and with
 # its launches queued one by one rather than replayed as one CUDA graph a
