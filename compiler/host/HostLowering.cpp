@@ -4045,7 +4045,11 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     std::tie(rows, v) = rowsOf(ce.getLogits());
     Type idType = tensorType(ce.getTargets()).getElementType();
     // Per-row losses in parallel, then their mean in order on one thread.
-    int perRow = newScratch({rows}, f32);
+    // Named, so that a trace can read each token's loss after the forward
+    // (the logits' check against a reference: a row's log-sum-exp less its
+    // target's logit).
+    int perRow = plan.addBuffer(
+        describeBuffer(BufferKind::Temp, "token_losses", {rows}, f32));
     if (auto grad = lossGradientInForward(ce)) {
       // The losses, and the gradient over the logits as they were read:
       // dx = exp(x - max) * (g / rows) / sum, less g / rows at the target,

@@ -291,6 +291,15 @@ bool Executor::download(const PlanBuffer &b, int slot, std::string &error) {
   return transfer(b, slot, /*toDevice=*/false, error);
 }
 
+bool Executor::readTemporary(const PlanBuffer &b, void *out,
+                             std::string &error) {
+  if (!device_) {
+    std::memcpy(out, buffer(b), static_cast<size_t>(b.bytes));
+    return true;
+  }
+  return device_->download(static_cast<char *>(out), b.offset, b.bytes, error);
+}
+
 bool Executor::copy(const PlanBuffer &from, int fromSlot, const PlanBuffer &to,
                     int toSlot, std::string &error) {
   char *source = static_cast<char *>(buffer(from, fromSlot));

@@ -53,6 +53,9 @@ public:
   /// all-reduce through the host this way.
   bool upload(const PlanBuffer &b, int slot, std::string &error);
   bool download(const PlanBuffer &b, int slot, std::string &error);
+  /// A copy of temporary `b` as the last run left it, into `out` (b.bytes):
+  /// a trace's look at an intermediate (on a device it lives there only).
+  bool readTemporary(const PlanBuffer &b, void *out, std::string &error);
   /// Buffer `from`'s copy for slot `fromSlot` into `to`'s for `toSlot`
   /// (the same size): on the device where there is one, else here.
   bool copy(const PlanBuffer &from, int fromSlot, const PlanBuffer &to,

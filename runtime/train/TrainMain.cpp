@@ -86,6 +86,18 @@ public:
     tokens_.insert(tokens_.end(), tokens, tokens + count);
     targets_.insert(targets_.end(), targets, targets + count);
   }
+  /// After each forward of the first step: each token's loss (the plan's
+  /// `token_losses`, where it has one), a check of the logits.
+  bool afterForward(std::string &error) {
+    const PlanBuffer *b = plan_.find("temp", "token_losses");
+    if (!b || !losses_.empty())
+      return true;
+    std::vector<float> row(static_cast<size_t>(b->bytes) / sizeof(float));
+    if (!exec_.readTemporary(*b, row.data(), error))
+      return false;
+    tokenLosses_.insert(tokenLosses_.end(), row.begin(), row.end());
+    return true;
+  }
   /// After the backward of every microbatch, before the optimizer step.
   void beforeUpdate(float loss) {
     if (!losses_.empty())
@@ -111,6 +123,10 @@ public:
     w.add("targets", DType::I32, {steps, rows, plan_.seq}, targets_.data(),
           targets_.size() * sizeof(int32_t));
     w.add("loss0", DType::F32, {}, &loss0_, sizeof(float));
+    if (!tokenLosses_.empty() &&
+        static_cast<int64_t>(tokenLosses_.size()) == rows * plan_.seq)
+      w.add("token_losses0", DType::F32, {rows, plan_.seq}, tokenLosses_.data(),
+            tokenLosses_.size() * sizeof(float));
     w.add("losses", DType::F32, {steps}, losses_.data(), steps * sizeof(float));
     w.add("grad_norm", DType::F32, {steps}, gradNorms_.data(),
           steps * sizeof(float));
@@ -134,7 +150,7 @@ private:
   Executor &exec_;
   std::vector<int32_t> tokens_, targets_;
   std::vector<std::pair<std::string, std::vector<float>>> grads_;
-  std::vector<float> losses_, gradNorms_, lrs_;
+  std::vector<float> losses_, gradNorms_, lrs_, tokenLosses_;
   float loss0_ = 0;
 };
 
@@ -694,7 +710,8 @@ int main(int argc, char **argv) {
       for (int64_t m = 0; m < plan.microbatches; ++m) {
         loader->next(tokens, targets);
         trace->addBatch(tokens, targets, size_t(plan.batch * plan.seq));
-        if (!exec.run("forward", error) || !exec.runBackward(error))
+        if (!exec.run("forward", error) || !trace->afterForward(error) ||
+            !exec.runBackward(error))
           fatal("step " + std::to_string(state.step + 1) + ": " + error);
         lossSum += *static_cast<float *>(exec.buffer(lossBuffer));
       }

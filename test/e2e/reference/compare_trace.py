@@ -10,6 +10,9 @@ Takes the batches the run trained on from the trace, runs the reference on
 them from the same initial weights, and prints one line per quantity with
 its relative error:
     loss0        |a - b| / |b|
+    token_losses0  ||a - b|| / ||b|| over batch 0's positions (each a row
+                 of logits' log-sum-exp less its target's: the logits'
+                 check), where the trace has them
     grad.<p>     ||a - b|| / ||b||   (per parameter tensor)
     losses[s]    the largest |a - b| / |b| over the steps
     grad_norm[s], lr[s], final.<p>   reported, checked with --steps-tol
@@ -76,6 +79,8 @@ def main():
         print(f"{'ok  ' if ok else 'FAIL'} {name:<40} rel {err:.2e} (tol {tol:g})")
 
     report("loss0", max_rel(trace["loss0"].reshape(1), ref["loss0"].reshape(1)), args.loss_tol)
+    if "token_losses0" in trace:
+        report("token_losses0", rel(trace["token_losses0"], ref["token_losses0"]), args.loss_tol)
     grads = sorted(k for k in ref if k.startswith("grad."))
     missing = [k for k in grads if k not in trace]
     if missing:

@@ -42,6 +42,7 @@ Batches: `tokens` and `targets`, I32 [N, B, T]; batch s is tokens[s], targets[s]
 
 Output (safetensors, all F32):
     loss0            []     loss on batch 0 with the given weights
+    token_losses0    [B, T] each position's loss in it (the logits' check)
     grad.<param>     shape of <param>; gradient of loss0 (before clipping/update)
     losses           [N]    loss of step s on batch s, before step s's update
                             (losses[0] == loss0)
@@ -529,6 +530,12 @@ def train(model, tokens, targets, opt, steps):
         loss.backward()
         if s == 0:
             out["loss0"] = loss.detach().clone()
+            with torch.no_grad():
+                logits = model.logits(tokens[s])
+                out["token_losses0"] = F.cross_entropy(
+                    logits.reshape(-1, model.vocab).to(torch.float64),
+                    targets[s].reshape(-1).long(),
+                    reduction="none").reshape(targets[s].shape).float()
             for n, p in model.named_parameters():
                 out["grad." + n] = p.grad.detach().clone()
         if clip > 0:
@@ -897,12 +904,15 @@ def selftest(args):
         res, meta = safetensors_io.loads(outs[0])
         c = resolve_config(json.loads(meta["config"]))
         shapes = param_shapes(c)
-        want = {"loss0": [], "losses": [4], "grad_norm": [4], "lr": [4]}
+        want = {"loss0": [], "token_losses0": [2, 12], "losses": [4],
+                "grad_norm": [4], "lr": [4]}
         want.update({"grad." + n: s for n, s in shapes.items()})
         want.update({"final." + n: s for n, s in shapes.items()})
         assert {k: list(v.shape) for k, v in res.items()} == want
         assert all(v.dtype == torch.float32 for v in res.values())
         assert res["loss0"].item() == res["losses"][0].item()
+        assert abs(res["token_losses0"].double().mean().item() -
+                   res["loss0"].item()) < 1e-5
         assert abs(res["loss0"].item() - math.log(c["vocab"])) < 0.5
         # a wrong weights file is refused with a message
         w, _ = safetensors_io.load(w_p)
