@@ -162,6 +162,20 @@ struct Kernel {
   Value load(Value m, ValueRange i) {
     return memref::LoadOp::create(b, loc, m, i);
   }
+  /// i < n, unsigned (as index).
+  Value below(Value i, int64_t n) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i, idx(n));
+  }
+  Value equal(Value i, Value j) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, i, j);
+  }
+  /// body() where `condition` holds.
+  void when(Value condition, llvm::function_ref<void()> body) {
+    auto guard = scf::IfOp::create(b, loc, condition, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    body();
+  }
   /// `v` as a buffer of `element` holds it: an f32 into a bf16 buffer (a
   /// value only GEMMs read, kept in bf16: storeInBf16) rounds as the GEMMs'
   /// cast would; a bf16 into an f32 buffer widens (exactly).
@@ -422,9 +436,7 @@ struct RowLanes {
         Value first = chunkStart(l, step);
         xs.append(chunk(overhang ? inRow(first) : first));
         for (int64_t e = 0; masked && e < vector; ++e)
-          present.push_back(
-              arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::ult,
-                                    k.addi(first, k.idx(e)), k.idx(columns)));
+          present.push_back(k.below(k.addi(first, k.idx(e)), columns));
       }
       // Columns past the row's end count as nothing.
       auto counted = [&](size_t i, Value x, Value otherwise) -> Value {
@@ -475,16 +487,10 @@ struct RowLanes {
       // The block is the row's: its shared memory holds the row's pairs.
       Value pairs = sharedPairs();
       Value warp = k.divi(lane, k.idx(kLanes));
-      Value first =
-          arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
-                                k.remi(lane, k.idx(kLanes)), k.idx(0));
-      {
-        auto guard = scf::IfOp::create(k.b, k.loc, first, false);
-        OpBuilder::InsertionGuard g(k.b);
-        k.b.setInsertionPointToStart(&guard.getThenRegion().front());
+      k.when(k.equal(k.remi(lane, k.idx(kLanes)), k.idx(0)), [&] {
         k.store(m, pairs, {warp, k.idx(0)});
         k.store(s, pairs, {warp, k.idx(1)});
-      }
+      });
       gpu::BarrierOp::create(k.b, k.loc);
       return combineWarps(pairs);
     }
@@ -558,12 +564,7 @@ struct RowLanes {
         };
         if (d % kLanes == 0)
           return store();
-        Value inRange = arith::CmpIOp::create(
-            k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
-        auto guard = scf::IfOp::create(k.b, k.loc, inRange, false);
-        OpBuilder::InsertionGuard g(k.b);
-        k.b.setInsertionPointToStart(&guard.getThenRegion().front());
-        store();
+        k.when(k.below(j, d), store);
       });
     };
     if (shuffles)
@@ -575,12 +576,7 @@ struct RowLanes {
   void once(llvm::function_ref<void()> body) {
     if (!shuffles)
       return body();
-    Value first = arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
-                                        lane, k.idx(0));
-    auto guard = scf::IfOp::create(k.b, k.loc, first, false);
-    OpBuilder::InsertionGuard g(k.b);
-    k.b.setInsertionPointToStart(&guard.getThenRegion().front());
-    body();
+    k.when(k.equal(lane, k.idx(0)), body);
   }
 
   /// body() once per row: in the lane whose chunks hold column `j`, before
@@ -589,12 +585,7 @@ struct RowLanes {
     if (!shuffles)
       return body();
     Value owner = k.remi(k.divi(j, k.idx(vector)), k.idx(lanesPerRow()));
-    Value mine = arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::eq,
-                                       lane, owner);
-    auto guard = scf::IfOp::create(k.b, k.loc, mine, false);
-    OpBuilder::InsertionGuard g(k.b);
-    k.b.setInsertionPointToStart(&guard.getThenRegion().front());
-    body();
+    k.when(k.equal(lane, owner), body);
   }
 
   /// out[row, first ..] = values(first) for each chunk of the row's d
@@ -614,22 +605,12 @@ struct RowLanes {
           // A chunk that may cross the row's end: those columns inside.
           for (auto [e, v] : llvm::enumerate(values(first))) {
             Value j = k.addi(first, k.idx(e));
-            Value inside = arith::CmpIOp::create(
-                k.b, k.loc, arith::CmpIPredicate::ult, j, k.idx(d));
-            auto guard = scf::IfOp::create(k.b, k.loc, inside, false);
-            OpBuilder::InsertionGuard g(k.b);
-            k.b.setInsertionPointToStart(&guard.getThenRegion().front());
-            k.store(v, out, {row, j});
+            k.when(k.below(j, d), [&] { k.store(v, out, {row, j}); });
           }
         };
         if (d % perStep == 0)
           return store();
-        Value inRange = arith::CmpIOp::create(
-            k.b, k.loc, arith::CmpIPredicate::ult, first, k.idx(d));
-        auto guard = scf::IfOp::create(k.b, k.loc, inRange, false);
-        OpBuilder::InsertionGuard g(k.b);
-        k.b.setInsertionPointToStart(&guard.getThenRegion().front());
-        store();
+        k.when(k.below(first, d), store);
       });
     };
     if (shuffles)
@@ -640,9 +621,7 @@ struct RowLanes {
   /// Column j, or column 0 for a j past the row's end: an index every load
   /// may use.
   Value inRow(Value j) {
-    Value inRange = arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::ult,
-                                          j, k.idx(d));
-    return arith::SelectOp::create(k.b, k.loc, inRange, j, k.idx(0));
+    return arith::SelectOp::create(k.b, k.loc, k.below(j, d), j, k.idx(0));
   }
 
   /// The first column of lane l's chunk at `step`: (l + 32 warps step) *
@@ -4107,10 +4086,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
           for (auto [e, x] : llvm::enumerate(chunkAt(first))) {
             Value j = k.addi(first, k.idx(e));
             Value d = k.mul(k.exp(k.sub(x, mx)), factor);
-            Value isTarget = arith::CmpIOp::create(
-                k.b, k.loc, arith::CmpIPredicate::eq, j, target);
-            Value minus =
-                arith::SelectOp::create(k.b, k.loc, isTarget, scale, k.f32(0));
+            Value minus = arith::SelectOp::create(
+                k.b, k.loc, k.equal(j, target), scale, k.f32(0));
             ds.push_back(k.sub(d, minus));
           }
           return ds;
@@ -4215,10 +4192,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
           for (int64_t e = 0; e < kVector; ++e) {
             Value j = k.addi(first, k.idx(e));
             Value d = k.mul(k.exp(k.sub(xs[e], mx)), factor);
-            Value isTarget = arith::CmpIOp::create(
-                k.b, k.loc, arith::CmpIPredicate::eq, j, target);
-            Value minus =
-                arith::SelectOp::create(k.b, k.loc, isTarget, scale, k.f32(0));
+            Value minus = arith::SelectOp::create(
+                k.b, k.loc, k.equal(j, target), scale, k.f32(0));
             ds.push_back(k.sub(d, minus));
           }
           k.storeChunk(ds, D, {r, first});
