@@ -992,6 +992,9 @@ private:
   /// The loss gradients their forward wrote (lossGradientInForward): their
   /// value is the buffer of the logits they read.
   llvm::DenseSet<Operation *> gradientsInForward;
+  /// The function's cross entropy losses per position (`token_losses`),
+  /// kept alive to its end, or -1.
+  int tokenLosses = -1;
   /// The activations chunk `chunk` receives (its forward's pipe.boundary
   /// arguments): the first results of the chunk before's forward and of
   /// its own backward, which go to another rank.
@@ -4029,6 +4032,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     // target's logit).
     int perRow = plan.addBuffer(
         describeBuffer(BufferKind::Temp, "token_losses", {rows}, f32));
+    tokenLosses = perRow;
     if (auto grad = lossGradientInForward(ce)) {
       // The losses, and the gradient over the logits as they were read:
       // dx = exp(x - max) * (g / rows) / sum, less g / rows at the target,
@@ -5292,6 +5296,11 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
     });
   for (Operation &op : func.getBody().front()) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      // A trace reads the per-position losses after the function: nothing
+      // after their mean may take their bytes.
+      if (tokenLosses >= 0)
+        touch(tokenLosses);
+      tokenLosses = -1;
       SmallVector<int> out, pieces;
       for (Value v : ret.getOperands()) {
         out.push_back(bufferFor(v));
