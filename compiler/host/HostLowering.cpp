@@ -461,14 +461,16 @@ struct RowLanes {
                         k.mul(os, k.exp(k.sub(om, next))));
       return std::pair<Value, Value>{next, sum};
     };
-    // The warps' pairs (each warp's as its lane 0 holds it), combined in
-    // warp order: the same bits in every lane of the row.
-    auto combineWarps = [&](Value pairs) -> std::pair<Value, Value> {
-      Value m = k.load(pairs, {k.idx(0), k.idx(0)});
-      Value s = k.load(pairs, {k.idx(0), k.idx(1)});
+    // The pairs of the warps (pairs[w * stride], as each warp's lane 0
+    // holds it), combined in warp order: the same bits in every lane.
+    auto combineWarps = [&](Value pairs,
+                            int64_t stride) -> std::pair<Value, Value> {
+      auto at = [&](int64_t w, int64_t i) {
+        return k.load(pairs, {k.idx(w * stride), k.idx(i)});
+      };
+      Value m = at(0, 0), s = at(0, 1);
       for (int64_t w = 1; w < warps; ++w)
-        std::tie(m, s) = combine(m, s, k.load(pairs, {k.idx(w), k.idx(0)}),
-                                 k.load(pairs, {k.idx(w), k.idx(1)}));
+        std::tie(m, s) = combine(m, s, at(w, 0), at(w, 1));
       return {m, s};
     };
     if (shuffles) {
@@ -492,7 +494,7 @@ struct RowLanes {
         k.store(s, pairs, {warp, k.idx(1)});
       });
       gpu::BarrierOp::create(k.b, k.loc);
-      return combineWarps(pairs);
+      return combineWarps(pairs, 1);
     }
     OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
     auto type = MemRefType::get({lanesPerRow(), 2}, k.b.getF32Type());
@@ -515,17 +517,7 @@ struct RowLanes {
         k.store(m, partial, {l, k.idx(0)});
         k.store(s, partial, {l, k.idx(1)});
       });
-    if (warps == 1)
-      return {k.load(partial, {k.idx(0), k.idx(0)}),
-              k.load(partial, {k.idx(0), k.idx(1)})};
-    Value pairs = memref::AllocaOp::create(
-        entry, k.loc, MemRefType::get({warps, 2}, k.b.getF32Type()));
-    k.loop(0, warps, [&](Value w) {
-      Value l = k.muli(w, k.idx(kLanes));
-      k.store(k.load(partial, {l, k.idx(0)}), pairs, {w, k.idx(0)});
-      k.store(k.load(partial, {l, k.idx(1)}), pairs, {w, k.idx(1)});
-    });
-    return combineWarps(pairs);
+    return combineWarps(partial, kLanes);
   }
   Value max(llvm::function_ref<Value(Value)> term) {
     return reduce(
@@ -661,6 +653,16 @@ struct RowLanes {
   /// row padded to whole chunks.
   int64_t columns = d;
 };
+
+/// A logit's loss gradient: exp(x - max) * factor (scale / the row's sum
+/// of exponentials), less `scale` at the target column.
+static Value logitGradient(Kernel &k, Value x, Value j, Value target, Value mx,
+                           Value factor, Value scale) {
+  Value d = k.mul(k.exp(k.sub(x, mx)), factor);
+  Value minus =
+      arith::SelectOp::create(k.b, k.loc, k.equal(j, target), scale, k.f32(0));
+  return k.sub(d, minus);
+}
 
 /// Over elements (the GPU), a row on 32 lanes (RowLanes): its mean and
 /// reciprocal standard deviation as rowStatistics has them (mean 0 for
@@ -1873,6 +1875,8 @@ void HostLowering::call(int kernel, int64_t parallel, ArrayRef<int> buffers,
                         Operation *op) {
   SmallVector<int> args(buffers.begin(), buffers.end());
   auto func = kernels.lookupSymbol<func::FuncOp>(plan.kernels[kernel]);
+  // A copy retyped for bf16 keeps it.
+  auto block = func->getAttrOfType<IntegerAttr>(kBlockAttr);
   SmallVector<unsigned> narrow;
   for (auto [i, buffer] : llvm::enumerate(args)) {
     auto type = dyn_cast<MemRefType>(func.getArgument(i).getType());
@@ -1900,8 +1904,7 @@ void HostLowering::call(int kernel, int64_t parallel, ArrayRef<int> buffers,
   a.kind = plan::Action::Kind::Call;
   a.kernel = kernel;
   a.parallel = std::max<int64_t>(1, parallel);
-  if (auto block = kernels.lookupSymbol<func::FuncOp>(plan.kernels[kernel])
-                       ->getAttrOfType<IntegerAttr>(kBlockAttr))
+  if (block)
     a.block = block.getInt();
   a.buffers.assign(args.begin(), args.end());
   a.note = op ? op->getName().stripDialect().str() : "";
@@ -4088,13 +4091,9 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         Value factor = k.div(scale, sum);
         lanes.writeChunks(X, [&](Value first) {
           SmallVector<Value> ds;
-          for (auto [e, x] : llvm::enumerate(chunkAt(first))) {
-            Value j = k.addi(first, k.idx(e));
-            Value d = k.mul(k.exp(k.sub(x, mx)), factor);
-            Value minus = arith::SelectOp::create(
-                k.b, k.loc, k.equal(j, target), scale, k.f32(0));
-            ds.push_back(k.sub(d, minus));
-          }
+          for (auto [e, x] : llvm::enumerate(chunkAt(first)))
+            ds.push_back(logitGradient(k, x, k.addi(first, k.idx(e)), target,
+                                       mx, factor, scale));
           return ds;
         });
       });
@@ -4194,13 +4193,9 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
           Value factor = k.div(scale, k.load(S, {r, k.idx(1)}));
           Value target = k.toIndex(k.load(T, r));
           SmallVector<Value> xs = k.loadChunk(X, {r, first}, kVector), ds;
-          for (int64_t e = 0; e < kVector; ++e) {
-            Value j = k.addi(first, k.idx(e));
-            Value d = k.mul(k.exp(k.sub(xs[e], mx)), factor);
-            Value minus = arith::SelectOp::create(
-                k.b, k.loc, k.equal(j, target), scale, k.f32(0));
-            ds.push_back(k.sub(d, minus));
-          }
+          for (int64_t e = 0; e < kVector; ++e)
+            ds.push_back(logitGradient(k, xs[e], k.addi(first, k.idx(e)),
+                                       target, mx, factor, scale));
           k.storeChunk(ds, D, {r, first});
         });
         call(finishKernel(k), rows * width / kVector,
@@ -4219,13 +4214,11 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
         SmallVector<Value> at = k.unflatten(index, {rows, v});
         Value r = at[0], j = at[1];
         Value scale = k.mul(k.load(G, {}), k.f32(1.0 / rows));
-        Value e = k.exp(k.sub(k.load(X, {r, j}), k.load(S, {r, k.idx(0)})));
-        Value d = k.mul(e, k.div(scale, k.load(S, {r, k.idx(1)})));
-        Value isTarget = arith::CmpIOp::create(
-            k.b, k.loc, arith::CmpIPredicate::eq, j, k.toIndex(k.load(T, r)));
-        Value minus =
-            arith::SelectOp::create(k.b, k.loc, isTarget, scale, k.f32(0));
-        k.store(k.sub(d, minus), D, {r, j});
+        Value x = k.load(X, {r, j}), mx = k.load(S, {r, k.idx(0)});
+        Value factor = k.div(scale, k.load(S, {r, k.idx(1)}));
+        k.store(
+            logitGradient(k, x, j, k.toIndex(k.load(T, r)), mx, factor, scale),
+            D, {r, j});
       });
       call(finishKernel(k), rows * v,
            {out, grad, stats, logits, bufferFor(ceg.getTargets())}, op);
