@@ -151,6 +151,11 @@ struct Kernel {
   Location loc;
   SmallVector<Value> args;
   Value begin, end;
+  /// The narrowest element of the kernel's buffers, in bits: of its
+  /// arguments' types, or of the buffers a call gives it (a buffer kept in
+  /// bf16 that the kernel reads as f32, retypedForBf16 later). How many
+  /// elements a 128-bit access holds.
+  unsigned narrowestBits = 32;
 
   Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value f32(double v) {
@@ -191,15 +196,20 @@ struct Kernel {
     Type element = cast<MemRefType>(m.getType()).getElementType();
     memref::StoreOp::create(b, loc, storedAs(v, element), m, i);
   }
+  /// A chunk of n elements' alignment: its size, at most 16 bytes (eight
+  /// floats are two 128-bit accesses).
+  static llvm::Align chunkAlignment(Type element, int64_t n) {
+    return llvm::Align(
+        std::min<int64_t>(16, n * element.getIntOrFloatBitWidth() / 8));
+  }
   /// Elements at .. at + n - 1 along the last dimension of `m`, as one
-  /// vector load aligned to its size (a 128-bit load of four floats: the
-  /// caller knows the chunk starts on such a boundary).
+  /// vector load aligned to its size (a 128-bit load of four floats or
+  /// eight bf16: the caller knows the chunk starts on such a boundary).
   SmallVector<Value> loadChunk(Value m, ValueRange at, int64_t n) {
     Type element = cast<MemRefType>(m.getType()).getElementType();
     auto type = VectorType::get({n}, element);
-    Value v = vector::LoadOp::create(
-        b, loc, type, m, at, /*nontemporal=*/false,
-        llvm::Align(n * element.getIntOrFloatBitWidth() / 8));
+    Value v = vector::LoadOp::create(b, loc, type, m, at, /*nontemporal=*/false,
+                                     chunkAlignment(element, n));
     SmallVector<Value> elements;
     for (int64_t e = 0; e < n; ++e)
       elements.push_back(vector::ExtractOp::create(b, loc, v, e));
@@ -215,9 +225,8 @@ struct Kernel {
     int64_t n = values.size();
     Value v = vector::FromElementsOp::create(
         b, loc, VectorType::get({n}, element), converted);
-    vector::StoreOp::create(
-        b, loc, v, m, at, /*nontemporal=*/false,
-        llvm::Align(n * element.getIntOrFloatBitWidth() / 8));
+    vector::StoreOp::create(b, loc, v, m, at, /*nontemporal=*/false,
+                            chunkAlignment(element, n));
   }
   Value add(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
   Value sub(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
@@ -294,15 +303,27 @@ struct Kernel {
 /// Floats in 16 bytes: a GPU thread's widest load.
 constexpr int64_t kVector = 4;
 
+/// Columns one thread takes at a time along a last dimension of `n`
+/// elements, in chunks of `per` threads (a row's 32 lanes; 1 for an
+/// elementwise kernel): 16 bytes of elements of `bits` (one 128-bit load
+/// of a bf16 buffer, two of an f32 one), else four, else one.
+static int64_t chunkColumns(int64_t n, int64_t per, unsigned bits) {
+  for (int64_t vector : {int64_t(128 / bits), kVector})
+    if (n % (per * vector) == 0)
+      return vector;
+  return 1;
+}
+
 /// On a kernel that needs its GPU blocks of a size (its threads share
 /// memory): the threads a block.
 constexpr llvm::StringLiteral kBlockAttr = "hotstage.block";
 
 /// The 32 lanes of a row (a warp on a GPU) that reduce it together. Lane
-/// l walks the row's chunks l, l + 32, ... of `kVector` neighbouring
-/// columns (16 bytes of floats: one 128-bit load on a GPU, neighbouring
-/// lanes reading neighbouring chunks) where the row divides into whole
-/// chunks of every lane, else its columns l, l + 32, .... A sum or maximum
+/// l walks the row's chunks l, l + 32, ... of `vector` neighbouring
+/// columns (16 bytes of the kernel's narrowest buffer: one 128-bit load on
+/// a GPU, neighbouring lanes reading neighbouring chunks) where the row
+/// divides into whole chunks of every lane, else its columns l, l + 32,
+/// .... A sum or maximum
 /// combines the lanes' partials as warp shuffles do, halving the distance
 /// (xor 16, 8, 4, 2, 1), which leaves the same bits in every lane. With
 /// `shuffles` (the GPU) each index of the kernel is one lane of a row;
@@ -322,8 +343,7 @@ struct RowLanes {
   }
 
   RowLanes(Kernel &k, Value index, int64_t d, bool shuffles)
-      : k(k), d(d), shuffles(shuffles),
-        vector(d % (kLanes * kVector) == 0 ? kVector : 1) {
+      : k(k), d(d), shuffles(shuffles), vector(defaultVector(k, d)) {
     row = shuffles ? k.divi(index, k.idx(kLanes)) : index;
     if (shuffles)
       lane = k.remi(index, k.idx(kLanes));
@@ -342,9 +362,15 @@ struct RowLanes {
   /// Row `row` on lane `lane` (null without shuffles): a warp that walks
   /// several rows.
   RowLanes(Kernel &k, Value row, Value lane, int64_t d, bool shuffles)
-      : k(k), d(d), shuffles(shuffles),
-        vector(d % (kLanes * kVector) == 0 ? kVector : 1), row(row),
+      : k(k), d(d), shuffles(shuffles), vector(defaultVector(k, d)), row(row),
         lane(lane) {}
+
+  /// A row's chunks: 16 bytes of the kernel's narrowest buffer where every
+  /// lane has whole chunks of them (a bf16 row of 768 columns: 8), else
+  /// four columns, else one.
+  static int64_t defaultVector(Kernel &k, int64_t d) {
+    return chunkColumns(d, kLanes, k.narrowestBits);
+  }
 
   /// combine over the row's columns j of term(j), starting from `init` in
   /// every lane; `combine` must be commutative (add, maximum).
@@ -474,7 +500,8 @@ struct RowLanes {
       return {m, s};
     };
     if (shuffles) {
-      auto [m, s] = fold(lane);
+      Value m, s;
+      std::tie(m, s) = fold(lane);
       for (int32_t offset = kLanes / 2; offset >= 1; offset /= 2) {
         auto shuffle = [&](Value v) {
           return gpu::ShuffleOp::create(k.b, k.loc, v, offset, kLanes,
@@ -595,9 +622,10 @@ struct RowLanes {
           if (d % vector == 0)
             return k.storeChunk(values(first), out, {row, first});
           // A chunk that may cross the row's end: those columns inside.
-          for (auto [e, v] : llvm::enumerate(values(first))) {
+          SmallVector<Value> chunk = values(first);
+          for (int64_t e = 0; e < static_cast<int64_t>(chunk.size()); ++e) {
             Value j = k.addi(first, k.idx(e));
-            k.when(k.below(j, d), [&] { k.store(v, out, {row, j}); });
+            k.when(k.below(j, d), [&] { k.store(chunk[e], out, {row, j}); });
           }
         };
         if (d % perStep == 0)
@@ -1056,7 +1084,10 @@ private:
   void touch(int buffer);
 
   // Actions.
-  Kernel startKernel(StringRef name, Location loc, ArrayRef<Type> args);
+  /// A kernel of `args`; `buffers`, those a call will give it where the
+  /// caller knows them (Kernel::narrowestBits).
+  Kernel startKernel(StringRef name, Location loc, ArrayRef<Type> args,
+                     ArrayRef<int> buffers = {});
   int finishKernel(Kernel &k);
   /// The kernel table's index of `func`: an earlier kernel of the same
   /// text (and `func` erased), or `func` added.
@@ -1719,7 +1750,7 @@ void HostLowering::touch(int buffer) {
 }
 
 Kernel HostLowering::startKernel(StringRef name, Location loc,
-                                 ArrayRef<Type> args) {
+                                 ArrayRef<Type> args, ArrayRef<int> buffers) {
   OpBuilder mb(ctx);
   mb.setInsertionPointToEnd(kernels.getBody());
   SmallVector<Type> types(args.begin(), args.end());
@@ -1734,6 +1765,14 @@ Kernel HostLowering::startKernel(StringRef name, Location loc,
     k.args.push_back(entry->getArgument(i));
   k.begin = entry->getArgument(args.size());
   k.end = entry->getArgument(args.size() + 1);
+  for (Type t : args)
+    if (auto m = dyn_cast<MemRefType>(t);
+        m && m.getElementType().isIntOrFloat())
+      k.narrowestBits =
+          std::min(k.narrowestBits, m.getElementType().getIntOrFloatBitWidth());
+  for (int buffer : buffers)
+    if (buffer >= 0 && plan.buffers[buffer].dtype == "bf16")
+      k.narrowestBits = std::min(k.narrowestBits, 16u);
   return k;
 }
 
@@ -2433,19 +2472,21 @@ LogicalResult HostLowering::emitElementwiseKernel(
     argTypes.push_back(memrefOf({1, shape.back(), parts}, f32));
     argBuffers.push_back(partial);
   }
-  Kernel k = startKernel(name, op->getLoc(), argTypes);
+  Kernel k = startKernel(name, op->getLoc(), argTypes, argBuffers);
   OpBuilder &b = k.b;
   if (options.parallelOverElements) {
     // Index i of the range is chunk i of the output, row-major: its
-    // elements 4i .. 4i + 3 where the last dimension holds whole chunks of
-    // four (one 128-bit load of each operand and store of each output on a
-    // GPU), else element i. Each operand reads an element as the
+    // elements vi .. vi + v - 1 where the last dimension holds whole chunks
+    // of v (16 bytes of the narrowest buffer: one 128-bit load of each bf16
+    // operand, two of each f32 one, likewise the stores, on a GPU; else
+    // v = 4), else element i. Each operand reads an element as the
     // linalg.generic below would (dropped leading dimensions, broadcast
     // dimensions of size 1).
     int64_t total = 1;
     for (int64_t d : shape)
       total *= d;
-    int64_t vector = rank > 0 && shape.back() % kVector == 0 ? kVector : 1;
+    int64_t vector =
+        rank > 0 ? chunkColumns(shape.back(), 1, k.narrowestBits) : 1;
     SmallVector<int64_t> chunks(shape);
     if (rank > 0)
       chunks.back() /= vector;
@@ -3412,10 +3453,10 @@ void HostLowering::castInto(int copy, int buffer, Operation *op) {
   Kernel k =
       startKernel("cast_bf16", op ? op->getLoc() : module.getLoc(),
                   {memrefOf({n}, i16), memrefOf({n}, Float32Type::get(ctx))});
-  // Over elements, one index per chunk of four floats where they divide
-  // (a 128-bit load, a 64-bit store).
+  // Over elements, one index per chunk of eight floats where they divide
+  // (two 128-bit loads, one 128-bit store), else of four.
   int64_t vector =
-      options.parallelOverElements && n % kVector == 0 ? kVector : 1;
+      options.parallelOverElements ? chunkColumns(n, 1, /*bits=*/16) : 1;
   k.loop(k.begin, k.end, [&](Value chunk) {
     Value first = k.muli(chunk, k.idx(vector));
     if (vector == 1)
@@ -3537,8 +3578,8 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
   SmallVector<int> kernelBuffers(buffers.begin(), buffers.end());
   kernelBuffers.push_back(partial);
 
-  Kernel k =
-      startKernel(op->getName().stripDialect(), op->getLoc(), kernelTypes);
+  Kernel k = startKernel(op->getName().stripDialect(), op->getLoc(),
+                         kernelTypes, kernelBuffers);
   Value partials = k.args.back();
   // dx's outputs: dx, and its bf16 copy where there is one.
   SmallVector<Value> outs{k.args[0]};
@@ -3686,7 +3727,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     if (options.parallelOverElements) {
       // One kernel: a row's statistics over its lanes, then each lane
       // normalises its columns.
-      Kernel k = startKernel(name, loc, types);
+      Kernel k = startKernel(name, loc, types, args);
       k.loop(k.begin, k.end, [&](Value index) {
         RowLanes lanes(k, index, d, shuffles);
         Value r = lanes.row;
@@ -3778,7 +3819,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       // One kernel: a row's statistics, sum(dxhat) and sum(dxhat * xhat)
       // over its lanes, then each lane its columns' gradients (the same
       // formula as below).
-      Kernel k = startKernel(name, loc, types);
+      Kernel k = startKernel(name, loc, types, args);
       k.loop(k.begin, k.end, [&](Value index) {
         RowLanes lanes(k, index, d, shuffles);
         Value r = lanes.row;
@@ -3842,7 +3883,8 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       if (stats < 0) {
         stats = newScratch({rows, 2}, f32);
         Kernel k = startKernel(
-            name, loc, {memrefOf({rows, 2}, f32), memrefOf({rows, d}, f32)});
+            name, loc, {memrefOf({rows, 2}, f32), memrefOf({rows, d}, f32)},
+            {stats, bufferFor(x)});
         k.loop(k.begin, k.end, [&](Value index) {
           RowLanes lanes(k, index, d, shuffles);
           Value mean, rstd;
@@ -3917,7 +3959,7 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
     }
     if (options.parallelOverElements) {
       // A row on 32 lanes: the same formulas, each sum over the lanes.
-      Kernel k = startKernel(name, loc, types);
+      Kernel k = startKernel(name, loc, types, args);
       k.loop(k.begin, k.end, [&](Value index) {
         RowLanes lanes(k, index, d, shuffles);
         Value r = lanes.row;
@@ -4909,23 +4951,31 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
     int64_t elements = 1;
     for (int64_t d : shape)
       elements *= d;
-    // Over elements, a chunk of four along the last dimension per index
-    // where both sides' chunks start on 4-element boundaries (one vector
-    // load and store; a permutation moves single elements).
+    // Over elements, a chunk along the last dimension per index (16 bytes
+    // of the narrower side, else four elements) where both sides' chunks
+    // start on its boundaries (one vector load and store; a permutation
+    // moves single elements).
     auto lastOf = [](ArrayRef<int64_t> offsets) {
       return offsets.empty() ? 0 : offsets.back();
     };
-    if (overElements && perm.empty() && !shape.empty() &&
-        shape.back() % kVector == 0 &&
-        fromType.getShape().back() % kVector == 0 &&
-        toType.getShape().back() % kVector == 0 &&
-        lastOf(fromOffsets) % kVector == 0 &&
-        lastOf(toOffsets) % kVector == 0) {
+    auto fits = [&](int64_t vector) {
+      return shape.back() % vector == 0 &&
+             fromType.getShape().back() % vector == 0 &&
+             toType.getShape().back() % vector == 0 &&
+             lastOf(fromOffsets) % vector == 0 &&
+             lastOf(toOffsets) % vector == 0;
+    };
+    int64_t vector = 1;
+    if (overElements && perm.empty() && !shape.empty())
+      for (int64_t v : {int64_t(128 / k.narrowestBits), kVector})
+        if (vector == 1 && fits(v))
+          vector = v;
+    if (vector > 1) {
       SmallVector<int64_t> chunks(shape);
-      chunks.back() /= kVector;
+      chunks.back() /= vector;
       k.loop(k.begin, k.end, [&](Value chunk) {
         SmallVector<Value> idx = k.unflatten(chunk, chunks);
-        idx.back() = k.muli(idx.back(), k.idx(kVector));
+        idx.back() = k.muli(idx.back(), k.idx(vector));
         SmallVector<Value> in(idx), out(idx);
         for (size_t i = 0; i < idx.size(); ++i) {
           if (!fromOffsets.empty())
@@ -4933,9 +4983,9 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
           if (!toOffsets.empty())
             out[i] = k.addi(idx[i], k.idx(toOffsets[i]));
         }
-        k.storeChunk(k.loadChunk(k.args[1], in, kVector), k.args[0], out);
+        k.storeChunk(k.loadChunk(k.args[1], in, vector), k.args[0], out);
       });
-      call(finishKernel(k), elements / kVector, {to, from}, op);
+      call(finishKernel(k), elements / vector, {to, from}, op);
       return;
     }
     nest(k, shape, overElements, [&](ArrayRef<Value> idx) {
