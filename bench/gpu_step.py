@@ -37,10 +37,12 @@ PRECISIONS = ("bf16", "fp32")
 # choose defaults: cuBLASLt's fused GELU and its gradient (llm.c found the
 # fused GELU slower in bf16 on A100); cross entropy's statistics and
 # gradient in two passes over the logits rather than the gradient written
-# in the forward's (what the fused classifier saves).
+# in the forward's (what the fused classifier saves); the residual stream
+# and its gradient in bf16 (llm.c's), alone and with the fused GELU.
 VARIANTS = {"bf16-gelu": ["-Dprecision=bf16", "--gemm-epilogues=gelu"],
             "bf16-two-pass-ce": ["-Dprecision=bf16",
-                                 "--loss-gradient-in-forward=false"]}
+                                 "--loss-gradient-in-forward=false"],
+            "bf16-residual": ["-Dprecision=bf16", "--bf16-residual"]}
 # Runs of a build with another environment: the bf16 build with its GEMMs'
 # algorithms timed at startup rather than the heuristic's first, and with
 # its launches queued one by one rather than replayed as one CUDA graph a

@@ -5,7 +5,7 @@
 #   python3 test/gpu/bundle.py build build/gpu-bundle
 #   python3 bench/gpu_step.py --build-only build/gpu-bench
 #
-# then run, carrying build/gpu-bundle and build/gpu-bench (about 46 MiB):
+# then run, carrying build/gpu-bundle and build/gpu-bench (about 53 MB):
 #
 #   scripts/gpu-check.sh [PHASE...]      # default: ceilings tests bench-bf16
 #

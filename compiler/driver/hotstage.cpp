@@ -153,6 +153,13 @@ static cl::opt<bool> lossGradientInForward(
              "passes"),
     cl::init(true), cl::cat(category));
 
+static cl::opt<bool> bf16Residual(
+    "bf16-residual",
+    cl::desc("precision = bf16: keep the residual stream and its gradient in "
+             "bf16, as llm.c does, rather than in f32 as PyTorch's autocast "
+             "does (half their bytes; each add rounds)"),
+    cl::init(false), cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init(""),
                                        cl::cat(category));
@@ -618,6 +625,7 @@ int main(int argc, char **argv) {
   kernelOptions.packedAttention = packedQkv;
   kernelOptions.padRows = padRows;
   kernelOptions.lossGradientInForward = lossGradientInForward;
+  kernelOptions.bf16Residual = bf16Residual;
   mlir::FailureOr<host::HostProgram> lowered = mlir::failure();
   if (pipelined) {
     std::vector<plan::Pipeline> ranks;

@@ -1009,6 +1009,21 @@ private:
   /// receives it.
   bool keepOutputInBf16(Value v);
   bool readInBf16(Value v);
+  /// --bf16-residual: whether `v` is a stretch of the residual stream or of
+  /// its gradient to store in bf16: an add's f32 activation (rank 2 or
+  /// more) that only kernels, GEMMs and further such adds read, in this
+  /// function or in those it is saved for, and that no other rank
+  /// receives. A GEMM that adds it (an epilogue's addend) then writes its
+  /// sum in bf16 too: cuBLASLt's C has D's type.
+  bool residualInBf16(Value v);
+  /// The same for the last norm's input gradient, where the stream's
+  /// gradient starts: a value that such an add reads, and whose other
+  /// readers read bf16 too.
+  bool startsResidualInBf16(Value v);
+  /// Whether every reader of `v`, or the reader of `use`, reads a stretch of
+  /// the residual stream as residualInBf16 asks.
+  bool residualReader(Value v);
+  bool residualReader(OpOperand &use);
   /// Whether `use`, of a function's result, goes only to arguments of
   /// functions on this rank (not to another rank) that are all `ok`.
   bool readersOfResult(OpOperand &use, llvm::function_ref<bool(Value)> ok);
@@ -1178,8 +1193,9 @@ private:
   /// value to read and whether to read it transposed.
   std::pair<Value, bool> unwrapTranspose(Value v);
 
-  /// Model name, microbatches, batch, sequence and vocabulary.
-  void describeModel();
+  /// Model name, microbatches, batch, sequence and vocabulary; fails on
+  /// options the model cannot take.
+  LogicalResult describeModel();
   /// precision = bf16: GEMMs read bf16 copies of their operands (rounded to
   /// nearest even) and accumulate in f32.
   bool bf16Gemms = false;
@@ -1464,7 +1480,7 @@ int HostLowering::newTempOf(Value v, Type element) {
 
 int HostLowering::newTemp(Value v, bool bf16Allowed) {
   Type element = tensorType(v).getElementType();
-  if (bf16Allowed && storeInBf16(v))
+  if (bf16Allowed && (storeInBf16(v) || residualInBf16(v)))
     element = BFloat16Type::get(ctx);
   return newTempOf(v, element);
 }
@@ -1691,6 +1707,57 @@ bool HostLowering::keepOutputInBf16(Value v) {
   return bf16Gemms && tensorType(v).getElementType().isF32() && readInBf16(v);
 }
 
+bool HostLowering::residualInBf16(Value v) {
+  if (!options.bf16Residual || !bf16Gemms)
+    return false;
+  auto type = tensorType(v);
+  if (!type.getElementType().isF32() || type.getRank() < 2 || v.use_empty())
+    return false;
+  if (!isa_and_nonnull<AddOp>(v.getDefiningOp()))
+    return false;
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if (isa<func::ReturnOp>(user)) {
+      if (!readersOfResult(use, [&](Value arg) { return residualReader(arg); }))
+        return false;
+      continue;
+    }
+    if (!residualReader(use))
+      return false;
+  }
+  return true;
+}
+bool HostLowering::startsResidualInBf16(Value v) {
+  return options.bf16Residual && bf16Gemms &&
+         tensorType(v).getElementType().isF32() &&
+         llvm::any_of(v.getUsers(),
+                      [&](Operation *user) {
+                        return isa<AddOp>(user) &&
+                               residualInBf16(user->getResult(0));
+                      }) &&
+         residualReader(v);
+}
+bool HostLowering::residualReader(Value v) {
+  return llvm::all_of(v.getUses(),
+                      [&](OpOperand &use) { return residualReader(use); });
+}
+bool HostLowering::residualReader(OpOperand &use) {
+  Operation *user = use.getOwner();
+  if (isa<ReshapeOp>(user))
+    return residualReader(user->getResult(0));
+  // Whatever is stored (an accumulator) or goes back stays f32.
+  if (isa<StoreOp, func::ReturnOp>(user))
+    return false;
+  // An add continues the stream: its sum must be bf16 too (a GEMM
+  // epilogue's addend has the GEMM's output type).
+  if (auto add = dyn_cast<AddOp>(user))
+    return residualInBf16(add.getResult());
+  if (isa<LinearOp>(user) && use.getOperandNumber() == 2)
+    return false;
+  // Anything else is a kernel, whose loads widen, or a GEMM or library
+  // attention, which read bf16.
+  return true;
+}
 bool HostLowering::readInBf16(Value v) {
   if (v.use_empty())
     return false;
@@ -3122,7 +3189,19 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
     } else { // residual
       auto add = cast<AddOp>(epilogue);
       act.addend = bufferFor(add.getLhs() == r ? add.getRhs() : add.getLhs());
-      out = newTemp(epilogue->getResult(0));
+      // The sum in bf16 (--bf16-residual) takes a bf16 addend: C has D's
+      // type.
+      Value sum = epilogue->getResult(0);
+      out = residualInBf16(sum) ? newTempOf(sum, BFloat16Type::get(ctx))
+                                : newTemp(sum);
+      if (plan.buffers[out].dtype == "bf16")
+        act.addend = castToBf16(act.addend, op);
+      else if (plan.buffers[act.addend].dtype == "bf16") {
+        int wide = newScratch({plan.buffers[act.addend].bytes / 2},
+                              Float32Type::get(ctx));
+        widenBf16(act.addend, wide, op);
+        act.addend = wide;
+      }
     }
     skipped.insert(epilogue);
   }
@@ -3292,8 +3371,10 @@ AddOp HostLowering::residualGradientAdd(Operation *op) {
   if (other.getType() != r.getType() || add.getType() != r.getType() ||
       (def && (def->getBlock() != op->getBlock() || !def->isBeforeInBlock(op))))
     return AddOp();
+  // In f32, or both in bf16 (--bf16-residual).
   int buffer = bufferFor(other);
-  if (buffer < 0 || plan.buffers[buffer].dtype != "f32")
+  if (buffer < 0 ||
+      (plan.buffers[buffer].dtype != "f32" && !residualInBf16(add.getResult())))
     return AddOp();
   return add;
 }
@@ -3547,8 +3628,7 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
   if (residual)
     written = (*written.getUsers().begin())->getResult(0);
   ReduceSumOp outSum;
-  if (options.gemmEpilogues != host::KernelOptions::Epilogues::Gelu &&
-      plan.buffers[buffers[0]].dtype == "f32")
+  if (options.gemmEpilogues != host::KernelOptions::Epilogues::Gelu)
     outSum = columnSumOf(written, op, d);
   auto perLane = [&] { return (1 + !!bias + !!outSum) * d / RowLanes::kLanes; };
   if (perLane() > kNormSumsPerLane)
@@ -3616,13 +3696,19 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
       // Column j's dx and terms, then its stores: a chunk's loads all
       // before the stores (dx may be written over dy or x).
       // dy * xhat, then dy, then what is written, as `sums` lists them.
+      // What is written in bf16 (--bf16-residual) is summed as stored, as
+      // a column sum reading it would.
+      bool roundWritten = plan.buffers[buffers[0]].dtype == "bf16";
       auto terms = [&](Value j, Value written) {
         Value dyj = k.load(k.args[1], {r, j});
         SmallVector<Value> t{k.mul(dyj, row.xhat(j))};
         if (bias)
           t.push_back(dyj);
         if (outSum)
-          t.push_back(written);
+          t.push_back(roundWritten
+                          ? k.storedAs(k.storedAs(written, k.b.getBF16Type()),
+                                       k.b.getF32Type())
+                          : written);
         return t;
       };
       auto dx = [&](Value j) {
@@ -3772,8 +3858,10 @@ LogicalResult HostLowering::lowerRowOp(Operation *op) {
       residual = add.getLhs() == op->getResult(0) ? add.getRhs() : add.getLhs();
       skipped.insert(add);
       out = outputFor(add.getResult());
+    } else if (Value r = op->getResult(0); startsResidualInBf16(r)) {
+      out = newTempOf(r, BFloat16Type::get(ctx));
     } else {
-      out = newTemp(op->getResult(0));
+      out = newTemp(r);
     }
     SmallVector<Type> types{memrefOf({rows, d}, f32), memrefOf({rows, d}, f32),
                             memrefOf({rows, d}, f32), memrefOf({d}, f32)};
@@ -5370,7 +5458,7 @@ LogicalResult HostLowering::lowerFunction(func::FuncOp func) {
   return success();
 }
 
-void HostLowering::describeModel() {
+LogicalResult HostLowering::describeModel() {
   if (auto model = module->getAttrOfType<StringAttr>("nn.model"))
     plan.model = model.getValue().str();
   if (auto train = module->getAttrOfType<DictionaryAttr>("nn.train")) {
@@ -5409,6 +5497,10 @@ void HostLowering::describeModel() {
         bound(ce.getTargets(), tensorType(ce.getLogits()).getShape().back());
     });
   }
+  if (options.bf16Residual && !bf16Gemms)
+    return module.emitError("--bf16-residual needs precision = bf16 (the "
+                            "model trains in f32)");
+  return success();
 }
 
 void HostLowering::addPersistentBuffers(
@@ -5439,7 +5531,8 @@ void HostLowering::addPersistentBuffers(
 }
 
 FailureOr<plan::Plan> HostLowering::run() {
-  describeModel();
+  if (failed(describeModel()))
+    return failure();
   findResultReaders();
   addPersistentBuffers([](StringRef) { return true; });
   // B and W apart, or one @backward (nn-autodiff's split-backward).
@@ -5499,7 +5592,14 @@ host::PipelineUse host::findPipelineUse(ModuleOp module,
 
 FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
                                             const host::PipelineUse &use) {
-  describeModel();
+  if (failed(describeModel()))
+    return failure();
+  // What one stage sends the next arrives in f32 (readersOfResult), one
+  // rounding fewer than one stage makes: pipelining would change the math.
+  if (options.bf16Residual)
+    return module.emitError("--bf16-residual does not take a pipeline yet "
+                            "(stages send f32, which would round the "
+                            "stream at other points than one stage does)");
   findResultReaders();
   int rank = pipeline.rank;
   chunkSlots = pipeline.chunkSlots;

@@ -67,6 +67,10 @@ struct KernelOptions {
   /// as it computes the losses (llm.c's fused classifier) where only that
   /// gradient reads them after: one pass over the logits fewer.
   bool lossGradientInForward = true;
+  /// precision = bf16: the residual stream and its gradient (the results
+  /// of adds that only kernels, GEMMs and further such adds read) stored
+  /// in bf16, as llm.c keeps them; PyTorch's autocast keeps them f32.
+  bool bf16Residual = false;
 };
 
 /// Builds the kernels and the plan of `module`. Errors are emitted at the

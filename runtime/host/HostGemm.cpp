@@ -126,9 +126,15 @@ void hotstage::rt::hostGemm(const PlanAction &a, void *const *args,
                  1.0f, A + b * a.strideA, lda, B + b * a.strideB, ldb,
                  accumulate ? 1.0f : 0.0f, P.data() + b * a.strideC, ldc);
     // The epilogue on the f32 sum, each result rounded once (as cuBLASLt
-    // computes its epilogues in f32): a GELU keeps its input rounded in
-    // aux; a GELU's gradient reads it from there. (Padding included: its
-    // values are never read.)
+    // computes its epilogues in f32): an addend (the residual stream in
+    // bf16) is added to it; a GELU keeps its input rounded in aux; a GELU's
+    // gradient reads it from there. (Padding included: its values are
+    // never read.)
+    if (a.addendArg >= 0) {
+      std::vector<float> addend = widen(args[a.addendArg], count);
+      for (int64_t i = 0; i < count; ++i)
+        P[i] = addend[i] + P[i];
+    }
     auto *out = static_cast<uint16_t *>(args[2]);
     if (a.activation == "gelu_tanh") {
       auto *aux =

@@ -76,12 +76,10 @@ static std::string checkEpilogue(Plan &plan, const PlanAction &a) {
     int64_t size = std::string(dtype) == "bf16" ? 2 : 4;
     return b.dtype == dtype && b.bytes == elements * size;
   };
-  // The bias and aux have C's type (as cuBLASLt wants them).
+  // The bias, addend and aux have C's type (as cuBLASLt wants them).
   const char *type = a.bf16Out ? "bf16" : "f32";
   if (!sized(a.biasArg, a.n, type))
     return "gemm bias must be " + std::to_string(a.n) + " " + type;
-  if (a.bf16Out && a.addendArg >= 0)
-    return "a gemm with a bf16 output takes no addend";
   if (!sized(a.addendArg, a.m * a.n, type) || !sized(a.auxArg, a.m * a.n, type))
     return "gemm addend and aux must be " + std::to_string(a.m) + "x" +
            std::to_string(a.n) + " " + type;

@@ -25,7 +25,11 @@ Config (JSON):
     "precision": "bf16" rounds as Hotstage's precision = bf16 does
     (Bf16Matmul), "attention": "bf16" as its fused attention does, and
     "gelu": "epilogue" (with bf16) as its GEMMs with cuBLASLt's GELU
-    epilogues do (Bf16GeluLinear).
+    epilogues do (Bf16GeluLinear), and "residual": "bf16" (with bf16) as
+    `hotstage build --bf16-residual` keeps the residual stream and its
+    gradient (RoundResidual), "bias": "epilogue" then rounding the biases
+    that GEMMs writing it add in their epilogue (--gemm-epilogues=bias, as
+    --target cuda has it).
 
 Weights: one F32 tensor per parameter, named as Hotstage names them
 (`hotstage build examples/gpt2.hot --emit=nn` prints them as nn.param @name):
@@ -134,7 +138,7 @@ def resolve_config(raw, steps=None):
     if not isinstance(raw, dict):
         fail("config: the top level must be a JSON object")
     allowed = set(MODEL_KEYS) | {"eps", "optimizer", "batch", "seq", "precision",
-                                 "attention", "gelu"}
+                                 "attention", "gelu", "residual", "bias"}
     extra = sorted(set(raw) - allowed)
     if extra:
         fail(f"config: unknown key(s) {extra}; allowed: {sorted(allowed)}")
@@ -155,6 +159,14 @@ def resolve_config(raw, steps=None):
     cfg["attention"] = raw.get("attention", "fp32")
     if cfg["attention"] not in ("fp32", "bf16"):
         fail(f"config: attention {cfg['attention']!r}; expected fp32 or bf16")
+    cfg["residual"] = raw.get("residual", "fp32")
+    if cfg["residual"] not in ("fp32", "bf16"):
+        fail(f"config: residual {cfg['residual']!r}; expected fp32 or bf16")
+    if cfg["residual"] == "bf16" and cfg["precision"] != "bf16":
+        fail("config: residual bf16 needs precision bf16")
+    cfg["bias"] = raw.get("bias", "kernel")
+    if cfg["bias"] not in ("kernel", "epilogue"):
+        fail(f"config: bias {cfg['bias']!r}; expected kernel or epilogue")
     cfg["gelu"] = raw.get("gelu", "kernel")
     if cfg["gelu"] not in ("kernel", "epilogue"):
         fail(f"config: gelu {cfg['gelu']!r}; expected kernel or epilogue")
@@ -301,7 +313,17 @@ class Linear(nn.Module):
     def forward(self, x):
         if GEMM is torch.matmul:
             return F.linear(x, self.weight, self.bias)
-        return GEMM(x, self.weight.t(), self.bias, not self.residual)
+        return GEMM(x, self.weight.t(), residual_bias(self.bias, self.residual),
+                    not self.residual)
+
+
+def residual_bias(bias, residual):
+    """A residual GEMM's bias: rounded to bf16 where the GEMM adds it in its
+    epilogue and writes the stream in bf16 (cuBLASLt's bias has D's type),
+    its gradient still the f32 sum."""
+    if not (residual and RESIDUAL_BF16 and BIAS_EPILOGUE):
+        return bias
+    return bias + (round_bf16(bias) - bias).detach()
 
 
 class LayerNorm(nn.Module):
@@ -360,6 +382,33 @@ class Bf16Attention(torch.autograd.Function):
         return tuple(round_bf16(d) for d in grads) + (None,)
 
 
+class RoundResidual(torch.autograd.Function):
+    """A stretch of the residual stream as `--bf16-residual` stores it: each
+    sum rounded to bf16 (the add, or the GEMM that adds it, rounds once),
+    and its gradient, the sum of what its readers send back (the next
+    stretch's and the layer norm's), rounded once as the norm's gradient
+    kernel stores it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return round_bf16(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return round_bf16(g)
+
+
+def residual(x):
+    return RoundResidual.apply(x) if RESIDUAL_BF16 else x
+
+
+# With "residual": "bf16" (and precision bf16), RoundResidual; with
+# "bias": "epilogue" (or "gelu": "epilogue") too, the residual GEMMs' biases
+# rounded (residual_bias).
+RESIDUAL_BF16 = False
+BIAS_EPILOGUE = False
+
+
 # The model's attention: f32, or with "attention": "bf16" Bf16Attention.
 ATTENTION = causal_attention
 # With "gelu": "epilogue" and precision bf16, the MLP's first GEMM and its
@@ -391,7 +440,8 @@ class MLP(nn.Module):
     def forward(self, x):
         if GELU_EPILOGUE and GEMM is not torch.matmul:
             h = Bf16GeluLinear.apply(x, self.fc.weight.t(), self.fc.bias)
-            return GEMM(h, self.proj.weight.t(), self.proj.bias, False, True)
+            return GEMM(h, self.proj.weight.t(), residual_bias(self.proj.bias, True),
+                        False, True)
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
@@ -404,8 +454,8 @@ class Block(nn.Module):
         self.mlp = MLP(dim)
 
     def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+        x = residual(x + self.attn(self.ln1(x)))
+        return residual(x + self.mlp(self.ln2(x)))
 
 
 class GPT2(nn.Module):
@@ -422,7 +472,7 @@ class GPT2(nn.Module):
 
     def logits(self, tokens):
         T = tokens.shape[-1]
-        x = F.embedding(tokens.long(), self.wte) + self.wpe[0:T]
+        x = residual(F.embedding(tokens.long(), self.wte) + self.wpe[0:T])
         for block in self.blocks:
             x = block(x)
         if GEMM is torch.matmul:
@@ -579,8 +629,10 @@ def run_reference(args):
     if not 1 <= steps <= n:
         fail(f"--steps {steps}: the batches file has {n} batch(es)")
     cfg = resolve_config(raw, steps)
-    global GEMM, ATTENTION, GELU_EPILOGUE
+    global GEMM, ATTENTION, GELU_EPILOGUE, RESIDUAL_BF16, BIAS_EPILOGUE
     GEMM = Bf16Matmul.apply if cfg["precision"] == "bf16" else torch.matmul
+    RESIDUAL_BF16 = cfg["residual"] == "bf16"
+    BIAS_EPILOGUE = cfg["bias"] == "epilogue" or cfg["gelu"] == "epilogue"
     GELU_EPILOGUE = cfg["gelu"] == "epilogue"
     ATTENTION = Bf16Attention.apply if cfg["attention"] == "bf16" else causal_attention
     model = build_model(cfg, weights)

@@ -240,6 +240,37 @@ TEST(Bf16Output, RoundsTheF32SumOnce) {
     }
 }
 
+// The residual stream in bf16 (--bf16-residual): D = round(bias + x w^T
+// + r), the sum in f32 and rounded once.
+TEST(Bf16Output, AddsABf16AddendBeforeRounding) {
+  Plan plan;
+  std::string error;
+  ASSERT_TRUE(parsePlan(
+      bf16Plan("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 bias 2 addend 6").c_str(),
+      plan, error))
+      << error;
+  std::vector<uint16_t> x, w, bias, y(8, 0), r;
+  bf16Operands(x, w, bias);
+  for (float v :
+       {0.00390625f, -1.0f, 0.5f, 2.0f, -0.0078125f, 1.0f, 0.25f, -3.0f})
+    r.push_back(bits(v));
+  void *args[] = {x.data(), w.data(), y.data(), bias.data(), r.data()};
+  ThreadPool pool(2);
+  hostGemm(plan.functions.at("forward").at(0), args, pool);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      float sum = value(bias[j]);
+      for (int k = 0; k < 3; ++k)
+        sum += value(x[i * 3 + k]) * value(w[j * 3 + k]);
+      sum = value(r[i * 4 + j]) + sum;
+      uint32_t u;
+      std::memcpy(&u, &sum, 4);
+      uint16_t expected =
+          static_cast<uint16_t>((u + ((u >> 16) & 1u) + 0x7fffu) >> 16);
+      EXPECT_EQ(y[i * 4 + j], expected) << i << "," << j << " sum " << sum;
+    }
+}
+
 TEST(Bf16Output, RefusedWhereItCannotBe) {
   auto refusal = [](const std::string &gemm) {
     Plan plan;
@@ -250,8 +281,9 @@ TEST(Bf16Output, RefusedWhereItCannotBe) {
   EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 4 1 3 0 0 0")
                 .find("f32 or bf16 inputs; f32 output, or bf16 from bf16"),
             std::string::npos);
+  // The addend has D's type.
   EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 addend 5")
-                .find("takes no addend"),
+                .find("addend and aux must be 2x4 bf16"),
             std::string::npos);
   // aux has D's type.
   EXPECT_NE(refusal("  gemm 1 2 4 3 0 1 0 0 1 3 0 0 0 gelu_tanh aux 5")
