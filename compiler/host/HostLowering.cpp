@@ -61,6 +61,25 @@ int64_t partsOfRows(int64_t rows, int64_t most) {
 /// bias gradient of what it writes) too where a lane's share of those sums
 /// is at most this many floats (registers: 3 x 24 for 768 columns).
 constexpr int64_t kNormSumsPerLane = 72;
+/// Column sums split their rows into parts of this many rows (a GPU warp's
+/// share of a norm gradient's rows)...
+constexpr int64_t kRowsPerPart = 8;
+/// ... and add up to this many parts in order before they are folded (on
+/// a GPU, the warps of a norm gradient's block, in shared memory).
+constexpr int64_t kPartsPerBlock = 4;
+
+/// The parts of a column sum over `rows` rows, and how many of them go to
+/// a block: the same for every kernel that sums columns (a norm
+/// gradient's, HostLowering::columnSums), so that a sum has the same bits
+/// whichever computes it (a pipeline's cut moves some from one to the
+/// other).
+std::pair<int64_t, int64_t> columnSumParts(int64_t rows) {
+  int64_t parts = partsOfRows(rows, rows / kRowsPerPart);
+  int64_t perBlock = kPartsPerBlock;
+  while (parts % perBlock)
+    perBlock /= 2;
+  return {parts, perBlock};
+}
 
 /// Over elements, an embedding's gradient runs one index per column and
 /// bucket of token ids (id mod this).
@@ -317,6 +336,23 @@ static int64_t chunkColumns(int64_t n, int64_t per, unsigned bits) {
 /// On a kernel that needs its GPU blocks of a size (its threads share
 /// memory): the threads a block.
 constexpr llvm::StringLiteral kBlockAttr = "hotstage.block";
+
+/// An f32 array of `shape` in the GPU block's shared memory, `name` (one
+/// for the kernels module, each kernel's block its own copy; on the host
+/// nothing reads it).
+static Value sharedArray(Kernel &k, StringRef name, ArrayRef<int64_t> shape) {
+  auto space = gpu::AddressSpaceAttr::get(k.b.getContext(),
+                                          gpu::AddressSpace::Workgroup);
+  auto type = MemRefType::get(shape, k.b.getF32Type(),
+                              MemRefLayoutAttrInterface(), space);
+  auto module = k.func->getParentOfType<ModuleOp>();
+  if (!module.lookupSymbol(name)) {
+    OpBuilder top = OpBuilder::atBlockBegin(module.getBody());
+    memref::GlobalOp::create(top, k.loc, name, top.getStringAttr("private"),
+                             type, Attribute(), false, IntegerAttr());
+  }
+  return memref::GetGlobalOp::create(k.b, k.loc, type, name);
+}
 
 /// The 32 lanes of a row (a warp on a GPU) that reduce it together. Lane
 /// l walks the row's chunks l, l + 32, ... of `vector` neighbouring
@@ -652,21 +688,9 @@ struct RowLanes {
 
   int64_t lanesPerRow() const { return kLanes * warps; }
 
-  /// A [warps, 2] f32 array in the GPU block's shared memory (one for the
-  /// kernels module, each kernel's block its own copy).
+  /// A [warps, 2] f32 array in the GPU block's shared memory.
   Value sharedPairs() {
-    auto space = gpu::AddressSpaceAttr::get(k.b.getContext(),
-                                            gpu::AddressSpace::Workgroup);
-    auto type = MemRefType::get({kMaxWarps, 2}, k.b.getF32Type(),
-                                MemRefLayoutAttrInterface(), space);
-    auto module = k.func->getParentOfType<ModuleOp>();
-    StringRef name = "hs_shared_row_pairs";
-    if (!module.lookupSymbol(name)) {
-      OpBuilder top = OpBuilder::atBlockBegin(module.getBody());
-      memref::GlobalOp::create(top, k.loc, name, top.getStringAttr("private"),
-                               type, Attribute(), false, IntegerAttr());
-    }
-    return memref::GetGlobalOp::create(k.b, k.loc, type, name);
+    return sharedArray(k, "hs_shared_row_pairs", {kMaxWarps, 2});
   }
   /// A GPU block's most warps (1024 threads).
   static constexpr int64_t kMaxWarps = 32;
@@ -3382,43 +3406,54 @@ AddOp HostLowering::residualGradientAdd(Operation *op) {
 void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
                               int64_t rows, int64_t cols, ArrayRef<Type> args,
                               ArrayRef<int> buffers) {
-  // Enough indices to keep a GPU's memory busy, each summing at least 8
-  // rows; parts divides the rows.
-  constexpr int64_t kIndices = 1 << 17, kLeastRows = 8;
-  int64_t parts =
-      partsOfRows(rows, std::min(kIndices / cols, rows / kLeastRows));
+  // Index (b, j) sums column j of block b's parts (columnSumParts: rows p,
+  // p + parts, ... for part p), each from zero, then adds them in order:
+  // a norm gradient's fused sums, bit for bit.
+  int64_t parts, perBlock;
+  std::tie(parts, perBlock) = columnSumParts(rows);
+  int64_t blocks = parts / perBlock;
   StringRef name = op->getName().stripDialect();
   Type f32 = Float32Type::get(ctx);
   int64_t n = sums.size();
-  // partial[s][j][p] for sum s.
-  int partial = newScratch({n, cols, parts}, f32);
-  SmallVector<Type> types{memrefOf({n, cols, parts}, f32)};
+  // partial[s][j][b] for sum s.
+  int partial = newScratch({n, cols, blocks}, f32);
+  SmallVector<Type> types{memrefOf({n, cols, blocks}, f32)};
   types.append(args.begin(), args.end());
   Kernel first = startKernel(name, op->getLoc(), types);
   first.loop(first.begin, first.end, [&](Value i) {
-    Value p = first.divi(i, first.idx(cols));
+    Value b = first.divi(i, first.idx(cols));
     Value j = first.remi(i, first.idx(cols));
     ArrayRef<Value> operands = ArrayRef<Value>(first.args).drop_front();
-    SmallVector<Value> init(n, first.f32(0));
-    auto loop = scf::ForOp::create(first.b, first.loc, first.idx(0),
-                                   first.idx(rows / parts), first.idx(1), init);
-    {
-      OpBuilder::InsertionGuard guard(first.b);
-      first.b.setInsertionPointToStart(loop.getBody());
-      Value r =
-          first.addi(p, first.muli(loop.getInductionVar(), first.idx(parts)));
-      SmallVector<Value> next;
-      for (auto [s, acc] : llvm::zip(sums, loop.getRegionIterArgs()))
-        next.push_back(first.add(acc, s.term(first, operands, r, j)));
-      scf::YieldOp::create(first.b, first.loc, next);
+    SmallVector<Value> total;
+    for (int64_t w = 0; w < perBlock; ++w) {
+      Value p = first.addi(first.muli(b, first.idx(perBlock)), first.idx(w));
+      SmallVector<Value> init(n, first.f32(0));
+      auto loop =
+          scf::ForOp::create(first.b, first.loc, first.idx(0),
+                             first.idx(rows / parts), first.idx(1), init);
+      {
+        OpBuilder::InsertionGuard guard(first.b);
+        first.b.setInsertionPointToStart(loop.getBody());
+        Value r =
+            first.addi(p, first.muli(loop.getInductionVar(), first.idx(parts)));
+        SmallVector<Value> next;
+        for (auto [s, acc] : llvm::zip(sums, loop.getRegionIterArgs()))
+          next.push_back(first.add(acc, s.term(first, operands, r, j)));
+        scf::YieldOp::create(first.b, first.loc, next);
+      }
+      for (int64_t s = 0; s < n; ++s)
+        total.push_back(w == 0 ? loop.getResult(s)
+                               : first.add(total[s], loop.getResult(s)));
+      if (w > 0)
+        total.erase(total.begin(), total.begin() + n);
     }
     for (int64_t s = 0; s < n; ++s)
-      first.store(loop.getResult(s), first.args[0], {first.idx(s), j, p});
+      first.store(total[s], first.args[0], {first.idx(s), j, b});
   });
   SmallVector<int> firstBuffers{partial};
   firstBuffers.append(buffers.begin(), buffers.end());
-  call(finishKernel(first), parts * cols, firstBuffers, op);
-  foldColumnPartials(op, sums, cols, parts, partial);
+  call(finishKernel(first), blocks * cols, firstBuffers, op);
+  foldColumnPartials(op, sums, cols, blocks, partial);
 }
 
 void HostLowering::foldColumnPartials(Operation *op, ArrayRef<ColumnSum> sums,
@@ -3648,137 +3683,192 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
         {acc >= 0 ? acc : newTemp(sum->getResult(0)), 1.0, acc >= 0, {}});
   }
   int64_t n = sums.size();
-  // Enough warps to keep a GPU's memory busy, each walking 8 rows, so that
-  // the partials are an eighth of dy per sum; parts divides the rows.
-  constexpr int64_t kRowsPerWarp = 8;
-  int64_t parts = partsOfRows(rows, rows / kRowsPerWarp);
-  int partial = newScratch({n, d, parts}, f32);
+  // Enough warps to keep a GPU's memory busy, each walking 8 rows (a
+  // part, columnSumParts). On a GPU the warps of a block add their sums in
+  // shared memory, in warp order, and the first writes the block's: the
+  // partials are a 32nd of dy per sum for 4 warps (the host twin adds its
+  // warps' sums in the same order). At most 72 sums a lane: at most 27 KiB
+  // of shared memory for the other three warps'.
+  int64_t parts, warps;
+  std::tie(parts, warps) = columnSumParts(rows);
+  int64_t slots = d / RowLanes::kLanes;
+  int64_t blocks = parts / warps;
+  int partial = newScratch({n, d, blocks}, f32);
   SmallVector<Type> kernelTypes(types.begin(), types.end());
-  kernelTypes.push_back(memrefOf({n, d, parts}, f32));
+  kernelTypes.push_back(memrefOf({n, d, blocks}, f32));
   SmallVector<int> kernelBuffers(buffers.begin(), buffers.end());
   kernelBuffers.push_back(partial);
 
   Kernel k = startKernel(op->getName().stripDialect(), op->getLoc(),
                          kernelTypes, kernelBuffers);
+  if (shuffles && warps > 1)
+    k.func->setAttr(kBlockAttr,
+                    k.b.getI64IntegerAttr(RowLanes::kLanes * warps));
   Value partials = k.args.back();
   // dx's outputs: dx, and its bf16 copy where there is one.
   SmallVector<Value> outs{k.args[0]};
   if (types.size() > (residual ? 5u : 4u))
     outs.push_back(k.args[residual ? 5 : 4]);
-  k.loop(k.begin, k.end, [&](Value index) {
-    constexpr int64_t kLanes = RowLanes::kLanes;
-    Value p = shuffles ? k.divi(index, k.idx(kLanes)) : index;
-    Value lane = shuffles ? k.remi(index, k.idx(kLanes)) : Value();
-    // On a GPU a lane's sums live in registers (loop-carried, its columns
-    // unrolled); without warps one index runs every lane, its sums in a
-    // row of each (the same additions in the same order).
-    int64_t slots = d / kLanes;
-    Value onHost;
+  // What is written in bf16 (--bf16-residual) is summed as stored, as a
+  // column sum reading it would.
+  bool roundWritten = plan.buffers[buffers[0]].dtype == "bf16";
+  constexpr int64_t kLanes = RowLanes::kLanes;
+  // Warp p's sums over its rows p, p + parts, ...: on a GPU a lane's live
+  // in registers (loop-carried, its columns unrolled), returned in slot
+  // order (sum s, step, column of the chunk); without warps one index
+  // runs every lane, its sums in a row of `onHost` (the same additions in
+  // the same order).
+  auto sumRows = [&](Value p, Value lane, Value onHost) {
     SmallVector<Value> init;
-    if (shuffles) {
+    if (shuffles)
       init.assign(n * slots, k.f32(0));
-    } else {
-      OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
-      onHost = memref::AllocaOp::create(entry, k.loc, memrefOf({n, d}, f32));
-      k.loop(0, d, [&](Value j) {
-        for (int64_t s = 0; s < n; ++s)
-          k.store(k.f32(0), onHost, {k.idx(s), j});
-      });
-    }
     auto loop = scf::ForOp::create(k.b, k.loc, k.idx(0), k.idx(rows / parts),
                                    k.idx(1), init);
-    {
-      OpBuilder::InsertionGuard guard(k.b);
-      k.b.setInsertionPointToStart(loop.getBody());
-      Value r = k.addi(p, k.muli(loop.getInductionVar(), k.idx(parts)));
-      RowLanes lanes(k, r, lane, d, shuffles);
-      NormGradRow row(lanes, k.args[1], k.args[2], k.args[3], eps, rms);
-      // Column j's dx and terms, then its stores: a chunk's loads all
-      // before the stores (dx may be written over dy or x).
-      // dy * xhat, then dy, then what is written, as `sums` lists them.
-      // What is written in bf16 (--bf16-residual) is summed as stored, as
-      // a column sum reading it would.
-      bool roundWritten = plan.buffers[buffers[0]].dtype == "bf16";
-      auto terms = [&](Value j, Value written) {
-        Value dyj = k.load(k.args[1], {r, j});
-        SmallVector<Value> t{k.mul(dyj, row.xhat(j))};
-        if (bias)
-          t.push_back(dyj);
-        if (outSum)
-          t.push_back(roundWritten
-                          ? k.storedAs(k.storedAs(written, k.b.getBF16Type()),
-                                       k.b.getF32Type())
-                          : written);
-        return t;
-      };
-      auto dx = [&](Value j) {
-        Value v = row.dx(j);
-        return residual ? k.add(k.load(k.args[4], {r, j}), v) : v;
-      };
-      int64_t vector = lanes.vector, steps = d / (kLanes * vector);
-      auto chunk =
-          [&](Value l, Value step,
-              llvm::function_ref<void(int64_t e, Value j, ArrayRef<Value> t)>
-                  add) {
-            Value first = lanes.chunkStart(l, step);
-            SmallVector<Value> columns, values;
-            SmallVector<SmallVector<Value>> columnTerms;
-            for (int64_t e = 0; e < vector; ++e) {
-              columns.push_back(k.addi(first, k.idx(e)));
-              values.push_back(dx(columns.back()));
-              columnTerms.push_back(terms(columns.back(), values.back()));
-            }
-            for (Value out : outs)
-              for (int64_t e = 0; e < vector; ++e)
-                k.store(values[e], out, {r, columns[e]});
+    OpBuilder::InsertionGuard guard(k.b);
+    k.b.setInsertionPointToStart(loop.getBody());
+    Value r = k.addi(p, k.muli(loop.getInductionVar(), k.idx(parts)));
+    RowLanes lanes(k, r, lane, d, shuffles);
+    NormGradRow row(lanes, k.args[1], k.args[2], k.args[3], eps, rms);
+    // Column j's dx and terms, then its stores: a chunk's loads all
+    // before the stores (dx may be written over dy or x).
+    // dy * xhat, then dy, then what is written, as `sums` lists them.
+    auto terms = [&](Value j, Value written) {
+      Value dyj = k.load(k.args[1], {r, j});
+      SmallVector<Value> t{k.mul(dyj, row.xhat(j))};
+      if (bias)
+        t.push_back(dyj);
+      if (outSum)
+        t.push_back(roundWritten
+                        ? k.storedAs(k.storedAs(written, k.b.getBF16Type()),
+                                     k.b.getF32Type())
+                        : written);
+      return t;
+    };
+    auto dx = [&](Value j) {
+      Value v = row.dx(j);
+      return residual ? k.add(k.load(k.args[4], {r, j}), v) : v;
+    };
+    int64_t vector = lanes.vector, steps = d / (kLanes * vector);
+    auto chunk =
+        [&](Value l, Value step,
+            llvm::function_ref<void(int64_t e, Value j, ArrayRef<Value> t)>
+                add) {
+          Value first = lanes.chunkStart(l, step);
+          SmallVector<Value> columns, values;
+          SmallVector<SmallVector<Value>> columnTerms;
+          for (int64_t e = 0; e < vector; ++e) {
+            columns.push_back(k.addi(first, k.idx(e)));
+            values.push_back(dx(columns.back()));
+            columnTerms.push_back(terms(columns.back(), values.back()));
+          }
+          for (Value out : outs)
             for (int64_t e = 0; e < vector; ++e)
-              add(e, columns[e], columnTerms[e]);
-          };
-      SmallVector<Value> next;
-      if (shuffles) {
-        next.assign(loop.getRegionIterArgs().begin(),
-                    loop.getRegionIterArgs().end());
-        for (int64_t step = 0; step < steps; ++step)
-          chunk(lane, k.idx(step), [&](int64_t e, Value, ArrayRef<Value> t) {
+              k.store(values[e], out, {r, columns[e]});
+          for (int64_t e = 0; e < vector; ++e)
+            add(e, columns[e], columnTerms[e]);
+        };
+    if (!shuffles) {
+      k.loop(0, kLanes, [&](Value l) {
+        k.loop(0, steps, [&](Value step) {
+          chunk(l, step, [&](int64_t, Value j, ArrayRef<Value> t) {
             for (int64_t s = 0; s < n; ++s) {
-              Value &sum = next[s * slots + step * vector + e];
-              sum = k.add(sum, t[s]);
+              Value at[] = {k.idx(s), j};
+              k.store(k.add(k.load(onHost, at), t[s]), onHost, at);
             }
-          });
-      } else {
-        k.loop(0, kLanes, [&](Value l) {
-          k.loop(0, steps, [&](Value step) {
-            chunk(l, step, [&](int64_t, Value j, ArrayRef<Value> t) {
-              for (int64_t s = 0; s < n; ++s) {
-                Value at[] = {k.idx(s), j};
-                k.store(k.add(k.load(onHost, at), t[s]), onHost, at);
-              }
-            });
           });
         });
-      }
-      if (shuffles) // else the loop has its terminator
-        scf::YieldOp::create(k.b, k.loc, next);
-    }
-    if (shuffles) {
-      RowLanes lanes(k, p, lane, d, shuffles);
-      int64_t vector = lanes.vector, steps = d / (kLanes * vector);
-      for (int64_t step = 0; step < steps; ++step) {
-        Value first = lanes.chunkStart(lane, k.idx(step));
-        for (int64_t e = 0; e < vector; ++e)
-          for (int64_t s = 0; s < n; ++s)
-            k.store(loop.getResult(s * slots + step * vector + e), partials,
-                    {k.idx(s), k.addi(first, k.idx(e)), p});
-      }
-    } else {
-      k.loop(0, d, [&](Value j) {
-        for (int64_t s = 0; s < n; ++s)
-          k.store(k.load(onHost, {k.idx(s), j}), partials, {k.idx(s), j, p});
       });
+      return SmallVector<Value>();
     }
+    SmallVector<Value> next(loop.getRegionIterArgs().begin(),
+                            loop.getRegionIterArgs().end());
+    for (int64_t step = 0; step < steps; ++step)
+      chunk(lane, k.idx(step), [&](int64_t e, Value, ArrayRef<Value> t) {
+        for (int64_t s = 0; s < n; ++s) {
+          Value &sum = next[s * slots + step * vector + e];
+          sum = k.add(sum, t[s]);
+        }
+      });
+    scf::YieldOp::create(k.b, k.loc, next);
+    return SmallVector<Value>(loop.getResults());
+  };
+  k.loop(k.begin, k.end, [&](Value index) {
+    if (!shuffles) {
+      // Index b is block b: its warps' sums, then their sum in warp order.
+      OpBuilder entry = OpBuilder::atBlockBegin(&k.func.getBody().front());
+      Value onHost =
+          memref::AllocaOp::create(entry, k.loc, memrefOf({warps, n, d}, f32));
+      for (int64_t w = 0; w < warps; ++w) {
+        auto slot = memref::SubViewOp::create(
+            k.b, k.loc, onHost,
+            ArrayRef<OpFoldResult>{k.b.getIndexAttr(w), k.b.getIndexAttr(0),
+                                   k.b.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{k.b.getIndexAttr(1), k.b.getIndexAttr(n),
+                                   k.b.getIndexAttr(d)},
+            ArrayRef<OpFoldResult>{k.b.getIndexAttr(1), k.b.getIndexAttr(1),
+                                   k.b.getIndexAttr(1)});
+        Value mine = memref::CollapseShapeOp::create(
+            k.b, k.loc, slot, ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+        k.loop(0, d, [&](Value j) {
+          for (int64_t s = 0; s < n; ++s)
+            k.store(k.f32(0), mine, {k.idx(s), j});
+        });
+        sumRows(k.addi(k.muli(index, k.idx(warps)), k.idx(w)), Value(), mine);
+      }
+      k.loop(0, d, [&](Value j) {
+        for (int64_t s = 0; s < n; ++s) {
+          Value v = k.load(onHost, {k.idx(0), k.idx(s), j});
+          for (int64_t w = 1; w < warps; ++w)
+            v = k.add(v, k.load(onHost, {k.idx(w), k.idx(s), j}));
+          k.store(v, partials, {k.idx(s), j, index});
+        }
+      });
+      return;
+    }
+    Value p = k.divi(index, k.idx(kLanes));
+    Value lane = k.remi(index, k.idx(kLanes));
+    SmallVector<Value> sums = sumRows(p, lane, Value());
+    // Slot i of the results is sum i / slots, column chunkStart(lane,
+    // step) + e for (step, e) of i % slots.
+    RowLanes lanes(k, p, lane, d, shuffles);
+    int64_t vector = lanes.vector;
+    Value block = k.divi(p, k.idx(warps));
+    auto store = [&](ArrayRef<Value> values) {
+      for (int64_t i = 0; i < n * slots; ++i) {
+        int64_t s = i / slots, step = i % slots / vector, e = i % vector;
+        Value j = k.addi(lanes.chunkStart(lane, k.idx(step)), k.idx(e));
+        k.store(values[i], partials, {k.idx(s), j, block});
+      }
+    };
+    if (warps == 1)
+      return store(sums);
+    // Warps 1 .. warps - 1 leave their sums in shared memory, each lane
+    // its own (a slot's 32 lanes side by side: no bank conflicts); warp 0
+    // adds them in warp order and writes the block's.
+    std::string name =
+        ("hs_shared_norm_sums_" + Twine(warps - 1) + "x" + Twine(n * slots))
+            .str();
+    Value shared = sharedArray(k, name, {warps - 1, n * slots, kLanes});
+    Value warp = k.remi(p, k.idx(warps));
+    k.when(arith::CmpIOp::create(k.b, k.loc, arith::CmpIPredicate::ne, warp,
+                                 k.idx(0)),
+           [&] {
+             Value at = arith::SubIOp::create(k.b, k.loc, warp, k.idx(1));
+             for (int64_t i = 0; i < n * slots; ++i)
+               k.store(sums[i], shared, {at, k.idx(i), lane});
+           });
+    gpu::BarrierOp::create(k.b, k.loc);
+    k.when(k.equal(warp, k.idx(0)), [&] {
+      SmallVector<Value> total(sums);
+      for (int64_t w = 1; w < warps; ++w)
+        for (int64_t i = 0; i < n * slots; ++i)
+          total[i] =
+              k.add(total[i], k.load(shared, {k.idx(w - 1), k.idx(i), lane}));
+      store(total);
+    });
   });
-  call(finishKernel(k), RowLanes::range(parts, shuffles), kernelBuffers, op);
-  foldColumnPartials(op, sums, d, parts, partial);
+  call(finishKernel(k), shuffles ? parts * kLanes : blocks, kernelBuffers, op);
+  foldColumnPartials(op, sums, d, blocks, partial);
   return success();
 }
 
