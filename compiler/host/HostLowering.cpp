@@ -1035,10 +1035,11 @@ private:
   bool readInBf16(Value v);
   /// --bf16-residual: whether `v` is a stretch of the residual stream or of
   /// its gradient to store in bf16: an add's f32 activation (rank 2 or
-  /// more) that only kernels, GEMMs and further such adds read, in this
-  /// function or in those it is saved for, and that no other rank
-  /// receives. A GEMM that adds it (an epilogue's addend) then writes its
-  /// sum in bf16 too: cuBLASLt's C has D's type.
+  /// more, in a forward or backward pass) that only kernels, GEMMs and
+  /// further such adds read, in this function or in those it is saved
+  /// for, or the next chunk's rank (sentInBf16). A GEMM that adds it (an
+  /// epilogue's addend) then writes its sum in bf16 too: cuBLASLt's C has
+  /// D's type.
   bool residualInBf16(Value v);
   /// The same for the last norm's input gradient, where the stream's
   /// gradient starts: a value that such an add reads, and whose other
@@ -1051,6 +1052,16 @@ private:
   /// Whether `use`, of a function's result, goes only to arguments of
   /// functions on this rank (not to another rank) that are all `ok`.
   bool readersOfResult(OpOperand &use, llvm::function_ref<bool(Value)> ok);
+  /// Whether `use`, of a function's result, is what a chunk sends another
+  /// rank (an activation after its forward, an input gradient after its
+  /// backward).
+  bool sentToAnotherRank(OpOperand &use);
+  /// --bf16-residual: the values a chunk sends and its neighbour receives
+  /// in bf16, by type, the same on both sides: f32 activations and their
+  /// gradients (rank 2 or more), which are the residual stream where a
+  /// cut falls between layers. The sender's is residualInBf16 (an error
+  /// otherwise).
+  bool sentInBf16(Type type);
   /// Over elements: the loss gradient that cross entropy `ce` writes over
   /// its logits as it computes the loss (llm.c's fused classifier), or
   /// null. It can where the logits go nowhere else but to that gradient, in
@@ -1665,20 +1676,31 @@ bool HostLowering::readByAGemm(Value v) {
   return false;
 }
 
+bool HostLowering::sentToAnotherRank(OpOperand &use) {
+  auto func = use.getOwner()->getParentOfType<func::FuncOp>();
+  auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk");
+  if (!chunk || !isa<func::ReturnOp>(use.getOwner()))
+    return false;
+  StringRef base = func.getName().rsplit('.').second;
+  int c = static_cast<int>(chunk.getInt());
+  int sent = base == "forward" ? boundaryInputs(c + 1)
+             : base == "backward" || base == "backward_input"
+                 ? boundaryInputs(c)
+                 : 0;
+  return static_cast<int>(use.getOperandNumber()) < sent;
+}
+bool HostLowering::sentInBf16(Type type) {
+  auto t = dyn_cast<RankedTensorType>(type);
+  return options.bf16Residual && bf16Gemms && t && t.getElementType().isF32() &&
+         t.getRank() >= 2;
+}
 bool HostLowering::readersOfResult(OpOperand &use,
                                    llvm::function_ref<bool(Value)> ok) {
   auto func = use.getOwner()->getParentOfType<func::FuncOp>();
-  // What a chunk sends to another rank arrives there in f32.
-  if (auto chunk = func->getAttrOfType<IntegerAttr>("nn.chunk")) {
-    StringRef base = func.getName().rsplit('.').second;
-    int c = static_cast<int>(chunk.getInt());
-    int sent = base == "forward" ? boundaryInputs(c + 1)
-               : base == "backward" || base == "backward_input"
-                   ? boundaryInputs(c)
-                   : 0;
-    if (static_cast<int>(use.getOperandNumber()) < sent)
-      return false;
-  }
+  // What a chunk sends to another rank arrives there in f32 (but the
+  // residual stream with --bf16-residual: sentInBf16).
+  if (sentToAnotherRank(use))
+    return false;
   std::string key =
       (func.getName() + ":" + Twine(use.getOperandNumber())).str();
   auto it = resultReaders.find(key);
@@ -1731,25 +1753,26 @@ bool HostLowering::keepOutputInBf16(Value v) {
   return bf16Gemms && tensorType(v).getElementType().isF32() && readInBf16(v);
 }
 
+/// Whether `v` is computed in a forward or backward pass (of a chunk too),
+/// not in the optimizer step (whose adds sum a tied weight's gradients).
+static bool inForwardOrBackward(Value v) {
+  auto func = v.getParentRegion()->getParentOfType<func::FuncOp>();
+  StringRef base = func.getName().rsplit('.').second;
+  if (base.empty())
+    base = func.getName();
+  return base == "forward" || base == "backward" || base == "backward_input" ||
+         base == "backward_weight";
+}
+
 bool HostLowering::residualInBf16(Value v) {
   if (!options.bf16Residual || !bf16Gemms)
     return false;
   auto type = tensorType(v);
   if (!type.getElementType().isF32() || type.getRank() < 2 || v.use_empty())
     return false;
-  if (!isa_and_nonnull<AddOp>(v.getDefiningOp()))
+  if (!isa_and_nonnull<AddOp>(v.getDefiningOp()) || !inForwardOrBackward(v))
     return false;
-  for (OpOperand &use : v.getUses()) {
-    Operation *user = use.getOwner();
-    if (isa<func::ReturnOp>(user)) {
-      if (!readersOfResult(use, [&](Value arg) { return residualReader(arg); }))
-        return false;
-      continue;
-    }
-    if (!residualReader(use))
-      return false;
-  }
-  return true;
+  return residualReader(v);
 }
 bool HostLowering::startsResidualInBf16(Value v) {
   return options.bf16Residual && bf16Gemms &&
@@ -1769,8 +1792,15 @@ bool HostLowering::residualReader(OpOperand &use) {
   Operation *user = use.getOwner();
   if (isa<ReshapeOp>(user))
     return residualReader(user->getResult(0));
-  // Whatever is stored (an accumulator) or goes back stays f32.
-  if (isa<StoreOp, func::ReturnOp>(user))
+  // Sent to the next chunk's rank, it arrives in bf16 (sentInBf16); saved
+  // for another function (the backward, a split backward's weight half),
+  // it is read there.
+  if (sentToAnotherRank(use))
+    return true;
+  if (isa<func::ReturnOp>(user))
+    return readersOfResult(use, [&](Value arg) { return residualReader(arg); });
+  // Whatever is stored (an accumulator) stays f32.
+  if (isa<StoreOp>(user))
     return false;
   // An add continues the stream: its sum must be bf16 too (a GEMM
   // epilogue's addend has the GEMM's output type).
@@ -5421,9 +5451,9 @@ int HostLowering::boundaryBuffer(int chunk, bool gradient, int index,
   if (!inserted)
     return it->second;
   auto t = cast<RankedTensorType>(type);
-  plan::Buffer b =
-      describeBuffer(BufferKind::Boundary, gradient ? "grad_in" : "act_in",
-                     t.getShape(), t.getElementType());
+  plan::Buffer b = describeBuffer(
+      BufferKind::Boundary, gradient ? "grad_in" : "act_in", t.getShape(),
+      sentInBf16(t) ? BFloat16Type::get(ctx) : t.getElementType());
   b.role = gradient ? "gradient" : "activation";
   b.index = index;
   b.chunk = chunk;
@@ -5684,12 +5714,6 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
                                             const host::PipelineUse &use) {
   if (failed(describeModel()))
     return failure();
-  // What one stage sends the next arrives in f32 (readersOfResult), one
-  // rounding fewer than one stage makes: pipelining would change the math.
-  if (options.bf16Residual)
-    return module.emitError("--bf16-residual does not take a pipeline yet "
-                            "(stages send f32, which would round the "
-                            "stream at other points than one stage does)");
   findResultReaders();
   int rank = pipeline.rank;
   chunkSlots = pipeline.chunkSlots;
@@ -5737,12 +5761,27 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
       continue;
     StringRef base = func.getName().rsplit('.').second;
     SmallVector<int> &out = results[func.getName()];
+    // The receiver's buffer has the type sentInBf16 gives it: the
+    // sender's must be that stretch of the residual stream.
+    auto send = [&](bool gradient, int i) -> LogicalResult {
+      Type type = func.getResultTypes()[i];
+      bool bf16 = plan.buffers[out[i]].dtype == "bf16";
+      if (sentInBf16(type) && !bf16)
+        return func.emitError("--bf16-residual: ")
+               << func.getName() << " sends result " << i
+               << ", which is not the residual stream in bf16 (a cut "
+                  "between layers sends it)";
+      pipeline.sends.push_back({chunk, gradient, i, out[i]});
+      return success();
+    };
     if (base == "forward" && chunk + 1 < numChunks)
       for (int i = 0, e = boundaryInputs(chunk + 1); i < e; ++i)
-        pipeline.sends.push_back({chunk, false, i, out[i]});
+        if (failed(send(false, i)))
+          return failure();
     if ((base == "backward" || base == "backward_input") && chunk > 0)
       for (int i = 0, e = boundaryInputs(chunk); i < e; ++i)
-        pipeline.sends.push_back({chunk, true, i, out[i]});
+        if (failed(send(true, i)))
+          return failure();
   }
   // Tied parameters: each accumulator goes from the rank that fills it to
   // every other rank that reads it; the tag is its place among them.
