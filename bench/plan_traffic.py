@@ -9,7 +9,8 @@ as it reads them). That is a
 lower bound on what the action moves through memory (a kernel may read a
 buffer more than once, a GEMM re-reads its operands from cache), and it
 counts the GEMMs' operands too (a grouped optimizer update names only the
-first buffer of each run it updates, so the optimizer step is undercounted).
+first buffer of each run it updates; its note's element count gives the
+runs' bytes).
 Divided by a memory bandwidth it bounds the
 time of the memory-bound part of a step: a yardstick for changes to the
 compiler between GPU runs, not a measurement.
@@ -29,6 +30,7 @@ measures it.
 import argparse
 import collections
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -48,12 +50,15 @@ def traffic(plan):
     """{function: (actions, bytes, {note: bytes}, [(kind, note, flops,
     bytes) per action])}"""
     sizes, kernels, functions, current = {}, {}, {}, None
+    kinds_of, dtype_bytes = {}, {}
     for line in plan.splitlines():
         words = line.split()
         if not words:
             continue
         if words[0] == "buffer":
             sizes[int(words[1])] = int(words[words.index("bytes") + 1])
+            kinds_of[int(words[1])] = words[2]
+            dtype_bytes[int(words[1])] = 2 if words[4] == "bf16" else 4
         elif words[0] == "kernel":
             kernels[words[1]] = words[2]
         elif words[0] == "function":
@@ -80,9 +85,21 @@ def traffic(plan):
             if words[0] == "call" and kernels.get(body[1], "").endswith(
                     "_cross_entropy_and_grad"):
                 moved += sizes.get(int(ids[0]), 0)  # read, then overwritten
+            group = re.search(r"fused update of \d+ parameters?, (\d+) elements",
+                              note)
+            if words[0] == "call" and group:
+                # A grouped update names each run of parameters, gradients
+                # and states by its first buffer: the run moves all its
+                # elements (scalars are themselves).
+                elements = int(group.group(1))
+                moved = sum(
+                    elements * dtype_bytes[int(i)] if kinds_of[int(i)] in
+                    ("param", "state") else sizes.get(int(i), 0)
+                    for i in ids)
+            note = re.sub(r", \d+ elements$", "", note.strip())
             current[0] += 1
             current[1] += moved
-            current[2][note.strip() or words[0]] += moved
+            current[2][note or words[0]] += moved
             flops = 0.0
             if words[0] == "gemm":
                 b, m, n, k = (int(w) for w in body[1:5])
@@ -95,7 +112,7 @@ def traffic(plan):
                 flops = products * (2 if words[0] == "attention" else 5)
             kind = "kernel" if words[0] == "call" else (
                 "gemm" if words[0] == "gemm" else "attention")
-            current[3].append((kind, note.strip() or words[0], flops, moved))
+            current[3].append((kind, note or words[0], flops, moved))
         elif words[0] == "end":
             current = None
     return functions

@@ -2536,10 +2536,13 @@ LogicalResult HostLowering::lowerUpdateGroup(const UpdateGroup &group) {
         return r;
       },
       /*flat=*/true);
+  // The note says how many elements each of its runs holds: the call
+  // names a run by its first buffer (bench/plan_traffic.py counts them).
   if (succeeded(status))
     current->actions.back().note =
         ("fused update of " + Twine(group.members.size()) + " parameter" +
-         (group.members.size() > 1 ? "s" : ""))
+         (group.members.size() > 1 ? "s" : "") + ", " + Twine(elements) +
+         " elements")
             .str();
   return status;
 }
