@@ -1234,6 +1234,18 @@ private:
   /// precision = bf16: GEMMs read bf16 copies of their operands (rounded to
   /// nearest even) and accumulate in f32.
   bool bf16Gemms = false;
+  /// Gradient accumulators that a GEMM writes afresh each step (one
+  /// microbatch: its one contribution, beta = 0), which the optimizer step
+  /// need not zero after use (as PyTorch's zero_grad(set_to_none=True)
+  /// leaves the next backward to write them).
+  std::set<int> overwrittenGradients;
+  /// Whether the store of `value` into `target` zeroes such an accumulator.
+  bool zeroesOverwritten(Value value, int target) {
+    auto splat = splatOf(value);
+    auto zero = splat ? dyn_cast<FloatAttr>(*splat) : FloatAttr();
+    return zero && zero.getValue().isZero() &&
+           overwrittenGradients.count(target);
+  }
   /// A bf16 copy of f32 buffer `buffer` (a scratch the cast kernel fills;
   /// for a parameter, a state the optimizer step fills: weightCopies).
   int castToBf16(int buffer, Operation *op);
@@ -2379,7 +2391,10 @@ void HostLowering::findUpdateGroups(func::FuncOp func) {
       auto splat = splatOf(store.getValue());
       int t = targetOf(store);
       auto input = llvm::find(u->inputBuffers, t);
+      // An accumulator the backward writes afresh is not zeroed at all
+      // (overwrittenGradients): updates with it group apart.
       if (!splat || !f->isBeforeInBlock(store) ||
+          zeroesOverwritten(store.getValue(), t) ||
           input == u->inputBuffers.end() ||
           llvm::is_contained(u->resultBuffers, t) ||
           llvm::is_contained(zeroedBuffers, t))
@@ -3279,8 +3294,10 @@ LogicalResult HostLowering::lowerGemm(Operation *op, Value a, Value b,
   // use): the GEMM writes it instead, without reading it (beta = 0).
   const plan::Buffer &target = plan.buffers[out];
   if (accumulate && plan.microbatches == 1 &&
-      target.kind == BufferKind::State && target.role == "grad")
+      target.kind == BufferKind::State && target.role == "grad") {
     accumulate = false;
+    overwrittenGradients.insert(out);
+  }
   if (bias && !accumulateIntoOut) {
     // C starts as the broadcast bias; the GEMM adds to it.
     auto outType = tensorType(op->getResult(0));
@@ -5393,6 +5410,8 @@ LogicalResult HostLowering::lowerOp(Operation *op) {
     int target = plan.find(name, BufferKind::State);
     if (target < 0)
       target = plan.find(name, BufferKind::Param);
+    if (zeroesOverwritten(store.getValue(), target))
+      return success();
     auto type = tensorType(store.getValue());
     if (auto splat = splatOf(store.getValue())) {
       fill(target, type, *splat, op);
