@@ -67,7 +67,8 @@ void applyEpilogue(void *ctx, int64_t begin, int64_t end) {
 } // namespace
 
 /// f32 `x` rounded to bf16, to nearest with ties to even (NaN stays NaN):
-/// the bits the compiler's kernels store (bf16Bits in HostLowering.cpp).
+/// the bits the compiler's kernels store (bf16Bits in
+/// compiler/host/KernelBuilder.h).
 static uint16_t bf16Bits(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);
