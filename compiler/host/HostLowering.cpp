@@ -2891,9 +2891,11 @@ AddOp HostLowering::residualGradientAdd(Operation *op) {
 void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
                               int64_t rows, int64_t cols, ArrayRef<Type> args,
                               ArrayRef<int> buffers) {
-  // Index (b, j) sums column j of block b's parts (columnSumParts: rows p,
-  // p + parts, ... for part p), each from zero, then adds them in order:
-  // a norm gradient's fused sums, bit for bit.
+  // Index (b, c) sums the columns of chunk c (16 bytes of the narrowest
+  // operand where the columns divide: one 128-bit load a row, as
+  // Kernel::narrowestBits has it) over block b's parts (columnSumParts:
+  // rows p, p + parts, ... for part p), each from zero, then adds them in
+  // order: a norm gradient's fused sums, bit for bit.
   int64_t parts, perBlock;
   std::tie(parts, perBlock) = columnSumParts(rows);
   int64_t blocks = parts / perBlock;
@@ -2904,15 +2906,22 @@ void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
   int partial = newScratch({n, cols, blocks}, f32);
   SmallVector<Type> types{memrefOf({n, cols, blocks}, f32)};
   types.append(args.begin(), args.end());
-  Kernel first = startKernel(name, op->getLoc(), types);
+  SmallVector<int> firstBuffers{partial};
+  firstBuffers.append(buffers.begin(), buffers.end());
+  Kernel first = startKernel(name, op->getLoc(), types, buffers);
+  int64_t vector = options.parallelOverElements
+                       ? chunkColumns(cols, 1, first.narrowestBits)
+                       : 1;
+  int64_t chunks = cols / vector;
   first.loop(first.begin, first.end, [&](Value i) {
-    Value b = first.divi(i, first.idx(cols));
-    Value j = first.remi(i, first.idx(cols));
+    Value b = first.divi(i, first.idx(chunks));
+    Value j0 = first.muli(first.remi(i, first.idx(chunks)), first.idx(vector));
     ArrayRef<Value> operands = ArrayRef<Value>(first.args).drop_front();
+    // total[s * vector + e]: sum s of column j0 + e.
     SmallVector<Value> total;
     for (int64_t w = 0; w < perBlock; ++w) {
       Value p = first.addi(first.muli(b, first.idx(perBlock)), first.idx(w));
-      SmallVector<Value> init(n, first.f32(0));
+      SmallVector<Value> init(n * vector, first.f32(0));
       auto loop =
           scf::ForOp::create(first.b, first.loc, first.idx(0),
                              first.idx(rows / parts), first.idx(1), init);
@@ -2922,22 +2931,26 @@ void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
         Value r =
             first.addi(p, first.muli(loop.getInductionVar(), first.idx(parts)));
         SmallVector<Value> next;
-        for (auto [s, acc] : llvm::zip(sums, loop.getRegionIterArgs()))
-          next.push_back(first.add(acc, s.term(first, operands, r, j)));
+        for (int64_t s = 0; s < n; ++s)
+          for (int64_t e = 0; e < vector; ++e)
+            next.push_back(
+                first.add(loop.getRegionIterArgs()[s * vector + e],
+                          sums[s].term(first, operands, r,
+                                       first.addi(j0, first.idx(e)))));
         scf::YieldOp::create(first.b, first.loc, next);
       }
-      for (int64_t s = 0; s < n; ++s)
-        total.push_back(w == 0 ? loop.getResult(s)
-                               : first.add(total[s], loop.getResult(s)));
+      for (int64_t t = 0; t < n * vector; ++t)
+        total.push_back(w == 0 ? loop.getResult(t)
+                               : first.add(total[t], loop.getResult(t)));
       if (w > 0)
-        total.erase(total.begin(), total.begin() + n);
+        total.erase(total.begin(), total.begin() + n * vector);
     }
     for (int64_t s = 0; s < n; ++s)
-      first.store(total[s], first.args[0], {first.idx(s), j, b});
+      for (int64_t e = 0; e < vector; ++e)
+        first.store(total[s * vector + e], first.args[0],
+                    {first.idx(s), first.addi(j0, first.idx(e)), b});
   });
-  SmallVector<int> firstBuffers{partial};
-  firstBuffers.append(buffers.begin(), buffers.end());
-  call(finishKernel(first), blocks * cols, firstBuffers, op);
+  call(finishKernel(first), blocks * chunks, firstBuffers, op);
   foldColumnPartials(op, sums, cols, blocks, partial);
 }
 
