@@ -3191,6 +3191,8 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
   std::tie(parts, warps) = columnSumParts(rows);
   int64_t slots = d / RowLanes::kLanes;
   int64_t blocks = parts / warps;
+  assert((warps - 1) * n * slots * RowLanes::kLanes * 4 <= 48 * 1024 &&
+         "static shared memory of a block");
   int partial = newScratch({n, d, blocks}, f32);
   SmallVector<Type> kernelTypes(types.begin(), types.end());
   kernelTypes.push_back(memrefOf({n, d, blocks}, f32));
