@@ -5,7 +5,8 @@ Builds a model's plan (`hotstage build FILE --emit=plan ...`) and sums, per
 function and per kind of action, the bytes of the buffers each action
 names: every buffer once (a GEMM's C twice when it accumulates, the
 logits twice in cross entropy's kernel that writes its gradient over them
-as it reads them). That is a
+as it reads them, an optimizer update's states, parameters and zeroed
+gradients twice: read, then written back). That is a
 lower bound on what the action moves through memory (a kernel may read a
 buffer more than once, a GEMM re-reads its operands from cache), and it
 counts the GEMMs' operands too (a grouped optimizer update names only the
@@ -79,9 +80,17 @@ def traffic(plan):
                     ids.append(body[10])
             else:  # attention B T H KVH D CAUSAL SCALE BUFFERS... [qkv] [dqkv]
                 ids = [i for i in body[8:] if i.isdigit()]
-            if words[0] != "gemm":  # a buffer named twice moves once
+            # A buffer named twice moves once (attention's packed q, k and
+            # v; an operand read twice), but for a fused group's output
+            # that is also its input (an optimizer state, a parameter, a
+            # gradient zeroed after use): read, then written back.
+            in_place = set()
+            if words[0] == "call" and note.strip().startswith("fused"):
+                in_place = {i for i in ids if ids.count(i) > 1}
+            if words[0] != "gemm":
                 ids = list(dict.fromkeys(ids))
-            moved = sum(sizes.get(int(i), 0) for i in ids)
+            moved = sum(sizes.get(int(i), 0) * (2 if i in in_place else 1)
+                        for i in ids)
             if words[0] == "call" and kernels.get(body[1], "").endswith(
                     "_cross_entropy_and_grad"):
                 moved += sizes.get(int(ids[0]), 0)  # read, then overwritten
@@ -93,9 +102,9 @@ def traffic(plan):
                 # elements (scalars are themselves).
                 elements = int(group.group(1))
                 moved = sum(
-                    elements * dtype_bytes[int(i)] if kinds_of[int(i)] in
-                    ("param", "state") else sizes.get(int(i), 0)
-                    for i in ids)
+                    (elements * dtype_bytes[int(i)] if kinds_of[int(i)] in
+                     ("param", "state") else sizes.get(int(i), 0)) *
+                    (2 if i in in_place else 1) for i in ids)
             note = re.sub(r", \d+ elements$", "", note.strip())
             current[0] += 1
             current[1] += moved
