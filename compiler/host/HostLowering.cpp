@@ -5241,8 +5241,10 @@ FailureOr<plan::Plan> HostLowering::runRank(plan::Pipeline pipeline,
       if (sentInBf16(type) && !bf16)
         return func.emitError("--bf16-residual: ")
                << func.getName() << " sends result " << i
-               << ", which is not the residual stream in bf16 (a cut "
-                  "between layers sends it)";
+               << ", which is not a stretch of the residual stream in "
+                  "bf16: the stages of a pipeline send each other the "
+                  "stream in bf16 with --bf16-residual, and this model's "
+                  "cut is not on one";
       pipeline.sends.push_back({chunk, gradient, i, out[i]});
       return success();
     };
