@@ -476,6 +476,7 @@ private:
   /// epilogue's addend) then writes its sum in bf16 too: cuBLASLt's C has
   /// D's type.
   bool residualInBf16(Value v);
+  llvm::DenseMap<Value, bool> residualStretches;
   /// The same for the last norm's input gradient, where the stream's
   /// gradient starts: a value that such an add reads, and whose other
   /// readers read bf16 too.
@@ -1219,7 +1220,12 @@ bool HostLowering::residualInBf16(Value v) {
     return false;
   if (!isa_and_nonnull<AddOp>(v.getDefiningOp()) || !inForwardOrBackward(v))
     return false;
-  return residualReader(v);
+  // Each stretch asks the next: remembered, the stream is walked once.
+  if (auto it = residualStretches.find(v); it != residualStretches.end())
+    return it->second;
+  bool stretch = residualReader(v);
+  residualStretches[v] = stretch;
+  return stretch;
 }
 bool HostLowering::startsResidualInBf16(Value v) {
   return options.bf16Residual && bf16Gemms &&
@@ -1398,7 +1404,8 @@ LogicalResult readAsF32(Value m) {
       auto wide = cast<VectorType>(load.getType());
       Value narrow = vector::LoadOp::create(
           b, loc, wide.clone(b.getBF16Type()), m, load.getIndices(),
-          /*nontemporal=*/false, llvm::Align(wide.getNumElements() * 2));
+          /*nontemporal=*/false,
+          Kernel::chunkAlignment(b.getBF16Type(), wide.getNumElements()));
       load.getResult().replaceAllUsesWith(
           arith::ExtFOp::create(b, loc, wide, narrow).getResult());
       load.erase();
@@ -1411,9 +1418,10 @@ LogicalResult readAsF32(Value m) {
             vector::ExtractOp::create(b, loc, store.getValueToStore(), e)));
       Value narrow = vector::FromElementsOp::create(
           b, loc, wide.clone(b.getBF16Type()), rounded);
-      vector::StoreOp::create(b, loc, narrow, m, store.getIndices(),
-                              /*nontemporal=*/false,
-                              llvm::Align(wide.getNumElements() * 2));
+      vector::StoreOp::create(
+          b, loc, narrow, m, store.getIndices(),
+          /*nontemporal=*/false,
+          Kernel::chunkAlignment(b.getBF16Type(), wide.getNumElements()));
       store.erase();
     } else if (auto view = dyn_cast<memref::SubViewOp>(user)) {
       Value r = view.getResult();
@@ -2939,11 +2947,11 @@ void HostLowering::columnSums(Operation *op, ArrayRef<ColumnSum> sums,
                                        first.addi(j0, first.idx(e)))));
         scf::YieldOp::create(first.b, first.loc, next);
       }
-      for (int64_t t = 0; t < n * vector; ++t)
-        total.push_back(w == 0 ? loop.getResult(t)
-                               : first.add(total[t], loop.getResult(t)));
-      if (w > 0)
-        total.erase(total.begin(), total.begin() + n * vector);
+      if (w == 0)
+        total.assign(loop.getResults().begin(), loop.getResults().end());
+      else
+        for (int64_t t = 0; t < n * vector; ++t)
+          total[t] = first.add(total[t], loop.getResult(t));
     }
     for (int64_t s = 0; s < n; ++s)
       for (int64_t e = 0; e < vector; ++e)
@@ -3216,9 +3224,9 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
   // Warp p's sums over its rows p, p + parts, ...: on a GPU a lane's live
   // in registers (loop-carried, its columns unrolled), returned in slot
   // order (sum s, step, column of the chunk); without warps one index
-  // runs every lane, its sums in a row of `onHost` (the same additions in
-  // the same order).
-  auto sumRows = [&](Value p, Value lane, Value onHost) {
+  // runs every lane, its sums in onHost[warp] (the same additions in the
+  // same order).
+  auto sumRows = [&](Value p, Value lane, Value onHost, int64_t warp) {
     SmallVector<Value> init;
     if (shuffles)
       init.assign(n * slots, k.f32(0));
@@ -3272,7 +3280,7 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
         k.loop(0, steps, [&](Value step) {
           chunk(l, step, [&](int64_t, Value j, ArrayRef<Value> t) {
             for (int64_t s = 0; s < n; ++s) {
-              Value at[] = {k.idx(s), j};
+              Value at[] = {k.idx(warp), k.idx(s), j};
               k.store(k.add(k.load(onHost, at), t[s]), onHost, at);
             }
           });
@@ -3299,21 +3307,12 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
       Value onHost =
           memref::AllocaOp::create(entry, k.loc, memrefOf({warps, n, d}, f32));
       for (int64_t w = 0; w < warps; ++w) {
-        auto slot = memref::SubViewOp::create(
-            k.b, k.loc, onHost,
-            ArrayRef<OpFoldResult>{k.b.getIndexAttr(w), k.b.getIndexAttr(0),
-                                   k.b.getIndexAttr(0)},
-            ArrayRef<OpFoldResult>{k.b.getIndexAttr(1), k.b.getIndexAttr(n),
-                                   k.b.getIndexAttr(d)},
-            ArrayRef<OpFoldResult>{k.b.getIndexAttr(1), k.b.getIndexAttr(1),
-                                   k.b.getIndexAttr(1)});
-        Value mine = memref::CollapseShapeOp::create(
-            k.b, k.loc, slot, ArrayRef<ReassociationIndices>{{0, 1}, {2}});
         k.loop(0, d, [&](Value j) {
           for (int64_t s = 0; s < n; ++s)
-            k.store(k.f32(0), mine, {k.idx(s), j});
+            k.store(k.f32(0), onHost, {k.idx(w), k.idx(s), j});
         });
-        sumRows(k.addi(k.muli(index, k.idx(warps)), k.idx(w)), Value(), mine);
+        sumRows(k.addi(k.muli(index, k.idx(warps)), k.idx(w)), Value(), onHost,
+                w);
       }
       k.loop(0, d, [&](Value j) {
         for (int64_t s = 0; s < n; ++s) {
@@ -3327,7 +3326,7 @@ LogicalResult HostLowering::lowerNormGradWithSums(Operation *op,
     }
     Value p = k.divi(index, k.idx(kLanes));
     Value lane = k.remi(index, k.idx(kLanes));
-    SmallVector<Value> sums = sumRows(p, lane, Value());
+    SmallVector<Value> sums = sumRows(p, lane, Value(), 0);
     // Slot i of the results is sum i / slots, column chunkStart(lane,
     // step) + e for (step, e) of i % slots.
     RowLanes lanes(k, p, lane, d, shuffles);
@@ -4643,11 +4642,9 @@ LogicalResult HostLowering::lowerDataMovement(Operation *op) {
              lastOf(fromOffsets) % vector == 0 &&
              lastOf(toOffsets) % vector == 0;
     };
-    int64_t vector = 1;
-    if (overElements && perm.empty() && !shape.empty())
-      for (int64_t v : {int64_t(128 / k.narrowestBits), kVector})
-        if (vector == 1 && fits(v))
-          vector = v;
+    int64_t vector = overElements && perm.empty() && !shape.empty()
+                         ? chunkWhere(k.narrowestBits, fits)
+                         : 1;
     if (vector > 1) {
       SmallVector<int64_t> chunks(shape);
       chunks.back() /= vector;

@@ -211,15 +211,21 @@ struct Kernel {
 /// Floats in 16 bytes: a GPU thread's widest load.
 constexpr int64_t kVector = 4;
 
-/// Columns one thread takes at a time along a last dimension of `n`
-/// elements, in chunks of `per` threads (a row's 32 lanes; 1 for an
-/// elementwise kernel): 16 bytes of elements of `bits` (one 128-bit load
-/// of a bf16 buffer, two of an f32 one), else four, else one.
-inline int64_t chunkColumns(int64_t n, int64_t per, unsigned bits) {
+/// The columns a thread takes at a time where `fits` them: 16 bytes of
+/// elements of `bits` (one 128-bit load of a bf16 buffer, two of an f32
+/// one), else four, else one.
+inline int64_t chunkWhere(unsigned bits,
+                          llvm::function_ref<bool(int64_t)> fits) {
   for (int64_t vector : {int64_t(128 / bits), kVector})
-    if (n % (per * vector) == 0)
+    if (fits(vector))
       return vector;
   return 1;
+}
+/// The same along a last dimension of `n` elements, in chunks of `per`
+/// threads (a row's 32 lanes; 1 for an elementwise kernel).
+inline int64_t chunkColumns(int64_t n, int64_t per, unsigned bits) {
+  return chunkWhere(bits,
+                    [&](int64_t vector) { return n % (per * vector) == 0; });
 }
 
 /// On a kernel that needs its GPU blocks of a size (its threads share
